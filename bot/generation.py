@@ -1,0 +1,160 @@
+"""Types shared by the model backend, the executor and the summarizer.
+
+Nothing here imports torch or discord: callers on the event loop can build
+requests and catch these errors without pulling in the model stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable
+
+# Allowed ranges, declared once. storage/settings.py holds the same ranges for
+# what admins may store; this module checks what reaches the model.
+LIMITS = {
+    "max_new_tokens": (1, 2048),
+    "temperature": (0.05, 2.0),
+    "top_p": (0.05, 1.0),
+    "top_k": (0, 500),
+    "repetition_penalty": (1.0, 2.0),
+}
+
+
+class GenerationError(Exception):
+    """Base of every error the executor or summarizer raises on purpose."""
+
+    user_message = "Something went wrong while generating the summary."
+
+
+class InvalidRequest(GenerationError):
+    """The request can never succeed (empty prompt, too long, bad settings). Raised before the model sees it."""
+
+    user_message = "That request can't be summarized."
+
+
+class Overloaded(GenerationError):
+    """The queue is full (or this server/member holds its share of it). Fails at once; retry later."""
+
+    user_message = "The summarizer is busy right now."
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RequestTimeout(GenerationError):
+    """The request did not finish before its deadline."""
+
+    user_message = "The summary took too long and was stopped."
+
+
+class ExecutorClosed(GenerationError):
+    """The executor is shutting down or closed."""
+
+    user_message = "The summarizer is shutting down."
+
+
+class EngineDead(GenerationError):
+    """The worker crashed; every waiter gets this. The executor restarts the worker."""
+
+    user_message = "The summarizer hit an internal error and is restarting."
+
+
+class OutOfMemory(GenerationError):
+    """The model ran out of memory on this request even alone."""
+
+    user_message = "This conversation is too large for the model's memory."
+
+
+class SummaryFailed(GenerationError):
+    """The model produced nothing usable (empty, repetition loop, echo) even after one retry."""
+
+    user_message = "The model could not produce a usable summary for this conversation."
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Exactly what reaches ``generate``. Validated: a bad value raises ``InvalidRequest``."""
+
+    max_new_tokens: int = 160
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50
+    repetition_penalty: float = 1.1
+    seed: int | None = None  # for sampling; None: nondeterministic
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi) in LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi):
+                raise InvalidRequest(f"{name}={value!r} is out of range (allowed: {lo} to {hi})")
+        if not isinstance(self.max_new_tokens, int) or not isinstance(self.top_k, int):
+            raise InvalidRequest("max_new_tokens and top_k must be whole numbers")
+        if not isinstance(self.do_sample, bool):
+            raise InvalidRequest("do_sample must be true or false")
+
+    def group_key(self) -> tuple[Any, ...]:
+        """Requests batch together only when everything but max_new_tokens agrees."""
+        if not self.do_sample:
+            return (False, self.repetition_penalty)
+        return (True, self.temperature, self.top_p, self.top_k, self.repetition_penalty, self.seed)
+
+    def to_generate_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": self.do_sample,
+            "repetition_penalty": self.repetition_penalty,
+        }
+        if self.do_sample:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        else:
+            # Greedy: neutralise sampling knobs so transformers does not warn or apply them.
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def with_(self, **changes: Any) -> "GenerationSettings":
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the summarizer asks: instructions (system) kept apart from the data (user).
+
+    The backend renders it with the model's chat template (causal LMs) or as one
+    plain input (encoder-decoder models).
+    """
+
+    system: str
+    user: str
+
+
+@dataclass
+class GenerationRequest:
+    prompt: Prompt
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    guild: str = "local"  # fairness key: a server id, or "local" for the CLI
+    user: str = "local"
+    priority: int = 0  # 0 interactive; higher numbers run later (digests use 1)
+    timeout: float | None = None  # seconds; None: the executor's default
+    job: str | None = None  # chunks of one map-reduce share a job id so they batch together
+    on_queue: Callable[["QueueStatus"], None] | None = None  # called on the event loop
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    position: int  # 1 = next to run
+    eta_s: float | None
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    finished: bool  # False when max_new_tokens cut the generation
+    latency_s: float = 0.0
+    batch_size: int = 1

