@@ -130,6 +130,9 @@ class Prompt:
 
     system: str
     user: str
+    # The start of the answer, written for the model (guided decoding); causal models continue it.
+    # The generated text excludes it. Encoder-decoder models ignore it.
+    prefix: str = ""
 
 
 @dataclass

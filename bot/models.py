@@ -13,10 +13,11 @@ import importlib.util
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .generation import GenerationResult, GenerationSettings, InvalidRequest, Prompt
 
@@ -201,6 +202,9 @@ class ModelBackend:
             tokenizer.pad_token = tokenizer.eos_token
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None)) and not self.is_encoder_decoder
         self.context_window = self._context_window()
+        # generate_batch changes the tokenizer's padding state; a fast tokenizer used from another
+        # thread meanwhile fails with "Already borrowed". Every tokenizer call holds this lock briefly.
+        self.tokenizer_lock = threading.RLock()
 
     def _context_window(self) -> int:
         config = self.model.config
@@ -221,18 +225,20 @@ class ModelBackend:
         """The exact text fed to the tokenizer: chat template for chat models, plain text otherwise."""
         if self.has_chat_template:
             messages = [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prompt.prefix
         if self.is_encoder_decoder:
             # Dedicated summarizers (BART, Pegasus) take the bare text; T5 wants its task prefix.
             return ("summarize: " if self.model_type in ("t5", "mt5", "umt5") else "") + prompt.user
-        return f"{prompt.system}\n\n{prompt.user}\n\nSummary:"
+        return f"{prompt.system}\n\n{prompt.user}\n\nSummary:" + (" " + prompt.prefix if prompt.prefix else "")
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        with self.tokenizer_lock:
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def prompt_tokens(self, prompt: Prompt) -> int:
         rendered = self.render(prompt)
-        return len(self.tokenizer(rendered, add_special_tokens=not self.has_chat_template)["input_ids"])
+        with self.tokenizer_lock:
+            return len(self.tokenizer(rendered, add_special_tokens=not self.has_chat_template)["input_ids"])
 
     def check_fits(self, prompt_tokens: int, settings: GenerationSettings) -> None:
         limit = self.context_window - (0 if self.is_encoder_decoder else settings.max_new_tokens)
@@ -241,18 +247,39 @@ class ModelBackend:
                 f"prompt of {prompt_tokens} tokens does not fit the model's context "
                 f"({self.context_window} tokens, {settings.max_new_tokens} kept for the answer)"
             )
+        # Encoder-decoder decoders have their own position table: a longer answer would index past it.
+        if self.is_encoder_decoder and settings.max_new_tokens >= self.context_window:
+            raise InvalidRequest(
+                f"max_new_tokens={settings.max_new_tokens} is longer than this model can write "
+                f"(at most {self.context_window - 1} tokens)"
+            )
 
-    def generate_batch(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[GenerationResult]:
-        """One batched ``generate`` call. All rows share ``settings`` (the executor groups them)."""
+    def generate_batch(
+        self,
+        prompts: Sequence[Prompt],
+        settings: GenerationSettings,
+        *,
+        row_max_new_tokens: Sequence[int] | None = None,
+        stop_rows: Callable[[], Sequence[bool]] | None = None,
+    ) -> list[GenerationResult]:
+        """One batched ``generate`` call. All rows share ``settings`` (the executor groups them).
+
+        ``row_max_new_tokens`` lets rows stop at their own length (each at most ``settings.max_new_tokens``);
+        ``stop_rows`` is polled once per step and a True entry stops that row early (a cancelled caller).
+        """
         import torch
 
         if not prompts:
             return []
+        row_limits = list(row_max_new_tokens) if row_max_new_tokens is not None else [settings.max_new_tokens] * len(prompts)
+        if len(row_limits) != len(prompts) or any(not 0 < n <= settings.max_new_tokens for n in row_limits):
+            raise ValueError("row_max_new_tokens must give each row a length between 1 and settings.max_new_tokens")
         texts = [self.render(p) for p in prompts]
         started = time.perf_counter()
         tok = self.tokenizer
-        tok.padding_side = "right" if self.is_encoder_decoder else "left"
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not self.has_chat_template)
+        with self.tokenizer_lock:
+            tok.padding_side = "right" if self.is_encoder_decoder else "left"
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not self.has_chat_template)
         enc = {k: v.to(self.device) for k, v in enc.items()}
         kwargs = settings.to_generate_kwargs()
         if settings.do_sample and settings.seed is not None:
@@ -260,8 +287,15 @@ class ModelBackend:
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = tok.eos_token_id
+        extra: dict[str, Any] = {}
+        if stop_rows is not None or len(set(row_limits)) > 1:
+            from transformers import StoppingCriteriaList
+
+            # Causal outputs start after the padded prompt; decoder outputs after the start token.
+            first = 1 if self.is_encoder_decoder else enc["input_ids"].shape[1]
+            extra["stopping_criteria"] = StoppingCriteriaList([_RowStop(first, row_limits, stop_rows)])
         with torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs, pad_token_id=tok.pad_token_id, eos_token_id=eos)
+            out = self.model.generate(**enc, **kwargs, **extra, pad_token_id=tok.pad_token_id, eos_token_id=eos)
         if not self.is_encoder_decoder:
             out = out[:, enc["input_ids"].shape[1]:]
         eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
@@ -269,9 +303,10 @@ class ModelBackend:
         elapsed = time.perf_counter() - started
         results = []
         prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
-        for row, plen in zip(out.tolist(), prompt_lens):
+        for row, plen, limit in zip(out.tolist(), prompt_lens, row_limits):
             start = 1 if self.is_encoder_decoder and row and row[0] == self.model.config.decoder_start_token_id else 0
-            row = row[start:]
+            # A row that stopped early is padded to the batch's length; only its own tokens count.
+            row = row[start:start + limit]
             finished = False
             kept: list[int] = []
             for token in row:
@@ -281,7 +316,8 @@ class ModelBackend:
                 kept.append(token)
             while kept and kept[-1] == pad and pad not in eos_ids:
                 kept.pop()
-            text = tok.decode(kept, skip_special_tokens=True).strip()
+            with self.tokenizer_lock:
+                text = tok.decode(kept, skip_special_tokens=True).strip()
             results.append(GenerationResult(text, int(plen), len(kept), finished, elapsed, len(prompts)))
         return results
 
@@ -328,3 +364,25 @@ def save_tiny_model(folder: str | os.PathLike[str], kind: str = "causal", **conf
     tokenizer.save_pretrained(folder)
     (folder / "recap-tiny.json").write_text(json.dumps({"kind": kind}))
     return folder
+
+
+class _RowStop:
+    """A stopping criterion with one verdict per row: its own length limit reached, or asked to stop.
+
+    Duck-typed to transformers' ``StoppingCriteria`` (a callable returning a bool tensor per row),
+    so this module still imports transformers only inside functions.
+    """
+
+    def __init__(self, first: int, limits: Sequence[int], stop_rows: Callable[[], Sequence[bool]] | None) -> None:
+        self.first = first
+        self.limits = list(limits)
+        self.stop_rows = stop_rows
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        produced = input_ids.shape[1] - self.first
+        done = torch.tensor([produced >= limit for limit in self.limits], device=input_ids.device)
+        if self.stop_rows is not None:
+            done |= torch.tensor(list(self.stop_rows()), dtype=torch.bool, device=input_ids.device)
+        return done

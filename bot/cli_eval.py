@@ -1,0 +1,150 @@
+"""Score the summarizer with ROUGE on a JSON Lines dialogue set, beside lead-2/lead-3 baselines.
+
+``python -m bot eval --data dev.jsonl --limit 200`` summarizes every dialogue
+through the real executor (all submitted at once, bounded so the executor can
+batch them without refusing any), then prints ROUGE-1/2/L F1 for the pipeline
+and the baselines, the throughput, and how many summaries name someone who is
+not in the conversation. With ``--json`` the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .cli_summarize import EXIT_FAILED, EXIT_INPUT, add_model_arguments, apply_model_overrides, generation_from_args
+from .config import ConfigError, Settings
+from .conversation import ChatMessage
+from .evaluation import EvalDataError, EvalRecord, RougeScorer, absent_names, lead_k, load_records, speaker_names
+from .exports import ExportError, parse_transcript
+from .generation import GenerationError, GenerationSettings, InvalidRequest
+from .models import ModelLoadError
+from .prompts import LENGTHS, STYLES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="JSON Lines file: {\"dialogue\": ..., \"summary\" or \"summary1\"..\"summary3\": ...}")
+    parser.add_argument("--limit", type=int, metavar="N", help="use only the first N records")
+    parser.add_argument("--json", action="store_true", help="end the output with one JSON line of the results")
+    parser.add_argument("--length", choices=list(LENGTHS), default="short", help="summary length (default: short)")
+    parser.add_argument("--style", choices=list(STYLES), default="paragraph", help="summary style (default: paragraph)")
+    add_model_arguments(parser)
+
+
+@dataclass
+class EvalRun:
+    predictions: list[str]
+    failed: int  # dialogues the model could not summarize (scored as empty)
+    seconds: float  # summarizing only, the model load excluded
+    model: str
+
+
+def concurrency_for(settings: Settings) -> int:
+    """How many dialogues are in flight: enough to fill two batches, never more than the queue admits."""
+    return max(1, min(settings.max_queue_per_user, settings.max_queue_per_guild, settings.max_queue, 2 * settings.max_batch_size))
+
+
+async def summarize_all(
+    dialogues: list[list[ChatMessage]], settings: Settings, length: str, style: str, generation: GenerationSettings,
+    progress_every: int = 0,
+) -> EvalRun:
+    """Summarize every dialogue concurrently through one executor; failures become empty predictions."""
+    from .executor import Executor
+    from .summarizer import Summarizer, SummaryOptions
+
+    options = SummaryOptions(length=length, style=style, generation=generation)
+    async with Executor.from_settings(settings) as executor:
+        summarizer = Summarizer(executor, settings.input_token_budget)
+        slots = asyncio.Semaphore(concurrency_for(settings))
+        failures: list[str] = []
+        done = 0
+
+        async def one(messages: list[ChatMessage]) -> str:
+            nonlocal done
+            async with slots:
+                try:
+                    summary = await summarizer.summarize(messages, options, guild="eval", user="eval")
+                    text = summary.text
+                except GenerationError as exc:
+                    failures.append(str(exc))
+                    text = ""
+            done += 1
+            if progress_every and (done % progress_every == 0 or done == len(dialogues)):
+                print(f"summarized {done}/{len(dialogues)}", file=sys.stderr, flush=True)
+            return text
+
+        started = time.perf_counter()
+        predictions = list(await asyncio.gather(*(one(d) for d in dialogues)))
+        seconds = time.perf_counter() - started
+        model = executor.backend.name
+    return EvalRun(predictions, len(failures), seconds, model)
+
+
+def score(records: list[EvalRecord], predictions: list[str]) -> dict[str, Any]:
+    """ROUGE for the pipeline and the lead baselines, plus the absent-name count."""
+    scorer = RougeScorer()
+    references = [r.references for r in records]
+    absent = sum(
+        1 for r, p in zip(records, predictions) if absent_names(p, r.dialogue, speaker_names(r.dialogue))
+    )
+    return {
+        "pipeline": scorer.corpus(predictions, references),
+        "lead2": scorer.corpus([lead_k(r.dialogue, 2) for r in records], references),
+        "lead3": scorer.corpus([lead_k(r.dialogue, 3) for r in records], references),
+        "n": len(records),
+        "absent_names": absent,
+    }
+
+
+def format_table(results: dict[str, Any]) -> str:
+    rows = [f"{'':<10}{'ROUGE-1':>9}{'ROUGE-2':>9}{'ROUGE-L':>9}"]
+    for label, key in (("pipeline", "pipeline"), ("lead-2", "lead2"), ("lead-3", "lead3")):
+        s = results[key]
+        rows.append(f"{label:<10}{s['rouge1']:>9.2f}{s['rouge2']:>9.2f}{s['rougeL']:>9.2f}")
+    rows.append("")
+    rows.append(f"dialogues: {results['n']}   dialogues/s: {results['dialogues_per_s']:.2f}   model: {results['model']}")
+    rows.append(f"summaries naming someone absent from the conversation: {results['absent_names']} of {results['n']}")
+    if results["failed"]:
+        rows.append(f"dialogues the model could not summarize (scored as empty): {results['failed']}")
+    return "\n".join(rows)
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    if args.limit is not None and args.limit < 1:
+        print("error: --limit must be 1 or more", file=sys.stderr)
+        return EXIT_INPUT
+    try:
+        records = load_records(args.data, args.limit)
+        dialogues = [parse_transcript(r.dialogue, f"{args.data}: record on line {r.line}").messages for r in records]
+        settings = apply_model_overrides(settings, args)
+        generation = generation_from_args(args, args.length)
+    except (EvalDataError, ExportError, ConfigError, InvalidRequest) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    print(f"Loading model {settings.model} and summarizing {len(records)} dialogues...", file=sys.stderr)
+    try:
+        run = asyncio.run(summarize_all(dialogues, settings, args.length, args.style, generation,
+                                        progress_every=max(1, len(records) // 10)))
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except GenerationError as exc:
+        print(f"error: {exc.user_message} ({exc})", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("stopped.", file=sys.stderr)
+        return 130
+    results = score(records, run.predictions)
+    results["dialogues_per_s"] = round(len(records) / run.seconds, 3) if run.seconds > 0 else 0.0
+    results["failed"] = run.failed
+    results["model"] = run.model
+    print(format_table(results))
+    if args.json:
+        keys = ("pipeline", "lead2", "lead3", "dialogues_per_s", "n", "absent_names", "failed", "model")
+        print(json.dumps({k: results[k] for k in keys}, ensure_ascii=False))
+    return 0

@@ -1,0 +1,153 @@
+"""RecapBot: the discord.py client, with its dependencies injected.
+
+The runner opens the database, the executor and the summarizer and hands them
+in; the bot only wires them to Discord. Features live in cogs, loaded by name
+so that one broken cog does not stop the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import discord
+from discord.ext import commands
+
+from cogs.utils.cooldowns import GuildSlots, UserCooldown
+from cogs.utils.coverage import Coverage
+
+if TYPE_CHECKING:
+    from storage import Database, MessageBuffer
+
+    from bot.config import Settings
+    from cogs.utils.flow import ViewFactory
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS: tuple[str, ...] = (
+    "cogs.errors",
+    "cogs.history",
+    "cogs.summarize",
+    "cogs.settings",
+    "cogs.privacy",
+    "cogs.status",
+    "cogs.admin",
+    "cogs.digests",
+    "cogs.summaries",
+)
+
+
+def intents() -> discord.Intents:
+    """Only what the bot uses: servers, their messages and message text. No members, no presences."""
+    wanted = discord.Intents.none()
+    wanted.guilds = True
+    wanted.guild_messages = True
+    wanted.message_content = True
+    return wanted
+
+
+class RecapBot(commands.Bot):
+    def __init__(
+        self,
+        *,
+        settings: "Settings",
+        db: "Database",
+        executor: Any,
+        summarizer: Any,
+        extensions: Iterable[str] = EXTENSIONS,
+        **options: Any,
+    ) -> None:
+        options.setdefault("allowed_mentions", discord.AllowedMentions.none())
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents(),
+            help_command=None,
+            **options,
+        )
+        self.settings = settings
+        self.db = db
+        self.executor = executor
+        self.summarizer = summarizer
+        self.extension_names = tuple(extensions)
+        self.failed_extensions: dict[str, BaseException] = {}
+        self.coverage = Coverage()
+        self.cooldowns = UserCooldown(settings.user_cooldown_s)
+        self.guild_slots = GuildSlots(settings.guild_max_concurrent)
+        self.message_buffer: "MessageBuffer | None" = None  # set by cogs.history while it is loaded
+        # Buttons for every summary reply; cogs.summaries sets it (see cogs/utils/flow.py).
+        self.summary_view_factory: "ViewFactory | None" = None
+        self.started_at = time.time()
+        self.accepting = True  # False while shutting down: commands answer "shutting down"
+        self.force_sync = False  # sync at start even when the tree hash is unchanged (runner --force-sync)
+
+    async def setup_hook(self) -> None:
+        for name in self.extension_names:
+            try:
+                await self.load_extension(name)
+            except commands.ExtensionNotFound:
+                log.info("extension %s is not installed; skipping", name)
+            except Exception as exc:
+                self.failed_extensions[name] = exc
+                log.exception("failed to load extension %s", name)
+        await self.sync_commands(force=self.force_sync)
+
+    # ------------------------------------------------------------ command sync
+
+    @property
+    def sync_state_file(self) -> Path:
+        """The last synced tree's hash lives next to the database (storage has no key/value table)."""
+        path = Path(self.settings.database_path)
+        return path.with_name(path.name + ".commands.sha256")
+
+    def tree_hash(self) -> str:
+        target = self.settings.dev_guild_id
+        payload = {
+            "target": target or "global",
+            "commands": sorted(
+                (c.to_dict(self.tree) for c in self.tree.get_commands()),
+                key=lambda d: (d.get("type", 1), d["name"]),
+            ),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    async def sync_commands(self, *, force: bool) -> int | None:
+        """Sync to DEV_GUILD_ID (copy_global_to) or globally, only when the tree changed unless forced.
+
+        Returns the number of commands synced, or ``None`` when nothing changed.
+        """
+        digest = self.tree_hash()
+        state = self.sync_state_file
+        try:
+            previous = state.read_text().strip() if state.is_file() else ""
+        except OSError:
+            previous = ""
+        if not force and previous == digest:
+            log.info("application commands unchanged since the last sync; not syncing")
+            return None
+        if self.settings.dev_guild_id:
+            guild = discord.Object(id=self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+        else:
+            synced = await self.tree.sync()
+        try:
+            state.parent.mkdir(parents=True, exist_ok=True)
+            state.write_text(digest + "\n")
+        except OSError as exc:
+            log.warning("could not record the command tree hash in %s: %s", state, exc)
+        log.info("synced %d application commands (%s)", len(synced), self.settings.dev_guild_id or "global")
+        return len(synced)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def on_ready(self) -> None:
+        log.info("connected as %s (id %s) to %d servers", self.user, self.user.id if self.user else "?", len(self.guilds))
+
+    async def close(self) -> None:
+        """Stop taking commands, unload cogs (the history cog flushes its buffer), then disconnect."""
+        self.accepting = False
+        await super().close()

@@ -1,0 +1,551 @@
+"""The async inference executor: one worker thread owns the model; the event loop only schedules.
+
+``submit`` admits a request at once or raises ``Overloaded``; its token count is
+checked on a tokenizer thread; then it waits in a fair queue (priority, then
+round-robin over guilds) until the scheduler task packs it into a batch with
+requests of the same generation settings. The worker thread runs the batch as
+one left-padded ``generate`` and hands each row's result back to its own future.
+
+A caller that is cancelled or times out leaves the queue at once; if its row is
+already generating, the row is stopped at the next decoding step (a per-row
+stopping criterion reads the entry's ``cancelled`` flag). A worker crash fails
+every waiter with ``EngineDead`` and reloads the model on a fresh thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import functools
+import inspect
+import logging
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from .executor_metrics import ExecutorStats, MetricsServer, start_metrics_server
+from .executor_queue import Entry, FairQueue, job_unit
+from .executor_worker import ModelWorker, load_on_thread, release_on_thread, run_batch
+from .generation import (
+    EngineDead,
+    ExecutorClosed,
+    GenerationError,
+    GenerationRequest,
+    GenerationResult,
+    GenerationSettings,
+    InvalidRequest,
+    Overloaded,
+    Prompt,
+    QueueStatus,
+    RequestTimeout,
+)
+from .models import ModelBackend, load_backend
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+__all__ = ["Executor", "MetricsServer", "start_metrics_server"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PER_REQUEST_S = 2.0  # retry hint before any batch has been timed
+CLOSE_WAIT_S = 30.0
+VALIDATION_WAIT_S = 0.25  # most a batch waits for requests admitted with it that are still being tokenized  # how long aclose waits for the worker thread to finish its current step
+
+
+class Executor:
+    def __init__(
+        self,
+        backend_factory: Callable[[], ModelBackend],
+        *,
+        max_batch_size: int = 8,
+        max_batch_tokens: int = 16384,
+        max_batch_wait_ms: float = 15,
+        max_queue: int = 64,
+        max_queue_per_guild: int = 24,
+        max_queue_per_user: int = 12,
+        request_timeout_s: float = 600.0,
+    ) -> None:
+        if min(max_batch_size, max_batch_tokens, max_queue, max_queue_per_guild, max_queue_per_user) < 1:
+            raise ValueError("batch and queue limits must be at least 1")
+        if max_batch_wait_ms < 0 or request_timeout_s <= 0:
+            raise ValueError("max_batch_wait_ms must be >= 0 and request_timeout_s > 0")
+        self._factory = backend_factory
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_wait_s = max_batch_wait_ms / 1000
+        self.max_queue = max_queue
+        self.max_queue_per_guild = max_queue_per_guild
+        self.max_queue_per_user = max_queue_per_user
+        self.request_timeout_s = request_timeout_s
+
+        self._stats = ExecutorStats()
+        self._queue = FairQueue()
+        self._pending: set[Entry] = set()  # admitted and not finished: validating, queued or running
+        self._guild_units: Counter[str] = Counter()
+        self._user_units: Counter[str] = Counter()
+        self._unit_entries: Counter[str] = Counter()  # unit -> pending entries (a job counts once)
+        self._running: list[Entry] = []
+        self._running_since = 0.0
+
+        self._backend: ModelBackend | None = None  # the loaded model; only the worker thread generates with it
+        self._known: ModelBackend | None = None  # the last loaded backend: its tokenizer and facts outlive a crash
+        self._worker: ModelWorker | None = None
+        self._tokenizer_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._positions_due = False
+        self._loading = False
+        self._started = False
+        self._closed = False
+        self._dead: EngineDead | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "Executor":
+        factory = functools.partial(
+            load_backend,
+            settings.model,
+            model_file=settings.model_file,
+            device=settings.device,
+            dtype=settings.dtype,
+            cpu_threads=settings.cpu_threads,
+            cache_dir=settings.model_cache_dir,
+        )
+        return cls(
+            factory,
+            max_batch_size=settings.max_batch_size,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_batch_wait_ms=settings.max_batch_wait_ms,
+            max_queue=settings.max_queue,
+            max_queue_per_guild=settings.max_queue_per_guild,
+            max_queue_per_user=settings.max_queue_per_user,
+            request_timeout_s=settings.request_timeout_s,
+        )
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        """Load the model on the worker thread. Raises ``ModelLoadError`` (the message says what to do)."""
+        if self._closed:
+            raise ExecutorClosed("this executor was closed; make a new one")
+        if self._started:
+            return
+        self._wakeup = asyncio.Event()
+        self._tokenizer_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="recap-tokenizer")
+        try:
+            await self._load_worker()
+        except BaseException:
+            self._tokenizer_pool.shutdown(wait=False)
+            self._tokenizer_pool = None
+            raise
+        self._started = True
+        backend = self._backend
+        assert backend is not None
+        log.info(
+            "executor ready: %s on %s (%s), batches of up to %d requests / %d tokens",
+            backend.name, backend.device, backend.dtype_name, self.max_batch_size, self.max_batch_tokens,
+        )
+        self._scheduler = asyncio.get_running_loop().create_task(self._schedule(), name="recap-executor-scheduler")
+
+    async def _load_worker(self, previous: ModelBackend | None = None) -> None:
+        worker = ModelWorker(asyncio.get_running_loop())
+        self._worker = worker
+        self._loading = True
+        worker.start()
+        try:
+            self._backend = await worker.call(functools.partial(load_on_thread, self._factory, previous))
+            self._known = self._backend
+        except BaseException:
+            worker.stop()
+            self._worker = None
+            raise
+        finally:
+            self._loading = False
+
+    async def aclose(self) -> None:
+        """Stop accepting; fail queued and running requests with ``ExecutorClosed``; free the model."""
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        self._closed = True
+        closed = ExecutorClosed("the summarizer is shutting down")
+        self._fail(self._queue.drain(), closed)
+        for entry in self._running:
+            entry.cancelled = True  # the worker stops these rows at the next decoding step
+        self._fail(self._running, closed)
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            await asyncio.gather(self._scheduler, return_exceptions=True)
+        await self._retire_worker()
+        if self._tokenizer_pool is not None:
+            self._tokenizer_pool.shutdown(wait=False)
+        log.info("executor closed")
+
+    async def _retire_worker(self, release: bool = True) -> None:
+        """End the worker thread, freeing the model on it first (unless a successor frees it)."""
+        worker, backend = self._worker, self._backend
+        self._worker = self._backend = None
+        if worker is None:
+            return
+        if release:
+            released = worker.call(functools.partial(release_on_thread, backend))
+            released.add_done_callback(_note_release_failure)
+        del backend
+        worker.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(worker.exited), CLOSE_WAIT_S)
+        except TimeoutError:
+            log.warning("the model worker did not stop within %.0fs; leaving it behind", CLOSE_WAIT_S)
+
+    async def __aenter__(self) -> "Executor":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # ---- public interface ----
+
+    @property
+    def backend(self) -> ModelBackend:
+        """The loaded model's facts and tokenizer helpers (``render``, ``context_window``...).
+
+        Its tokenizer helpers are thread-safe (a lock) and fine on the event loop for short texts;
+        use ``count_tokens`` for long ones. Generation goes through ``submit`` only.
+        """
+        if self._known is None or self._closed:
+            raise ExecutorClosed("the model is not loaded (start() not called, or closed)")
+        return self._known
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def state(self) -> str:
+        """new, loading, ready, restarting, dead (could not reload) or closed."""
+        if self._closed:
+            return "closed"
+        if self._dead is not None:
+            return "dead"
+        if not self._started:
+            return "loading" if self._loading else "new"
+        return "ready" if self._backend is not None and not self._loading else "restarting"
+
+    async def count_tokens(self, text: str) -> int:
+        return await self._on_tokenizer_thread(self.backend.count_tokens, text)
+
+    async def submit(self, request: GenerationRequest) -> GenerationResult:
+        """Generate for one request. Raises ``Overloaded`` at once when the queue is full, or another
+        ``GenerationError``: ``InvalidRequest``, ``RequestTimeout``, ``OutOfMemory``, ``EngineDead``, ``ExecutorClosed``."""
+        self._check_open()
+        try:
+            self._check_shape(request)
+        except InvalidRequest:
+            self._stats.count("invalid")
+            raise
+        entry = self._admit(request)
+        timeout = request.timeout if request.timeout is not None else self.request_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                entry.prompt_tokens = await self._on_tokenizer_thread(self._validate_on_thread, request)
+                self._check_open()
+                if not entry.future.done():  # a crash while validating already failed it
+                    self._enqueue(entry)
+                result = await entry.future
+        except TimeoutError:
+            self._stats.count("timeouts")
+            raise RequestTimeout(f"no result within {timeout:g}s") from None
+        except asyncio.CancelledError:
+            self._stats.count("cancellations")
+            raise
+        except InvalidRequest:
+            self._stats.count("invalid")
+            raise
+        except GenerationError:
+            self._stats.count("failed")
+            raise
+        finally:
+            self._release(entry)
+        latency = time.perf_counter() - entry.admitted_at
+        self._stats.record_latency(latency)
+        return dataclasses.replace(result, latency_s=round(latency, 4))
+
+    def metrics(self) -> dict[str, Any]:
+        out = self._stats.snapshot()
+        out.update(
+            queue_depth=len(self._queue),
+            in_flight=len(self._running),
+            pending=len(self._pending),
+            ready=self.ready,
+            state=self.state,
+            max_batch_size=self.max_batch_size,
+        )
+        if self._known is not None:
+            out.update(model=self._known.name, device=self._known.device, dtype=self._known.dtype_name)
+        return out
+
+    # ---- admission ----
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ExecutorClosed("the summarizer is shutting down")
+        if self._dead is not None:
+            raise self._dead
+        if not self._started:
+            raise ExecutorClosed("the executor is not started")
+
+    @staticmethod
+    def _check_shape(request: GenerationRequest) -> None:
+        if not isinstance(request, GenerationRequest):
+            raise InvalidRequest(f"expected a GenerationRequest, got {type(request).__name__}")
+        prompt, settings = request.prompt, request.settings
+        if not isinstance(prompt, Prompt) or not isinstance(prompt.system, str) or not isinstance(prompt.user, str):
+            raise InvalidRequest("the prompt must be a Prompt with text parts")
+        if not prompt.user.strip():
+            raise InvalidRequest("there is nothing to summarize (the prompt is empty)")
+        if not isinstance(settings, GenerationSettings):
+            raise InvalidRequest(f"expected GenerationSettings, got {type(settings).__name__}")
+        GenerationSettings(**settings.as_dict())  # re-validates ranges: a frozen dataclass can still be forged
+        if request.timeout is not None and not (isinstance(request.timeout, (int, float)) and request.timeout > 0):
+            raise InvalidRequest(f"timeout={request.timeout!r} must be a positive number of seconds")
+        if not isinstance(request.priority, int) or isinstance(request.priority, bool):
+            raise InvalidRequest(f"priority={request.priority!r} must be a whole number")
+
+    def _admit(self, request: GenerationRequest) -> Entry:
+        """Reserve a place or raise ``Overloaded`` at once (never wait for room)."""
+        unit = job_unit(request)
+        new_unit = unit is None or self._unit_entries[unit] == 0
+        if len(self._pending) >= self.max_queue:
+            self._reject(f"the queue is full ({self.max_queue} requests)", self._retry_after(None))
+        if new_unit and self._guild_units[request.guild] >= self.max_queue_per_guild:
+            self._reject(
+                f"this server already has {self.max_queue_per_guild} requests queued",
+                self._retry_after(lambda e: e.request.guild == request.guild),
+            )
+        if new_unit and self._user_units[request.user] >= self.max_queue_per_user:
+            self._reject(
+                f"you already have {self.max_queue_per_user} requests queued",
+                self._retry_after(lambda e: e.request.user == request.user),
+            )
+        entry = Entry(request, asyncio.get_running_loop().create_future(), time.perf_counter())
+        self._pending.add(entry)
+        self._stats.count("submitted")
+        if self._unit_entries[entry.unit] == 0:
+            self._guild_units[request.guild] += 1
+            self._user_units[request.user] += 1
+        self._unit_entries[entry.unit] += 1
+        return entry
+
+    def _reject(self, message: str, retry_after: float) -> None:
+        self._stats.count("rejected")
+        raise Overloaded(f"{message}; try again in about {retry_after:.0f}s", retry_after)
+
+    def _retry_after(self, mine: Callable[[Entry], bool] | None) -> float:
+        """Seconds until a place frees: the running batch for the global cap, else this scope's first request."""
+        per_request = self._stats.seconds_per_request() or DEFAULT_PER_REQUEST_S
+        if mine is None or any(mine(e) for e in self._running):
+            ahead = len(self._running) or 1
+        else:
+            order = self._queue.order()
+            ahead = next((i + 1 for i, e in enumerate(order) if mine(e)), len(order)) + len(self._running)
+        return round(min(3600.0, max(1.0, per_request * ahead)), 1)
+
+    def _validate_on_thread(self, request: GenerationRequest) -> int:
+        """Token count of the rendered prompt; raises ``InvalidRequest`` if it cannot fit the context."""
+        backend = self._known
+        if backend is None:
+            raise ExecutorClosed("the summarizer is shutting down")
+        tokens = backend.prompt_tokens(request.prompt)
+        backend.check_fits(tokens, request.settings)
+        return tokens
+
+    async def _on_tokenizer_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        pool = self._tokenizer_pool
+        if pool is None or self._closed:
+            raise ExecutorClosed("the summarizer is shutting down")
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    def _enqueue(self, entry: Entry) -> None:
+        entry.enqueued_at = time.perf_counter()
+        self._queue.push(entry)
+        self._schedule_positions()
+        assert self._wakeup is not None
+        self._wakeup.set()
+
+    def _release(self, entry: Entry) -> None:
+        """The caller is done with this entry (result, error, timeout or cancellation)."""
+        if entry not in self._pending:
+            return
+        self._pending.discard(entry)
+        entry.cancelled = True  # a row still generating stops at the next step
+        if self._queue.remove(entry):
+            self._schedule_positions()
+        if self._wakeup is not None:
+            self._wakeup.set()  # a batch being gathered may have been waiting for this one
+        self._unit_entries[entry.unit] -= 1
+        if self._unit_entries[entry.unit] <= 0:
+            del self._unit_entries[entry.unit]
+            _decrement(self._guild_units, entry.request.guild)
+            _decrement(self._user_units, entry.request.user)
+        future = entry.future
+        if future.done() and not future.cancelled():
+            future.exception()  # mark retrieved: the caller may have left through another path
+
+    # ---- queue positions ----
+
+    def _schedule_positions(self) -> None:
+        """Report positions once per loop iteration, however many queue changes happened in it."""
+        if not self._positions_due:
+            self._positions_due = True
+            asyncio.get_running_loop().call_soon(self._report_positions)
+
+    def _report_positions(self) -> None:
+        self._positions_due = False
+        per_request = self._stats.seconds_per_request()
+        remaining = 0.0
+        mean_batch = self._stats.mean_batch_s()
+        if self._running and mean_batch is not None:
+            remaining = max(0.0, mean_batch - (time.perf_counter() - self._running_since))
+        for index, entry in enumerate(self._queue.order()):
+            position = index + 1
+            if entry.position == position or entry.request.on_queue is None:
+                entry.position = position
+                continue
+            entry.position = position
+            eta = None if per_request is None else round(remaining + per_request * position, 1)
+            try:
+                outcome = entry.request.on_queue(QueueStatus(position, eta))
+                if inspect.isawaitable(outcome):  # an async callback (e.g. editing a Discord message)
+                    asyncio.ensure_future(outcome).add_done_callback(_note_callback_failure)
+            except Exception:  # noqa: BLE001 - a caller's progress callback must not break the scheduler
+                log.exception("on_queue callback failed")
+
+    # ---- scheduling ----
+
+    async def _schedule(self) -> None:
+        """The one task that owns the queue: wait for work, pack a batch, run it, hand results back."""
+        assert self._wakeup is not None
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self._gather_batch()
+            batch = self._queue.take_batch(self.max_batch_size, self.max_batch_tokens, self._fits)
+            if not batch:
+                continue
+            self._schedule_positions()
+            if not await self._run(batch):
+                return  # the model could not be reloaded; every waiter has been failed
+
+    async def _gather_batch(self) -> None:
+        """Give a lone request up to max_batch_wait_ms to find company (counted from when it was queued).
+
+        Requests already admitted but still being tokenized are waited for past that, up to
+        VALIDATION_WAIT_S: they arrived together with the head and belong in its batch.
+        """
+        assert self._wakeup is not None
+        order = self._queue.order()
+        if not order or self.max_batch_wait_s <= 0:
+            return
+        deadline = order[0].enqueued_at + self.max_batch_wait_s
+        hard_deadline = order[0].enqueued_at + max(self.max_batch_wait_s, VALIDATION_WAIT_S)
+        while len(self._queue) < self.max_batch_size:
+            now = time.perf_counter()
+            validating = any(not e.enqueued_at and not e.future.done() for e in self._pending)
+            left = (hard_deadline if validating else deadline) - now
+            if left <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), left)
+            except TimeoutError:
+                return
+
+    def _fits(self, batch: list[Entry], candidate: Entry) -> bool:
+        """The rows all generate to the batch's longest max_new_tokens: keep every row within the context."""
+        backend = self._known
+        if backend is None or backend.is_encoder_decoder:
+            return True
+        longest_prompt = max(max(e.prompt_tokens for e in batch), candidate.prompt_tokens)
+        longest_answer = max(max(e.max_new_tokens for e in batch), candidate.max_new_tokens)
+        return longest_prompt + longest_answer <= backend.context_window
+
+    async def _run(self, batch: list[Entry]) -> bool:
+        """Run one batch on the worker. Returns False when the engine is dead for good."""
+        worker, backend = self._worker, self._backend
+        assert worker is not None and backend is not None
+        settings = batch[0].request.settings
+        self._running = batch
+        self._running_since = started = time.perf_counter()
+        try:
+            outcomes = await worker.call(functools.partial(run_batch, backend, batch, settings))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything but OOM from generate is an engine crash
+            return await self._recover(batch, exc)
+        finally:
+            self._running = []
+        new_tokens, rows = 0, 0
+        for entry, outcome in zip(batch, outcomes):
+            if outcome is None or entry.future.done():
+                continue
+            if isinstance(outcome, GenerationError):
+                self._stats.count("oom")
+                entry.future.set_exception(outcome)
+            else:
+                rows += 1
+                new_tokens += outcome.new_tokens
+                entry.future.set_result(outcome)
+        if rows:
+            self._stats.record_batch(len(batch), new_tokens, time.perf_counter() - started)
+        self._schedule_positions()
+        return True
+
+    async def _recover(self, batch: list[Entry], exc: BaseException) -> bool:
+        """A crash: fail every waiter with ``EngineDead``, then reload the model on a fresh thread."""
+        log.error("model worker crashed; failing %d waiters and restarting", len(self._pending), exc_info=exc)
+        self._stats.count("engine_errors")
+        dead = EngineDead(f"the model worker crashed ({type(exc).__name__}: {exc})")
+        self._fail(batch, dead)
+        self._queue.drain()
+        self._fail(self._pending, dead)  # queued and still validating alike
+        crashed = self._backend
+        await self._retire_worker(release=False)
+        try:
+            await self._load_worker(previous=crashed)  # the new thread frees the crashed model first
+        except Exception as load_exc:  # noqa: BLE001 - reported to every later caller
+            log.error("could not reload the model after a crash: %s", load_exc)
+            self._dead = EngineDead(f"the model could not be reloaded after a crash: {load_exc}")
+            self._fail(self._queue.drain(), self._dead)
+            return False
+        self._stats.count("restarts")
+        log.info("model worker restarted")
+        return True
+
+    def _fail(self, entries: Iterable[Entry], error: GenerationError) -> None:
+        for entry in list(entries):
+            entry.cancelled = True
+            if not entry.future.done():
+                entry.future.set_exception(error)
+
+
+def _decrement(counter: Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
+
+
+def _note_release_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        # A dead thread frees nothing itself; its references go with the worker object.
+        log.debug("model release skipped: %s", future.exception())
+
+
+def _note_callback_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("on_queue callback failed", exc_info=task.exception())

@@ -1,0 +1,159 @@
+"""Executor statistics, and an optional Prometheus endpoint that reads them.
+
+``ExecutorStats`` is written on the event loop and read from the metrics HTTP
+thread, so every access holds its lock. Recent figures (throughput, latency
+percentiles) come from bounded windows, so they follow the current load.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    from .executor import Executor
+
+log = logging.getLogger(__name__)
+
+RECENT_BATCHES = 128
+RECENT_LATENCIES = 512
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+COUNTERS = (
+    "submitted", "completed", "failed", "rejected", "invalid", "timeouts",
+    "cancellations", "oom", "engine_errors", "restarts", "batches",
+)
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    rows: int
+    new_tokens: int
+    duration_s: float
+
+
+class ExecutorStats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._batch_sizes: Counter[int] = Counter()
+        self._batches: deque[BatchRecord] = deque(maxlen=RECENT_BATCHES)
+        self._latencies: deque[float] = deque(maxlen=RECENT_LATENCIES)
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def record_batch(self, rows: int, new_tokens: int, duration_s: float) -> None:
+        with self._lock:
+            self._counts["batches"] += 1
+            self._batch_sizes[rows] += 1
+            self._batches.append(BatchRecord(rows, new_tokens, duration_s))
+
+    def record_latency(self, seconds: float) -> None:
+        with self._lock:
+            self._counts["completed"] += 1
+            self._latencies.append(seconds)
+
+    def seconds_per_request(self) -> float | None:
+        """Recent busy time per request served (batches overlap their rows); None before any batch."""
+        with self._lock:
+            rows = sum(b.rows for b in self._batches)
+            return sum(b.duration_s for b in self._batches) / rows if rows else None
+
+    def mean_batch_s(self) -> float | None:
+        with self._lock:
+            if not self._batches:
+                return None
+            return sum(b.duration_s for b in self._batches) / len(self._batches)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            busy = sum(b.duration_s for b in self._batches)
+            tokens = sum(b.new_tokens for b in self._batches)
+            latencies = sorted(self._latencies)
+            out: dict[str, Any] = {name: self._counts[name] for name in COUNTERS}
+            out["batch_sizes"] = dict(sorted(self._batch_sizes.items()))
+            out["tokens_per_s"] = round(tokens / busy, 2) if busy > 0 else 0.0
+            out["p50_s"] = _percentile(latencies, 0.50)
+            out["p95_s"] = _percentile(latencies, 0.95)
+            return out
+
+
+def _percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return round(sorted_values[index], 4)
+
+
+class ExecutorCollector:
+    """A prometheus_client collector: each scrape reads ``executor.metrics()`` once."""
+
+    def __init__(self, executor: "Executor") -> None:
+        self.executor = executor
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        m = self.executor.metrics()
+        for name, doc in (
+            ("queue_depth", "Requests waiting for the model."),
+            ("in_flight", "Requests in the batch the model is running."),
+            ("tokens_per_s", "Recent generation throughput (new tokens per busy second)."),
+        ):
+            yield GaugeMetricFamily(f"recap_executor_{name}", doc, value=float(m[name]))
+        yield GaugeMetricFamily("recap_executor_ready", "1 when the model is loaded and serving.", value=1.0 if m["ready"] else 0.0)
+        latency = GaugeMetricFamily("recap_executor_latency_seconds", "Recent end-to-end request latency.", labels=["quantile"])
+        for label, key in (("0.5", "p50_s"), ("0.95", "p95_s")):
+            if m[key] is not None:
+                latency.add_metric([label], float(m[key]))
+        yield latency
+        for name in COUNTERS:
+            yield CounterMetricFamily(f"recap_executor_{name}", f"Executor {name.replace('_', ' ')} since start.", value=float(m[name]))
+        sizes: dict[int, int] = m["batch_sizes"]
+        buckets, running = [], 0
+        for bound in BATCH_SIZE_BUCKETS:
+            running = sum(count for size, count in sizes.items() if size <= bound)
+            buckets.append((str(float(bound)), float(running)))
+        buckets.append(("+Inf", float(sum(sizes.values()))))
+        yield HistogramMetricFamily(
+            "recap_executor_batch_size", "Rows per generate call.",
+            buckets=buckets, sum_value=float(sum(size * count for size, count in sizes.items())),
+        )
+
+
+class MetricsServer:
+    """A running Prometheus endpoint; ``close()`` stops it."""
+
+    def __init__(self, server: Any, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+        self.host, self.port = server.server_address[:2]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_metrics_server(executor: "Executor", port: int, addr: str = "127.0.0.1") -> MetricsServer:
+    """Serve the executor's metrics for Prometheus on ``addr:port`` (port 0: any free port).
+
+    A registry of its own, so starting it twice (tests, restarts) never collides.
+    Raises ``OSError`` when the port is taken.
+    """
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ExecutorCollector(executor))
+    server, thread = start_http_server(port, addr=addr, registry=registry)
+    started = MetricsServer(server, thread)
+    log.info("Prometheus metrics on %s", started.url)
+    return started

@@ -1,0 +1,143 @@
+"""The executor's queue: who runs next, and which requests share a batch.
+
+Order: lower ``priority`` first (0 interactive, 1 digests); within a priority,
+round-robin over guilds, one request per guild per round; first come first
+served within a guild. A guild with twenty queued chunks therefore holds one
+place per round, not twenty places ahead of everyone else.
+
+Only the scheduler task touches the queue, on the event loop; no locking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from .generation import GenerationRequest, GenerationResult
+
+_seq = itertools.count()
+
+
+@dataclass(eq=False)
+class Entry:
+    """One admitted request: its own future, and a flag the worker thread reads to drop its row."""
+
+    request: GenerationRequest
+    future: asyncio.Future[GenerationResult]
+    admitted_at: float
+    prompt_tokens: int = 0
+    enqueued_at: float = 0.0
+    cancelled: bool = False  # set on the loop, read by the worker thread between decoding steps
+    position: int | None = None  # last queue position reported to on_queue
+    seq: int = field(default_factory=lambda: next(_seq))
+
+    @property
+    def group_key(self) -> tuple[Any, ...]:
+        return self.request.settings.group_key()
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.request.settings.max_new_tokens
+
+    @property
+    def unit(self) -> str:
+        """What per-guild and per-user caps count: a whole map-reduce job is one unit of work."""
+        return job_unit(self.request) or f"req:{self.seq}"
+
+
+def job_unit(request: GenerationRequest) -> str | None:
+    return f"job:{request.guild}:{request.user}:{request.job}" if request.job else None
+
+
+# fits(batch_so_far, candidate) -> whether candidate may join; the executor knows the model's limits.
+FitsFn = Callable[[list[Entry], Entry], bool]
+
+
+class FairQueue:
+    """Queued entries by priority, then round-robin over guilds."""
+
+    def __init__(self) -> None:
+        # priority -> guild -> entries; the OrderedDict's order is the guilds' turn order.
+        self._levels: dict[int, OrderedDict[str, deque[Entry]]] = {}
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.order())
+
+    def push(self, entry: Entry) -> None:
+        guilds = self._levels.setdefault(entry.request.priority, OrderedDict())
+        guilds.setdefault(entry.request.guild, deque()).append(entry)
+        self._size += 1
+
+    def remove(self, entry: Entry) -> bool:
+        guilds = self._levels.get(entry.request.priority)
+        entries = guilds.get(entry.request.guild) if guilds is not None else None
+        if entries is None or entry not in entries:
+            return False
+        entries.remove(entry)
+        self._size -= 1
+        self._prune(entry.request.priority, entry.request.guild)
+        return True
+
+    def drain(self) -> list[Entry]:
+        """Remove and return everything (shutdown, crash)."""
+        everything = self.order()
+        self._levels.clear()
+        self._size = 0
+        return everything
+
+    def order(self) -> list[Entry]:
+        """Every queued entry in the order it would run if nothing else arrived."""
+        out: list[Entry] = []
+        for priority in sorted(self._levels):
+            queues = list(self._levels[priority].values())
+            for rank in range(max((len(q) for q in queues), default=0)):
+                out.extend(q[rank] for q in queues if rank < len(q))
+        return out
+
+    def take_batch(self, max_size: int, max_tokens: int, fits: FitsFn) -> list[Entry]:
+        """Remove and return the next batch: the head entry and those that may share its generate call.
+
+        Members share the head's priority and settings group; padded prompt tokens
+        (longest prompt times rows) stay within ``max_tokens`` (the head alone always runs).
+        """
+        order = self.order()
+        if not order:
+            return []
+        head = order[0]
+        batch = [head]
+        longest = head.prompt_tokens
+        for entry in order[1:]:
+            if len(batch) >= max_size:
+                break
+            if entry.request.priority != head.request.priority or entry.group_key != head.group_key:
+                continue
+            if max(longest, entry.prompt_tokens) * (len(batch) + 1) > max_tokens or not fits(batch, entry):
+                continue
+            batch.append(entry)
+            longest = max(longest, entry.prompt_tokens)
+        served: list[str] = []
+        for entry in batch:
+            self.remove(entry)
+            if entry.request.guild not in served:
+                served.append(entry.request.guild)
+        # Guilds that just ran go to the back of their level's turn order.
+        guilds = self._levels.get(head.request.priority)
+        if guilds is not None:
+            for guild in served:
+                if guild in guilds:
+                    guilds.move_to_end(guild)
+        return batch
+
+    def _prune(self, priority: int, guild: str) -> None:
+        guilds = self._levels[priority]
+        if not guilds[guild]:
+            del guilds[guild]
+        if not guilds:
+            del self._levels[priority]

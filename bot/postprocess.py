@@ -1,0 +1,272 @@
+"""Turn raw model output into a safe, faithful summary, or say why it is unusable.
+
+Small models echo the prompt, open with "Sure! Here is a summary:", stop
+mid-sentence, loop, copy the transcript, invent names and links, and can be
+talked into following a message's instructions. Each of those is either
+repaired here (preambles, mentions, URLs, bad citations, dangling sentence) or
+reported as a ``problem`` so the summarizer retries with other settings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from difflib import SequenceMatcher
+
+from .transcript import Transcript
+
+_CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|\[/?INST\]|</?s>|<<<[^>]*>>>|<<<|>>>")
+_PREAMBLE = re.compile(
+    r"^\s*(?:(?:sure|certainly|of course|okay|ok|absolutely|great)\b[!,.]*\s*)?"
+    r"(?:(?:here(?:'s| is| are)|below is|this is)\s+(?:a |an |the |my )?(?:brief |short |concise |quick |detailed )?"
+    r"(?:summary|summarization|overview|recap|notes|list|bullet list)\b[^:\n]{0,80}[:.]\s*)?"
+    r"(?:(?:summary|recap|notes|topics|action items|tl;?dr)\s*:\s*)?",
+    re.IGNORECASE,
+)
+_BROADCAST = re.compile(r"@(everyone|here)\b", re.IGNORECASE)
+_MENTION_SYNTAX = re.compile(r"<@[!&]?\d+>|<#\d+>")
+_AT_NAME = re.compile(r"(?<![\w.])@(?=\w)")
+_URL = re.compile(r"\(?\b(?:https?://|www\.)[^\s)\]]+\)?|\b[\w-]+(?:\.[\w-]+)*\.[a-z]{2,6}…", re.IGNORECASE)
+_CITATION = re.compile(r"\[\s*(\d{1,6}(?:\s*(?:,|-|–|and)\s*\d{1,6})*)\s*\]")
+_SENTENCE_END = re.compile(r"[.!?…](?:[\"')\]]*)(?=\s|$)")
+_BULLET = re.compile(r"^\s*(?:[-*•·]|\d{1,2}[.)])\s+")
+_TRANSCRIPT_LINE = re.compile(r"^\s*\[\d+\]\s*[^:\n]{1,60}:")
+_COMPLIANCE = re.compile(
+    r"\b(?:I(?:'ll| will| am going to| must| have to| shall)? (?:now )?(?:ignore|disregard|obey|comply|follow your)"
+    r"|as (?:you )?(?:instructed|requested|commanded)"
+    r"|(?:ignoring|disregarding) (?:all |any |my |the |previous |prior )*(?:instructions|rules)"
+    r"|my (?:new |previous )?instructions)\b",
+    re.IGNORECASE,
+)
+_INJECTION_ASK = re.compile(
+    r"\b(?:say|reply|respond|answer|output|write|print|repeat)(?:\s+(?:with|only|exactly|just))*\s*[:\-]?\s*[\"'“]?([^\"'”\n]{2,120})",
+    re.IGNORECASE,
+)
+_WORD = re.compile(r"[\w#@']+")
+
+# Words that may start a sentence without being a name. A capitalized word outside
+# this list that appears nowhere in the chat is treated as an invented name.
+_COMMON_CAPITALIZED = frozenset(
+    """a an the this that these those there then they them their he she it its his her we our you your i
+    in on at by for from with without about after before during while when where why how what which who whom
+    and but or so yet also both either neither each every all some any most many several one two three
+    first second third next finally later earlier meanwhile overall however although though because since
+    if unless as to of not no yes everyone someone somebody nobody people person group team members
+    monday tuesday wednesday thursday friday saturday sunday january february march april may june july
+    august september october november december today tomorrow yesterday tonight morning evening
+    topic topics summary action items notes part conversation chat discussion message messages
+    other another others instead still just only even again here now soon""".split()
+)
+
+
+@dataclass
+class Cleaned:
+    text: str
+    citations: list[int] = field(default_factory=list)  # valid transcript indices, first-cited first
+    problem: str | None = None  # why the output is unusable: empty, repetition, echo, injection, invented
+
+
+def strip_control(text: str) -> str:
+    return _CONTROL.sub("", text)
+
+
+def remove_mentions(text: str) -> str:
+    """No output can ping: broadcast and id mentions go, ``@name`` loses its ``@``."""
+    text = _BROADCAST.sub(lambda m: m.group(1).lower(), text)
+    text = _MENTION_SYNTAX.sub("someone", text)
+    return _AT_NAME.sub("", text)
+
+
+def remove_urls(text: str) -> str:
+    """The model never writes links; any it produces is invented or copied noise."""
+    return _URL.sub("", text)
+
+
+def strip_preamble(text: str) -> str:
+    previous = None
+    while previous != text:
+        previous = text
+        text = _PREAMBLE.sub("", text, count=1).lstrip()
+    return text
+
+
+def extract_citations(text: str, transcript: Transcript, keep_markers: bool = False) -> tuple[str, list[int]]:
+    """Find ``[n]`` markers; keep the indices that exist in the transcript.
+
+    Markers are removed from the text, or with ``keep_markers`` rewritten to hold
+    only valid indices (notes keep them so the combine stage can carry them on).
+    """
+    found: list[int] = []
+
+    def take(match: re.Match[str]) -> str:
+        numbers = [int(n) for n in re.findall(r"\d+", match.group(1))]
+        if re.search(r"[-–]", match.group(1)) and len(numbers) == 2 and 0 < numbers[1] - numbers[0] <= 20:
+            numbers = list(range(numbers[0], numbers[1] + 1))
+        valid = [n for n in numbers if transcript.has_index(n)]
+        for n in valid:
+            if n not in found:
+                found.append(n)
+        if keep_markers and valid:
+            return "[" + ", ".join(str(n) for n in valid) + "]"
+        return ""
+
+    return _CITATION.sub(take, text), found
+
+
+def end_on_sentence(text: str) -> str:
+    """Drop a dangling, unfinished last sentence (kept when it is the only one)."""
+    text = text.rstrip()
+    if not text or text[-1] in ".!?…\"')]":
+        return text
+    ends = list(_SENTENCE_END.finditer(text))
+    if not ends:
+        return text
+    return text[: ends[-1].end()].rstrip()
+
+
+def fit_length(text: str, max_words: int) -> str:
+    """Whole sentences (or lines) up to ``max_words``; the first is always kept."""
+    kept: list[str] = []
+    count = 0
+    for line in text.splitlines():
+        parts = [line] if _BULLET.match(line) else re.split(r"(?<=[.!?])\s+", line)
+        out = []
+        for part in parts:
+            size = len(part.split())
+            if kept or out:
+                if count + size > max_words:
+                    break
+            out.append(part)
+            count += size
+        if out:
+            kept.append(" ".join(out))
+        if count >= max_words or len(out) < len(parts):
+            break
+    return "\n".join(kept)
+
+
+def tidy_spaces(text: str) -> str:
+    lines = []
+    for line in text.splitlines():
+        line = re.sub(r"[ \t]+", " ", line).strip()
+        line = re.sub(r"\s+([,.;:!?])", r"\1", line)
+        line = re.sub(r"\(\s*\)", "", line).strip()
+        if line:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def is_repetitive(text: str) -> bool:
+    """A loop: few distinct words, or one phrase repeated over much of the text."""
+    tokens = words(text)
+    if len(tokens) < 12:
+        return False
+    if len(set(tokens)) / len(tokens) < 0.3:
+        return True
+    for n in (3, 5, 8):
+        grams = Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+        if grams:
+            gram, count = grams.most_common(1)[0]
+            if count >= 3 and count * n >= 0.4 * len(tokens):
+                return True
+    return False
+
+
+def is_echo(text: str, transcript_text: str) -> bool:
+    """Copied transcript: transcript-formatted lines, or one verbatim run covering most of the output."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and sum(bool(_TRANSCRIPT_LINE.match(line)) for line in lines) >= max(1, len(lines) * 0.5):
+        return True
+    out, src = words(text), words(transcript_text)
+    if len(out) < 8 or not src:
+        return False
+    match = SequenceMatcher(None, out, src, autojunk=False).find_longest_match(0, len(out), 0, len(src))
+    return match.size >= 0.8 * len(out)
+
+
+def injected_targets(transcript: Transcript) -> list[str]:
+    """Phrases that messages ask the model to say, from messages that look like instructions to it."""
+    targets = []
+    for line in transcript.lines:
+        body = line.text.split(":", 1)[-1]
+        if not re.search(r"\b(ignore|disregard|forget|instructions|system prompt|you are now|you must|assistant|summar)", body, re.IGNORECASE):
+            continue
+        for match in _INJECTION_ASK.finditer(body):
+            phrase = " ".join(words(match.group(1)))
+            if len(phrase) >= 3:
+                targets.append(phrase)
+    return targets
+
+
+def follows_injection(text: str, transcript: Transcript) -> bool:
+    """The output obeys a message instead of summarizing it."""
+    if _COMPLIANCE.search(text):
+        return True
+    out = " ".join(words(text))
+    for target in injected_targets(transcript):
+        # Mostly the requested phrase, with little summary around it.
+        if target and target in out and len(target) >= 0.5 * len(out):
+            return True
+    return False
+
+
+def invented_names(sentence: str, known_words: set[str]) -> list[str]:
+    found = []
+    for match in re.finditer(r"\b[A-Z][a-z]{1,}(?:'s)?\b", sentence):
+        word = match.group(0).removesuffix("'s").lower()
+        if word not in known_words and word not in _COMMON_CAPITALIZED:
+            found.append(match.group(0))
+    return found
+
+
+def drop_invented(text: str, transcript_text: str) -> tuple[str, bool]:
+    """Remove sentences that name someone or something capitalized that the chat never mentions."""
+    known = set(words(transcript_text))
+    kept_lines, dropped = [], False
+    for line in text.splitlines():
+        parts = re.split(r"(?<=[.!?])\s+", line)
+        kept = [p for p in parts if not invented_names(p, known)]
+        dropped |= len(kept) != len(parts)
+        if kept:
+            kept_lines.append(" ".join(kept))
+    return "\n".join(kept_lines), dropped
+
+
+def clean_output(
+    raw: str, transcript: Transcript, *, echo_source: str | None, finished: bool, listing: bool, keep_markers: bool = False
+) -> Cleaned:
+    """Repair what can be repaired; name the problem when the output is unusable.
+
+    ``echo_source`` is the transcript text the model read (None for combine
+    stages, whose input is notes it may legitimately repeat); ``listing`` is True
+    for line-per-item styles, where a cut generation loses its last line.
+    """
+    text = strip_control(raw).strip()
+    text = strip_preamble(text)
+    if echo_source is not None and is_echo(text, echo_source):
+        return Cleaned("", problem="echo")
+    if follows_injection(text, transcript):
+        return Cleaned("", problem="injection")
+    text = remove_urls(remove_mentions(text))
+    text, citations = extract_citations(text, transcript, keep_markers)
+    text = tidy_spaces(text)
+    if listing:
+        lines = [_BULLET.sub("- ", line) if _BULLET.match(line) else line for line in text.splitlines()]
+        if not finished and len(lines) > 1:
+            lines = lines[:-1]
+        text = "\n".join(lines)
+    else:
+        text = " ".join(text.splitlines())
+        text = end_on_sentence(text)
+    text, _ = drop_invented(text, transcript.render())
+    text = tidy_spaces(text)
+    if len(words(text)) < 2:
+        return Cleaned("", problem="empty")
+    if is_repetitive(text):
+        return Cleaned("", problem="repetition")
+    return Cleaned(text, citations)

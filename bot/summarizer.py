@@ -1,0 +1,386 @@
+"""From chat messages to a checked ``Summary``, through the executor only.
+
+Short conversations take one request. Longer ones are cut to the input budget
+(oldest messages first), split into chunks at message boundaries, summarized
+as concurrent notes under one job id (so the executor batches them), and the
+notes are combined, recursively while they do not fit one prompt. Every
+generation is cleaned and checked; an unusable one is retried once with
+adjusted settings, then ``SummaryFailed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Awaitable, Callable, Protocol
+
+from . import chunking, postprocess
+from .conversation import ChatMessage
+from .generation import (
+    GenerationRequest,
+    GenerationResult,
+    GenerationSettings,
+    InvalidRequest,
+    Prompt,
+    QueueStatus,
+    SummaryFailed,
+)
+from .prompts import check_options, combine_prompt, generation_for, notes_prompt, summary_prompt, target_words
+from .transcript import Line, Transcript, build_transcript
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], Any]  # (stage, done, total); may be a coroutine function
+
+PROMPT_MARGIN = 8  # tokens kept free beyond the measured prompt overhead
+LISTING_STYLES = ("bullets", "topics", "action_items")
+
+
+class Executor(Protocol):
+    """What the summarizer needs from ``bot.executor.Executor``."""
+
+    backend: Any
+
+    async def submit(self, request: GenerationRequest) -> GenerationResult: ...
+
+    async def count_tokens(self, text: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class SummaryOptions:
+    length: str = "medium"
+    style: str = "paragraph"
+    generation: GenerationSettings | None = None  # None: the length preset's defaults
+
+
+@dataclass(frozen=True)
+class Topic:
+    title: str
+    message_id: int | None  # the first message about it, when known
+
+
+@dataclass
+class Summary:
+    text: str
+    citations: list[int]  # message ids the summary cites, first-cited first
+    topics: list[Topic]
+    participants: list[str]
+    start: datetime | None
+    end: datetime | None
+    message_count: int  # messages read
+    truncated: bool  # older messages were left out to stay within the input budget
+    source_ids: list[int]  # ids of the messages read
+    model: str
+    settings: GenerationSettings  # what the final stage ran with
+    chunks: int = 1  # 1: one request; more: map-reduce over this many chunks
+    retried: bool = False
+    notes: list[str] = field(default_factory=list)  # map-stage notes, for debugging and tests
+
+
+def _user_error(cls: type[InvalidRequest] | type[SummaryFailed], message: str) -> Exception:
+    """An error whose ``user_message`` is this specific, friendly message."""
+    err = cls(message)
+    err.user_message = message
+    return err
+
+
+def retry_settings(settings: GenerationSettings) -> GenerationSettings:
+    """Settings for the one retry: a stronger repetition penalty, and sampling to leave a stuck path."""
+    penalty = min(2.0, max(1.3, round(settings.repetition_penalty + 0.2, 2)))
+    if settings.do_sample:
+        return settings.with_(repetition_penalty=penalty)
+    return settings.with_(repetition_penalty=penalty, do_sample=True, temperature=0.6, top_p=0.9,
+                          seed=settings.seed if settings.seed is not None else 0)
+
+
+def join_prefix(prefix: str, generated: str) -> str:
+    """The written start of the answer plus what the model continued with."""
+    if not prefix:
+        return generated
+    if not generated or generated[0] in ",.;:!?'\n" or prefix.endswith((" ", "\n")):
+        return prefix + generated
+    return f"{prefix} {generated}"
+
+
+class Summarizer:
+    def __init__(
+        self,
+        executor: Executor,
+        input_token_budget: int = 24000,
+        *,
+        max_chunk_tokens: int = 3072,
+        max_parallel: int = 6,
+    ) -> None:
+        if input_token_budget < 1 or max_chunk_tokens < 64 or max_parallel < 1:
+            raise ValueError("input_token_budget, max_chunk_tokens (>= 64) and max_parallel must be positive")
+        self.executor = executor
+        self.input_token_budget = input_token_budget
+        self.max_chunk_tokens = max_chunk_tokens  # small models summarize short inputs better
+        self.max_parallel = max_parallel  # stays under the executor's per-member queue share
+
+    async def summarize(
+        self,
+        messages: list[ChatMessage],
+        options: SummaryOptions | None = None,
+        *,
+        guild: str = "local",
+        user: str = "local",
+        priority: int = 0,
+        progress: Progress | None = None,
+        timeout: float | None = None,
+    ) -> Summary:
+        """Summarize ``messages`` (oldest first). Raises ``InvalidRequest`` or ``SummaryFailed``
+        (with a friendly ``user_message``) or the executor's ``GenerationError``s."""
+        run = _Run(self, options or SummaryOptions(), guild, user, priority, progress, timeout)
+        return await run.execute(messages)
+
+
+class _Run:
+    """One summarize call: its options, job id and progress reporting."""
+
+    def __init__(self, owner: Summarizer, options: SummaryOptions, guild: str, user: str,
+                 priority: int, progress: Progress | None, timeout: float | None) -> None:
+        check_options(options.length, options.style)
+        self.owner = owner
+        self.executor = owner.executor
+        self.options = options
+        self.settings = options.generation or generation_for(options.length)
+        self.guild, self.user, self.priority, self.timeout = str(guild), str(user), priority, timeout
+        self.progress = progress
+        self.job = uuid.uuid4().hex
+        self.retried = False
+        self._slots = asyncio.Semaphore(owner.max_parallel)
+
+    async def _report(self, stage: str, done: int, total: int) -> None:
+        if self.progress is None:
+            return
+        try:
+            outcome = self.progress(stage, done, total)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception:  # noqa: BLE001 - a broken progress display must not fail the summary
+            log.exception("progress callback failed")
+
+    def _on_queue(self, status: QueueStatus) -> None:
+        if self.progress is None:
+            return
+        try:
+            outcome = self.progress("queued", status.position, 0)
+            if inspect.isawaitable(outcome):
+                asyncio.ensure_future(outcome)
+        except Exception:  # noqa: BLE001
+            log.exception("progress callback failed")
+
+    # ---- reading ----
+
+    async def _count(self, lines: list[Line]) -> list[int]:
+        return list(await asyncio.gather(*(self.executor.count_tokens(line.text) for line in lines)))
+
+    async def _read(self, messages: list[ChatMessage]) -> tuple[Transcript, list[int], bool]:
+        """The transcript within the input budget, its per-line token counts, and whether it was cut."""
+        transcript = build_transcript(messages)
+        if not transcript.lines:
+            raise _user_error(InvalidRequest, "There are no messages to summarize (bot and system messages are left out).")
+        counts = await self._count(transcript.lines)
+        first = chunking.newest_within_budget(counts, self.owner.input_token_budget)
+        if first == 0:
+            return transcript, counts, False
+        # Re-number from 1 so the kept part reads as a whole conversation.
+        kept = [messages[line.position] for line in transcript.lines[first:]]
+        transcript = build_transcript(kept)
+        return transcript, await self._count(transcript.lines), True
+
+    # ---- generation with checks ----
+
+    def _overhead(self, prompt: Prompt) -> int:
+        return int(self.executor.backend.prompt_tokens(prompt)) + PROMPT_MARGIN
+
+    async def _generate(self, prompt: Prompt, settings: GenerationSettings, transcript: Transcript, *,
+                        echo_source: str | None, listing: bool, keep_markers: bool) -> postprocess.Cleaned:
+        """One checked generation, retried once with adjusted settings when unusable."""
+        if prompt.prefix and getattr(self.executor.backend, "is_encoder_decoder", False):
+            prompt = replace(prompt, prefix="")  # only causal models can continue a written start
+        attempt_settings = settings
+        for attempt in range(2):
+            async with self._slots:
+                result = await self.executor.submit(GenerationRequest(
+                    prompt, attempt_settings, guild=self.guild, user=self.user, priority=self.priority,
+                    timeout=self.timeout, job=self.job, on_queue=self._on_queue,
+                ))
+            cleaned = postprocess.clean_output(join_prefix(prompt.prefix, result.text), transcript, echo_source=echo_source,
+                                               finished=result.finished, listing=listing, keep_markers=keep_markers)
+            if cleaned.problem is None and len(postprocess.words(result.text)) < 2:
+                cleaned = postprocess.Cleaned("", problem="empty")  # nothing beyond the written start
+            if cleaned.problem is None:
+                return cleaned
+            log.info("unusable generation (%s) on attempt %d: %r", cleaned.problem, attempt + 1, result.text[:200])
+            self.retried = True
+            attempt_settings = retry_settings(settings)
+        return cleaned
+
+    # ---- stages ----
+
+    async def execute(self, messages: list[ChatMessage]) -> Summary:
+        await self._report("reading", 0, 1)
+        transcript, counts, truncated = await self._read(messages)
+        await self._report("reading", 1, 1)
+        length, style = self.options.length, self.options.style
+        n_lines = len(transcript.lines)
+        backend = self.executor.backend
+        context = int(backend.context_window)
+        empty_final = summary_prompt("", transcript.participants, length, style, n_lines)
+        room = context - self.settings.max_new_tokens - self._overhead(empty_final)
+        notes: list[str] = []
+        if sum(counts) <= min(room, self.owner.max_chunk_tokens):
+            await self._report("summarizing", 0, 1)
+            text = transcript.render()
+            prompt = summary_prompt(text, transcript.participants, length, style, n_lines)
+            final = await self._generate(prompt, self.settings, transcript, echo_source=text,
+                                         listing=style in LISTING_STYLES, keep_markers=True)
+            await self._report("summarizing", 1, 1)
+            chunks = 1
+        else:
+            notes = await self._map(transcript, counts)
+            chunks = len(notes)
+            final = await self._reduce(notes, transcript)
+        if final.problem is not None:
+            raise _user_error(SummaryFailed, "The model could not produce a usable summary for this conversation "
+                                             f"(its output was {final.problem} twice). Try again, or pick another length or style.")
+        return self._assemble(final, transcript, truncated, chunks, notes)
+
+    async def _map(self, transcript: Transcript, counts: list[int]) -> list[str]:
+        """Notes for each chunk, as concurrent requests of one job."""
+        backend = self.executor.backend
+        context = int(backend.context_window)
+        notes_settings = self.settings.with_(max_new_tokens=max(32, min(192, context // 6)))
+        overhead = self._overhead(notes_prompt("", transcript.participants))
+        limit = min(self.owner.max_chunk_tokens, context - notes_settings.max_new_tokens - overhead)
+        if limit < 32:
+            raise _user_error(InvalidRequest, f"The model's context ({context} tokens) is too small to summarize in parts.")
+        spans = chunking.split_spans(counts, limit)
+        total = len(spans)
+        done = 0
+        await self._report("summarizing", 0, total)
+
+        async def one(span: chunking.Span) -> str | None:
+            nonlocal done
+            lines = transcript.lines[span.start:span.stop]
+            text = transcript.render(lines)
+            if span.tokens > limit:  # one message over the limit: cut it to fit
+                text = text[: max(40, len(text) * limit // span.tokens - 40)] + " [message trimmed]"
+            cleaned = await self._generate(notes_prompt(text, transcript.participants), notes_settings, transcript,
+                                           echo_source=text, listing=False, keep_markers=True)
+            done += 1
+            await self._report("summarizing", done, total)
+            return cleaned.text if cleaned.problem is None else None
+
+        results = await asyncio.gather(*(one(span) for span in spans))
+        notes = [text for text in results if text]
+        if not notes:
+            raise _user_error(SummaryFailed, "The model could not produce usable notes for any part of this conversation.")
+        if len(notes) < len(results):
+            log.warning("job %s: %d of %d chunk notes were unusable and left out", self.job, len(results) - len(notes), len(results))
+        return notes
+
+    async def _reduce(self, notes: list[str], transcript: Transcript) -> postprocess.Cleaned:
+        """Combine notes into the final summary; merge groups first while they do not fit one prompt."""
+        length, style = self.options.length, self.options.style
+        context = int(self.executor.backend.context_window)
+        n_lines = len(transcript.lines)
+        merge_settings = self.settings.with_(max_new_tokens=max(32, min(192, context // 6)))
+        round_no = 0
+        while True:
+            round_no += 1
+            counts = list(await asyncio.gather(*(self.executor.count_tokens(f"Part 99: {n}") for n in notes)))
+            final_overhead = self._overhead(combine_prompt([], transcript.participants, length, style, n_lines, final=True))
+            if sum(counts) <= context - self.settings.max_new_tokens - final_overhead:
+                await self._report("combining", 0, 1)
+                final = await self._generate(
+                    combine_prompt(notes, transcript.participants, length, style, n_lines, final=True),
+                    self.settings, transcript, echo_source=None, listing=style in LISTING_STYLES, keep_markers=True)
+                await self._report("combining", 1, 1)
+                return final
+            merge_overhead = self._overhead(combine_prompt([], transcript.participants, length, style, n_lines, final=False))
+            limit = min(self.owner.max_chunk_tokens, context - merge_settings.max_new_tokens - merge_overhead)
+            groups = chunking.group_for_combine(counts, limit)
+            if len(groups) >= len(notes):
+                raise _user_error(InvalidRequest, f"The model's context ({context} tokens) is too small to combine the notes of this conversation.")
+            total = len(groups)
+            await self._report("combining", 0, total)
+            done = 0
+
+            async def merge(group: chunking.Span) -> str | None:
+                nonlocal done
+                cleaned = await self._generate(
+                    combine_prompt(notes[group.start:group.stop], transcript.participants, length, style, n_lines, final=False),
+                    merge_settings, transcript, echo_source=None, listing=False, keep_markers=True)
+                done += 1
+                await self._report("combining", done, total)
+                return cleaned.text if cleaned.problem is None else None
+
+            merged = [text for text in await asyncio.gather(*(merge(g) for g in groups)) if text]
+            if not merged:
+                raise _user_error(SummaryFailed, "The model could not combine the notes of this conversation.")
+            log.debug("job %s: combine round %d, %d notes -> %d", self.job, round_no, len(notes), len(merged))
+            notes = merged
+
+    # ---- result ----
+
+    def _assemble(self, final: postprocess.Cleaned, transcript: Transcript, truncated: bool,
+                  chunks: int, notes: list[str]) -> Summary:
+        topics: list[Topic] = []
+        if self.options.style == "topics":
+            topics = parse_topics(final.text, transcript)
+        text, _ = postprocess.extract_citations(final.text, transcript)
+        # The preset's size is a promise to the reader; small models overrun it.
+        text = postprocess.fit_length(postprocess.tidy_spaces(text), target_words(self.options.length, len(transcript.lines)))
+        citations = [mid for mid in (transcript.message_id(i) for i in final.citations) if mid is not None]
+        return Summary(
+            text=text,
+            citations=citations,
+            topics=topics,
+            participants=list(transcript.participants),
+            start=transcript.start,
+            end=transcript.end,
+            message_count=len(transcript.lines),
+            truncated=truncated,
+            source_ids=[line.message_id for line in transcript.lines if line.message_id is not None],
+            model=str(getattr(self.executor.backend, "name", "")),
+            settings=self.settings,
+            chunks=chunks,
+            retried=self.retried,
+            notes=notes,
+        )
+
+
+_TOPIC_LINE = re.compile(r"^\s*(?:-\s*)?(.+?)\s*$")
+
+
+def parse_topics(text: str, transcript: Transcript) -> list[Topic]:
+    """Topic lines ``- title [n]`` -> ``Topic``; without a valid ``[n]``, the earliest message sharing the most words."""
+    topics: list[Topic] = []
+    line_words = [set(postprocess.words(line.text.split(":", 1)[-1])) for line in transcript.lines]
+    for raw in text.splitlines():
+        stripped, cited = postprocess.extract_citations(raw, transcript)
+        match = _TOPIC_LINE.match(stripped)
+        title = match.group(1).strip(" -:.") if match else ""
+        if not title:
+            continue
+        index = cited[0] if cited else _best_line(title, line_words)
+        topics.append(Topic(title, transcript.message_id(index) if index else None))
+    return topics
+
+
+def _best_line(title: str, line_words: list[set[str]]) -> int | None:
+    wanted = {w for w in postprocess.words(title) if len(w) > 3}
+    best, best_score = None, 0
+    for i, have in enumerate(line_words, 1):
+        score = len(wanted & have)
+        if score > best_score:
+            best, best_score = i, score
+    return best

@@ -1,0 +1,190 @@
+"""Turn chat messages into the compact, numbered transcript the model reads.
+
+Each kept message becomes one line ``[4] Bob (replying to [2]): text``. The
+index is what the model cites; ``Transcript.message_id`` maps it back. Discord
+markup is reduced to what a reader would see (names, ``:emoji:``, domains),
+and anything that could pass for prompt structure (chat-template tokens, the
+transcript delimiters) is removed, because message text is data, never
+instructions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+from .conversation import Attachment, ChatMessage
+
+MAX_MESSAGE_CHARS = 700  # one message's text; longer ones are cut with a marker
+MAX_CODE_CHARS = 160  # a fenced code block keeps this much
+MAX_URL_CHARS = 40  # longer URLs are shortened to their domain
+MAX_NAME_CHARS = 40
+ATTACHMENT_TEXT_CHARS = 1200  # the most of one text attachment the model reads
+
+TEXT_EXTENSIONS = frozenset(
+    "txt md markdown rst log csv tsv json jsonl yaml yml toml ini cfg conf xml html htm "
+    "py js ts tsx jsx java kt c h cpp hpp cc cs go rs rb php swift sh bash ps1 sql lua r m scala dart "
+    "css scss vue diff patch".split()
+)
+_KIND_BY_EXTENSION = {
+    **dict.fromkeys("png jpg jpeg gif webp bmp svg heic tiff".split(), "image"),
+    **dict.fromkeys("mp4 mov webm mkv avi".split(), "video"),
+    **dict.fromkeys("mp3 wav ogg flac m4a opus".split(), "audio"),
+    **dict.fromkeys("zip rar 7z tar gz".split(), "archive"),
+    "pdf": "PDF",
+}
+
+# Delimiters around the transcript in the prompt. Messages can never contain them.
+TRANSCRIPT_START = "<<<CHAT>>>"
+TRANSCRIPT_END = "<<<END OF CHAT>>>"
+
+_USER_MENTION = re.compile(r"<@!?(\d+)>")
+_ROLE_MENTION = re.compile(r"<@&(\d+)>")
+_CHANNEL_MENTION = re.compile(r"<#(\d+)>")
+_CUSTOM_EMOJI = re.compile(r"<a?:(\w{1,40}):\d+>")
+_TIMESTAMP = re.compile(r"<t:(-?\d{1,13})(?::[tTdDfFR])?>")
+_CODE_BLOCK = re.compile(r"\s*```(?:[\w+-]*\n)?(.*?)```", re.DOTALL)
+_URL = re.compile(r"<?(https?://[^\s<>]+)>?")
+# Chat-template control tokens (<|im_start|>, <|endoftext|>, [INST], <s>) and our own delimiters.
+_CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|\[/?INST\]|</?s>|<<<|>>>")
+_SPACES = re.compile(r"[ \t\u00a0]+")
+
+
+@dataclass(frozen=True)
+class Line:
+    index: int  # 1-based number the model sees and cites
+    message_id: int | None
+    author: str
+    text: str  # the full rendered line, "[index] author: text"
+    created_at: datetime | None
+    position: int  # where the message sits in the list given to build_transcript
+
+
+@dataclass
+class Transcript:
+    lines: list[Line]
+    participants: list[str]  # human authors in order of first message
+    start: datetime | None
+    end: datetime | None
+
+    def render(self, lines: list[Line] | None = None) -> str:
+        return "\n".join(line.text for line in (self.lines if lines is None else lines))
+
+    def message_id(self, index: int) -> int | None:
+        if 1 <= index <= len(self.lines):
+            return self.lines[index - 1].message_id
+        return None
+
+    def has_index(self, index: int) -> bool:
+        return 1 <= index <= len(self.lines)
+
+
+def clean_name(name: str) -> str:
+    """A speaker name on one line, without characters that would break the line format."""
+    name = _CONTROL.sub("", name)
+    name = re.sub(r"[\r\n\t:\[\]]+", " ", name)
+    name = _SPACES.sub(" ", name).strip()
+    return name[:MAX_NAME_CHARS].strip() or "someone"
+
+
+def shorten_url(url: str) -> str:
+    if len(url) <= MAX_URL_CHARS:
+        return url
+    host = urlsplit(url).hostname or "link"
+    return f"{host.removeprefix('www.')}…"
+
+
+def _trim(text: str, limit: int, marker: str) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    if space > limit * 0.6:
+        cut = cut[:space]
+    return cut.rstrip() + " " + marker
+
+
+def _timestamp(match: re.Match[str]) -> str:
+    try:
+        moment = datetime.fromtimestamp(int(match.group(1)), tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return "(a date)"
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def clean_text(message: ChatMessage) -> str:
+    """Message text as a reader would see it, on one line, markup reduced, size capped."""
+    text = _CONTROL.sub("", message.text or "")
+    text = _USER_MENTION.sub(lambda m: "@" + clean_name(message.mentions.get(int(m.group(1)), "someone")), text)
+    text = _ROLE_MENTION.sub(lambda m: "@" + clean_name(message.role_mentions.get(int(m.group(1)), "a role")), text)
+    text = _CHANNEL_MENTION.sub(
+        lambda m: "#" + clean_name(message.channel_mentions.get(int(m.group(1)), "a channel")), text
+    )
+    text = _CUSTOM_EMOJI.sub(lambda m: f":{m.group(1)}:", text)
+    text = _TIMESTAMP.sub(_timestamp, text)
+    text = _CODE_BLOCK.sub(lambda m: " `" + _trim(" ".join(m.group(1).split()), MAX_CODE_CHARS, "[code trimmed]") + "` ", text)
+    text = _URL.sub(lambda m: shorten_url(m.group(1)), text)
+    text = " / ".join(part.strip() for part in text.splitlines() if part.strip())
+    text = _SPACES.sub(" ", text).strip()
+    return _trim(text, MAX_MESSAGE_CHARS, "[message trimmed]")
+
+
+def is_text_attachment(attachment: Attachment) -> bool:
+    ext = attachment.filename.rsplit(".", 1)[-1].lower() if "." in attachment.filename else ""
+    content_type = (attachment.content_type or "").split(";")[0].strip().lower()
+    return (
+        ext in TEXT_EXTENSIONS
+        or content_type.startswith("text/")
+        or content_type in ("application/json", "application/xml", "application/x-yaml", "application/javascript")
+    )
+
+
+def attachment_kind(attachment: Attachment) -> str:
+    content_type = (attachment.content_type or "").lower()
+    for kind in ("image", "video", "audio"):
+        if content_type.startswith(kind + "/"):
+            return kind
+    ext = attachment.filename.rsplit(".", 1)[-1].lower() if "." in attachment.filename else ""
+    return _KIND_BY_EXTENSION.get(ext, "file")
+
+
+def render_attachment(attachment: Attachment) -> str:
+    name = clean_name(attachment.filename)
+    if attachment.text is not None and is_text_attachment(attachment):
+        body = _CONTROL.sub("", attachment.text)
+        body = " / ".join(part.strip() for part in body.splitlines() if part.strip())
+        body = _trim(_SPACES.sub(" ", body), ATTACHMENT_TEXT_CHARS, "[file trimmed]")
+        return f'[attached file {name}: "{body}"]'
+    return f"[attached {attachment_kind(attachment)}: {name}]"
+
+
+def build_transcript(messages: list[ChatMessage]) -> Transcript:
+    """Number the human messages (oldest first), leaving out bot, system and empty ones."""
+    lines: list[Line] = []
+    index_by_id: dict[int, int] = {}
+    participants: list[str] = []
+    times: list[datetime] = []
+    for position, message in enumerate(messages):
+        if message.is_bot or message.is_system:
+            continue
+        parts = [clean_text(message)] + [render_attachment(a) for a in message.attachments]
+        body = " ".join(p for p in parts if p)
+        if not body:
+            continue
+        index = len(lines) + 1
+        author = clean_name(message.author)
+        if message.reply_to is not None:
+            target = index_by_id.get(message.reply_to)
+            head = f"[{index}] {author} (replying to {f'[{target}]' if target else 'an earlier message'})"
+        else:
+            head = f"[{index}] {author}"
+        lines.append(Line(index, message.id, author, f"{head}: {body}", message.created_at, position))
+        if message.id is not None:
+            index_by_id[message.id] = index
+        if author not in participants:
+            participants.append(author)
+        if message.created_at is not None:
+            times.append(message.created_at)
+    return Transcript(lines, participants, min(times) if times else None, max(times) if times else None)

@@ -1,0 +1,168 @@
+"""/settings show | set | reset: per-server defaults and per-channel overrides (Manage Server)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal, Optional
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.utils.errors import BadOption
+from cogs.utils.server_settings import settings_channel_id
+from cogs.utils.render import truncate
+from storage import settings as store
+
+if TYPE_CHECKING:
+    from bot.client import RecapBot
+
+NO_PINGS = discord.AllowedMentions.none()
+ChannelOption = Optional[app_commands.AppCommandChannel | app_commands.AppCommandThread]
+SETTING_NAMES = tuple(store.SPECS)
+
+
+def _scope_channel(interaction: discord.Interaction, scope: str | None, channel: Any) -> int | None:
+    """``None`` for the server scope, else the channel id (a thread's settings are its parent's)."""
+    if scope == "server":
+        if channel is not None:
+            raise BadOption("`scope:server` changes the whole server; leave `channel` empty, or use `scope:channel`.")
+        return None
+    if channel is None and scope is None:
+        return None
+    if channel is not None:
+        resolved = interaction.guild.get_channel_or_thread(channel.id) if interaction.guild else None
+        return settings_channel_id(resolved) if resolved is not None else channel.id
+    return settings_channel_id(interaction.channel) if interaction.channel is not None else interaction.channel_id
+
+
+def _where(channel_id: int | None) -> str:
+    return "this server" if channel_id is None else f"<#{channel_id}>"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class Settings(commands.GroupCog, group_name="settings", group_description="Recap's settings for this server and its channels"):
+    def __init__(self, bot: "RecapBot") -> None:
+        self.bot = bot
+        super().__init__()
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        # default_permissions only hides the command; this is what is enforced.
+        if not interaction.permissions.manage_guild:
+            raise app_commands.MissingPermissions(["manage_guild"])
+        return True
+
+    @app_commands.command(name="show")
+    @app_commands.describe(channel="Show the settings that apply in this channel (default: here)")
+    async def show(self, interaction: discord.Interaction, channel: ChannelOption = None) -> None:
+        """Show the effective settings here and where each value comes from."""
+        assert interaction.guild_id is not None
+        channel_id = _scope_channel(interaction, "channel", channel)
+        resolved = await self.bot.db.reading(store.get_settings, interaction.guild_id, channel_id)
+        lines = [f"**{item.name}**: {_show(item.value)} · _{item.source}_" for item in resolved.items()]
+        embed = discord.Embed(
+            title="Recap settings",
+            description=truncate(f"Effective in <#{channel_id}> (channel → server → default):\n" + "\n".join(lines), 4096),
+            colour=discord.Colour.blurple(),
+        )
+        await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=NO_PINGS)
+
+    @app_commands.command(name="set")
+    @app_commands.describe(
+        scope="Change the server default or one channel's override",
+        channel="The channel to override (with scope:channel; default: here)",
+        length="Summary length preset",
+        max_new_tokens="Most tokens a summary may generate (0: from the length preset)",
+        temperature="Sampling temperature",
+        top_p="Nucleus sampling probability",
+        top_k="Sample from the k most likely tokens (0: no limit)",
+        repetition_penalty="Penalty for repeated tokens (1.0: none)",
+        sampling="Sample (varied wording) instead of greedy decoding",
+        max_messages="Most messages one summary may read",
+        retention_days="Delete stored messages older than this (0: keep forever; server only)",
+        enabled="Whether Recap summarizes and records messages here",
+        private_default="Summaries are private unless asked otherwise",
+        style="Default summary layout",
+        default_window="Messages summarized when /summarize gets no range",
+    )
+    async def set_(
+        self,
+        interaction: discord.Interaction,
+        scope: Optional[Literal["server", "channel"]] = None,
+        channel: ChannelOption = None,
+        length: Optional[Literal["short", "medium", "long"]] = None,
+        max_new_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        top_p: Optional[float] = None,
+        top_k: Optional[int] = None,
+        repetition_penalty: Optional[float] = None,
+        sampling: Optional[bool] = None,
+        max_messages: Optional[int] = None,
+        retention_days: Optional[int] = None,
+        enabled: Optional[bool] = None,
+        private_default: Optional[bool] = None,
+        style: Optional[Literal["paragraph", "bullets", "topics", "action_items"]] = None,
+        default_window: Optional[int] = None,
+    ) -> None:
+        """Change one or more settings for the server or one channel."""
+        assert interaction.guild_id is not None
+        given = {
+            name: value
+            for name, value in dict(
+                length=length, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                repetition_penalty=repetition_penalty, sampling=sampling, max_messages=max_messages,
+                retention_days=retention_days, enabled=enabled, private_default=private_default,
+                style=style, default_window=default_window,
+            ).items()
+            if value is not None
+        }
+        if not given:
+            raise BadOption("Give at least one setting to change, e.g. `/settings set length:short`.")
+        channel_id = _scope_channel(interaction, scope, channel)
+        guild_id = interaction.guild_id
+
+        async def apply(conn: Any) -> dict[str, Any]:
+            # One transaction: one bad value (InvalidSetting, shown to the admin) changes nothing.
+            return {name: await store.set_setting(conn, guild_id, name, value, channel_id) for name, value in given.items()}
+
+        stored = await self.bot.db.writing(apply)
+        self.bot.dispatch("recap_settings_changed", guild_id)
+        changes = ", ".join(f"**{name}** = {_show(value)}" for name, value in stored.items())
+        await interaction.response.send_message(f"Updated for {_where(channel_id)}: {changes}", ephemeral=True, allowed_mentions=NO_PINGS)
+
+    @app_commands.command(name="reset")
+    @app_commands.describe(
+        setting="The setting to reset, or all of them",
+        scope="Reset the server default or one channel's override",
+        channel="The channel whose override to remove (with scope:channel; default: here)",
+    )
+    @app_commands.choices(
+        setting=[app_commands.Choice(name="all", value="all")] + [app_commands.Choice(name=n, value=n) for n in SETTING_NAMES]
+    )
+    async def reset(
+        self,
+        interaction: discord.Interaction,
+        setting: str,
+        scope: Optional[Literal["server", "channel"]] = None,
+        channel: ChannelOption = None,
+    ) -> None:
+        """Reset a setting (or all) to the server value or the built-in default."""
+        assert interaction.guild_id is not None
+        channel_id = _scope_channel(interaction, scope, channel)
+        name = None if setting == "all" else setting
+        removed = await self.bot.db.writing(store.reset_setting, interaction.guild_id, name, channel_id)
+        self.bot.dispatch("recap_settings_changed", interaction.guild_id)
+        what = "every setting" if name is None else f"**{name}**"
+        fallback = "server values and defaults" if channel_id is not None else "the built-in defaults"
+        note = f"Reset {what} for {_where(channel_id)} ({removed} value{'s' if removed != 1 else ''} removed); {fallback} apply now."
+        await interaction.response.send_message(note, ephemeral=True, allowed_mentions=NO_PINGS)
+
+
+async def setup(bot: "RecapBot") -> None:
+    await bot.add_cog(Settings(bot))

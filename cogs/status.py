@@ -1,0 +1,57 @@
+"""/status: the model, the queue, recent latency, uptime and what is stored for this server."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from storage import messages
+
+if TYPE_CHECKING:
+    from bot.client import RecapBot
+
+NO_PINGS = discord.AllowedMentions.none()
+
+
+def _seconds(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.2f} s"
+
+
+def _uptime(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    parts = [f"{days}d"] if days else []
+    return " ".join(parts + [f"{hours}h", f"{minutes}m"]) if (days or hours) else f"{minutes}m {secs}s"
+
+
+class Status(commands.Cog):
+    def __init__(self, bot: "RecapBot") -> None:
+        self.bot = bot
+
+    @app_commands.command(name="status")
+    async def status(self, interaction: discord.Interaction) -> None:
+        """Show the model, queue and latency, and how many messages are stored for this server."""
+        m = self.bot.executor.metrics()
+        embed = discord.Embed(title="Recap status", colour=discord.Colour.blurple())
+        if m.get("ready"):
+            embed.add_field(name="Model", value=f"{m.get('model', '?')} ({m.get('dtype', '?')})")
+            embed.add_field(name="Device", value=str(m.get("device", "?")))
+        else:
+            embed.add_field(name="Model", value="still loading")
+        embed.add_field(name="Queue", value=f"{m.get('queue_depth', 0)} waiting, {m.get('in_flight', 0)} running")
+        embed.add_field(name="Latency", value=f"p50 {_seconds(m.get('p50_s'))} · p95 {_seconds(m.get('p95_s'))}")
+        embed.add_field(name="Throughput", value=f"{m.get('tokens_per_s', 0)} tokens/s")
+        embed.add_field(name="Uptime", value=_uptime(time.time() - self.bot.started_at))
+        if interaction.guild_id is not None:
+            count = await self.bot.db.reading(messages.count_messages, guild_id=interaction.guild_id)
+            embed.add_field(name="Stored messages (this server)", value=f"{count:,}")
+        await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=NO_PINGS)
+
+
+async def setup(bot: "RecapBot") -> None:
+    await bot.add_cog(Status(bot))

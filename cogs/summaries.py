@@ -1,0 +1,386 @@
+"""Summary history (``/summaries``) and the follow-up buttons under every summary.
+
+The buttons (Shorter, Longer, Regenerate, Action items) are ``DynamicItem``s
+whose ``custom_id`` carries the summary id (``recap:shorter:<id>``), so they
+work on any summary after a restart without remembering views. A press
+re-reads the summary's own source messages from storage and goes through the
+same checks, cooldown, server limit and executor as ``/summarize``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.generation import GenerationSettings, InvalidRequest
+from bot.prompts import generation_for
+from storage import SummaryRecord, summaries
+
+from .utils.checks import can_read, require_readable
+from .utils.errors import NotReady, UserFacingError
+from .utils.flow import SummaryJob, SummaryOutcome, acknowledge, load_settings, summarize_conversation
+from .utils.progress import NO_PINGS
+from .utils.reading import Scope, read_by_ids
+from .utils.render import ReplyContext, build_summary_messages, truncate
+from .utils.replies import describe_error, send_error
+
+if TYPE_CHECKING:
+    from bot.client import RecapBot
+
+log = logging.getLogger(__name__)
+
+LENGTH_ORDER = ("short", "medium", "long")
+# action -> (label, style of the button)
+ACTIONS: dict[str, tuple[str, discord.ButtonStyle]] = {
+    "shorter": ("Shorter", discord.ButtonStyle.secondary),
+    "longer": ("Longer", discord.ButtonStyle.secondary),
+    "regenerate": ("Regenerate", discord.ButtonStyle.secondary),
+    "actions": ("Action items", discord.ButtonStyle.primary),
+}
+PAGE_SIZE = 5
+GONE = ("That summary no longer exists: the messages it was built from were deleted, "
+        "or it was erased. Run `/summarize` again for a fresh one.")
+
+
+def _say_kwargs(text: str) -> dict[str, Any]:
+    return dict(content=text, ephemeral=True, allowed_mentions=NO_PINGS)
+
+
+async def say(interaction: discord.Interaction, text: str) -> None:
+    """An ephemeral answer, whether or not the interaction was already acknowledged."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(**_say_kwargs(text))
+        else:
+            await interaction.response.send_message(**_say_kwargs(text))
+    except discord.HTTPException:
+        log.warning("could not tell %s: %s", interaction.user, text)
+
+
+# --- follow-up buttons ------------------------------------------------------------------------
+
+
+class FollowUpButton(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"recap:(?P<action>shorter|longer|regenerate|actions):(?P<summary_id>[0-9]{1,19})",
+):
+    """One follow-up button; everything it needs is in its custom_id."""
+
+    def __init__(self, action: str, summary_id: int) -> None:
+        label, style = ACTIONS[action]
+        super().__init__(discord.ui.Button(label=label, style=style, custom_id=f"recap:{action}:{summary_id}"))
+        self.action = action
+        self.summary_id = summary_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any
+    ) -> "FollowUpButton":
+        return cls(match["action"], int(match["summary_id"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await run_followup(interaction.client, interaction, self.action, self.summary_id)  # type: ignore[arg-type]
+
+
+def followup_view(summary_id: int) -> discord.ui.View:
+    """The persistent row of follow-up buttons for one summary."""
+    view = discord.ui.View(timeout=None)
+    for action in ACTIONS:
+        view.add_item(FollowUpButton(action, summary_id))
+    return view
+
+
+def view_for_outcome(outcome: SummaryOutcome) -> discord.ui.View | None:
+    """``bot.summary_view_factory``: every stored summary gets the buttons."""
+    return followup_view(outcome.summary_id) if outcome.summary_id is not None else None
+
+
+@dataclass(frozen=True)
+class FollowUpPlan:
+    length: str
+    style: str
+    generation: GenerationSettings | None  # None: the channel's settings
+
+
+def plan_followup(action: str, record: SummaryRecord, seed: int) -> FollowUpPlan:
+    """What a button asks for; raises ``UserFacingError`` when it cannot apply (already shortest)."""
+    length = record.length if record.length in LENGTH_ORDER else "medium"
+    index = LENGTH_ORDER.index(length)
+    if action == "shorter":
+        if index == 0:
+            raise UserFacingError("This summary is already the shortest length. Try **Regenerate** for a different take.")
+        return FollowUpPlan(LENGTH_ORDER[index - 1], record.style, None)
+    if action == "longer":
+        if index == len(LENGTH_ORDER) - 1:
+            raise UserFacingError("This summary is already the longest length. Try **Regenerate** for a different take.")
+        return FollowUpPlan(LENGTH_ORDER[index + 1], record.style, None)
+    if action == "actions":
+        return FollowUpPlan(length, "action_items", None)
+    return FollowUpPlan(length, record.style, regenerate_settings(record, seed))
+
+
+def regenerate_settings(record: SummaryRecord, seed: int) -> GenerationSettings:
+    """Sampling on, a new seed; otherwise the settings the summary was made with."""
+    known = {k: v for k, v in (record.settings or {}).items() if k in GenerationSettings.__dataclass_fields__}
+    try:
+        base = GenerationSettings(**known) if known else generation_for(record.length)
+    except (InvalidRequest, TypeError):
+        base = generation_for("medium")
+    return base.with_(do_sample=True, seed=seed)
+
+
+def may_press(member: discord.Member, record: SummaryRecord) -> bool:
+    return member.id == record.requester_id or member.guild_permissions.manage_guild
+
+
+async def run_followup(bot: "RecapBot", interaction: discord.Interaction, action: str, summary_id: int) -> None:
+    """A follow-up press, start to end; every expected failure becomes an ephemeral answer."""
+    try:
+        await _followup(bot, interaction, action, summary_id)
+    except Exception as exc:  # view callbacks bypass the tree's handler: same ladder, same replies
+        await send_error(interaction, describe_error(exc))
+
+
+async def _followup(bot: "RecapBot", interaction: discord.Interaction, action: str, summary_id: int) -> None:
+    guild, member = interaction.guild, interaction.user
+    if guild is None or not isinstance(member, discord.Member):
+        raise UserFacingError("These buttons work in servers only.")
+    record = await bot.db.reading(summaries.get_summary, summary_id)
+    if record is None or record.guild_id != guild.id:
+        raise UserFacingError(GONE)
+    if not may_press(member, record):
+        raise UserFacingError(
+            f"Only <@{record.requester_id}>, who asked for this summary, or a server manager can use these "
+            "buttons. Run `/summarize` to get your own."
+        )
+    plan = plan_followup(action, record, random.randrange(2**31))
+    source = guild.get_channel_or_thread(record.channel_id)
+    if source is None:
+        raise UserFacingError(GONE)
+    if not bot.executor.ready:
+        raise NotReady("I'm still starting up (loading the model). Try again in a minute.")
+    resolved = await load_settings(bot, source)
+    await acknowledge(interaction, ephemeral=record.private)
+    await require_readable(member, guild.me, source)
+    bot.cooldowns.hit(member.id)
+    try:
+        with bot.guild_slots.slot(guild.id):
+            conversation = await read_by_ids(bot, source, record.source_ids)
+            if not conversation.messages:
+                raise UserFacingError(GONE)
+            job = SummaryJob(source=source, scope=Scope(), length=plan.length, style=plan.style,
+                             private=record.private, generation=plan.generation)
+            await summarize_conversation(
+                bot, interaction, conversation, job, resolved, private=record.private, view_factory=view_for_outcome
+            )
+    except (GenerationError, UserFacingError):
+        bot.cooldowns.reset(member.id)  # nothing was made: let them try again at once
+        raise
+
+
+# --- showing a stored summary ----------------------------------------------------------------
+
+
+@dataclass
+class _Topic:
+    title: str
+    message_id: int | None
+
+
+@dataclass
+class StoredSummaryView:
+    """A ``SummaryRecord`` in the shape the renderer reads (``render.SummaryLike``)."""
+
+    text: str
+    citations: list[int]
+    topics: list[_Topic]
+    participants: list[str]
+    start: datetime | None
+    end: datetime | None
+    message_count: int
+    truncated: bool
+    model: str
+    settings: GenerationSettings | None
+
+    @classmethod
+    def of(cls, record: SummaryRecord) -> "StoredSummaryView":
+        data = record.structured or {}
+        known = {k: v for k, v in (record.settings or {}).items() if k in GenerationSettings.__dataclass_fields__}
+        try:
+            settings: GenerationSettings | None = GenerationSettings(**known) if known else None
+        except (InvalidRequest, TypeError):
+            settings = None
+        return cls(
+            text=record.text,
+            citations=[int(c) for c in data.get("citations", []) if isinstance(c, int)],
+            topics=[_Topic(str(t.get("title", "")), t.get("message_id")) for t in data.get("topics", []) if isinstance(t, dict)],
+            participants=[str(p) for p in data.get("participants", [])],
+            start=record.start_at,
+            end=record.end_at,
+            message_count=len(record.source_ids),
+            truncated=bool(data.get("truncated", False)),
+            model=str(data.get("model", "unknown model")),
+            settings=settings,
+        )
+
+
+async def viewable(member: discord.Member, record: SummaryRecord | None) -> Any:
+    """The summary's source channel if ``member`` may see this summary, else None."""
+    if record is None or member.guild is None or record.guild_id != member.guild.id:
+        return None
+    if record.private and record.requester_id != member.id:
+        return None
+    channel = member.guild.get_channel_or_thread(record.channel_id)
+    if channel is None or not await can_read(member, channel):
+        return None
+    return channel
+
+
+async def show_summary(bot: "RecapBot", interaction: discord.Interaction, summary_id: int) -> None:
+    """Send one stored summary again, ephemeral, with its follow-up buttons."""
+    member = interaction.user
+    assert isinstance(member, discord.Member)
+    record = await bot.db.reading(summaries.get_summary, summary_id)
+    channel = await viewable(member, record)
+    if record is None or channel is None:
+        await say(interaction, GONE)
+        return
+    ctx = ReplyContext(guild_id=record.guild_id, channel_id=record.channel_id, channel_name=channel.name,
+                       length=record.length, style=record.style)
+    batches = build_summary_messages(StoredSummaryView.of(record), ctx)
+    header = f"Summary #{record.id}, asked for by <@{record.requester_id}> {discord.utils.format_dt(record.created_at, 'R')}" \
+        if record.created_at else f"Summary #{record.id}"
+    await interaction.response.send_message(
+        content=header, embeds=batches[0], ephemeral=True, view=followup_view(record.id), allowed_mentions=NO_PINGS
+    )
+    for batch in batches[1:]:
+        await interaction.followup.send(embeds=batch, ephemeral=True, allowed_mentions=NO_PINGS)
+
+
+def describe_record(record: SummaryRecord) -> str:
+    when = discord.utils.format_dt(record.created_at, "R") if record.created_at else "earlier"
+    if record.start_at and record.end_at:
+        span = f"{discord.utils.format_dt(record.start_at, 'f')} → {discord.utils.format_dt(record.end_at, 't')}"
+    else:
+        span = "range unknown"
+    flags = " · private" if record.private else ""
+    return f"by <@{record.requester_id}> {when}\n{span} · {len(record.source_ids) or '?'} messages · {record.length}, " \
+           f"{record.style.replace('_', ' ')}{flags}"
+
+
+class HistoryPager(discord.ui.View):
+    """Pages through one channel's summaries; Previous/Next and a menu to open one."""
+
+    def __init__(self, bot: "RecapBot", member: discord.Member, channel: Any) -> None:
+        super().__init__(timeout=600)
+        self.bot = bot
+        self.member = member
+        self.channel = channel
+        self.page = 0
+        self.records: list[SummaryRecord] = []
+        self.has_next = False
+
+    async def load(self) -> None:
+        rows = await self.bot.db.reading(
+            summaries.list_summaries, self.channel.id, visible_to=self.member.id,
+            limit=PAGE_SIZE + 1, offset=self.page * PAGE_SIZE,
+        )
+        self.has_next = len(rows) > PAGE_SIZE
+        self.records = rows[:PAGE_SIZE]
+        # list_summaries leaves source_ids out; the message count is worth one small query per row.
+        for record in self.records:
+            full = await self.bot.db.reading(summaries.get_summary, record.id)
+            if full is not None:
+                record.source_ids = full.source_ids
+        self._refresh_items()
+
+    def _refresh_items(self) -> None:
+        self.previous.disabled = self.page == 0
+        self.next.disabled = not self.has_next
+        self.pick.options = [
+            discord.SelectOption(
+                label=truncate(f"#{r.id} · {r.length}, {r.style.replace('_', ' ')}", 100),
+                value=str(r.id),
+                description=truncate(r.text.replace("\n", " "), 100) or None,
+            )
+            for r in self.records
+        ] or [discord.SelectOption(label="No summaries", value="0")]
+        self.pick.disabled = not self.records
+
+    def embed(self) -> discord.Embed:
+        embed = discord.Embed(title=f"Summaries of #{self.channel.name}", colour=discord.Colour.blurple())
+        if not self.records:
+            embed.description = "No summaries here yet. Use `/summarize` to make one." if self.page == 0 else "No more summaries."
+        for record in self.records:
+            embed.add_field(name=f"#{record.id}", value=describe_record(record), inline=False)
+        embed.set_footer(text=f"Page {self.page + 1} · choose one below to see it again")
+        return embed
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if interaction.user.id != self.member.id:
+            await say(interaction, "This list belongs to someone else. Run `/summaries` for your own.")
+            return False
+        return True
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any]) -> None:
+        await send_error(interaction, describe_error(error))
+
+    async def _turn(self, interaction: discord.Interaction, delta: int) -> None:
+        self.page = max(0, self.page + delta)
+        await self.load()
+        await interaction.response.edit_message(embed=self.embed(), view=self)
+
+    @discord.ui.button(label="Previous", style=discord.ButtonStyle.secondary, row=1)
+    async def previous(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await self._turn(interaction, -1)
+
+    @discord.ui.button(label="Next", style=discord.ButtonStyle.secondary, row=1)
+    async def next(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await self._turn(interaction, 1)
+
+    @discord.ui.select(placeholder="Show a summary again…", row=0)
+    async def pick(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
+        await show_summary(self.bot, interaction, int(select.values[0]))
+
+
+class SummariesCog(commands.Cog, name="Summaries"):
+    """``/summaries`` and the follow-up buttons."""
+
+    def __init__(self, bot: "RecapBot") -> None:
+        self.bot = bot
+
+    async def cog_load(self) -> None:
+        # Registered once per process: presses on any summary, even from before a restart, land here.
+        self.bot.add_dynamic_items(FollowUpButton)
+        self.bot.summary_view_factory = view_for_outcome
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(FollowUpButton)
+        if self.bot.summary_view_factory is view_for_outcome:
+            self.bot.summary_view_factory = None
+
+    @app_commands.command(name="summaries")
+    @app_commands.guild_only()
+    async def summaries_command(self, interaction: discord.Interaction) -> None:
+        """Recent summaries of this channel; pick one to see it again."""
+        member, channel = interaction.user, interaction.channel
+        if not isinstance(member, discord.Member) or channel is None:
+            await say(interaction, "Summary history works in server channels only.")
+            return
+        if not await can_read(member, channel):
+            await say(interaction, "You can only see the summaries of a channel whose history you can read.")
+            return
+        pager = HistoryPager(self.bot, member, channel)
+        await pager.load()
+        await interaction.response.send_message(embed=pager.embed(), view=pager, ephemeral=True, allowed_mentions=NO_PINGS)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(SummariesCog(bot))  # type: ignore[arg-type]

@@ -1,0 +1,237 @@
+"""The summarize flow shared by /summarize, the context menu, and follow-up buttons.
+
+``run_summary`` does everything after the options are parsed: checks, defer,
+reading, generation with progress, the reply, and storing the summary. Other
+cogs reuse the pieces: ``summarize_conversation`` (from already-read messages)
+and ``send_summary`` (the reply), and attach buttons through ``view_factory``
+(or ``bot.summary_view_factory`` for every summary).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import discord
+
+from bot.generation import GenerationSettings
+from bot.prompts import generation_for
+from bot.summarizer import SummaryOptions
+from storage import SummaryRecord, summaries
+
+from .checks import require_readable
+from .errors import NO_ACCESS, AccessDenied, ChannelDisabled, NotReady, UserFacingError
+from .progress import NO_PINGS, ProgressMessage
+from .reading import Conversation, Scope, read_conversation
+from .render import ReplyContext, build_summary_messages, progress_text
+from .server_settings import load_settings, settings_channel_id  # noqa: F401  (re-exported for other cogs)
+
+if TYPE_CHECKING:
+    from bot.client import RecapBot
+    from storage.settings import ResolvedSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SummaryJob:
+    """One request: the channel or thread to read, which messages, and how to summarize them."""
+
+    source: Any  # discord.TextChannel | discord.Thread | VoiceChannel
+    scope: Scope
+    length: str | None = None  # None: the channel's setting
+    style: str | None = None
+    private: bool | None = None
+    generation: GenerationSettings | None = None  # overrides the channel's settings (follow-up Regenerate)
+
+
+@dataclass
+class SummaryOutcome:
+    summary: Any  # bot.summarizer.Summary
+    summary_id: int | None  # None if storing it failed (the reply was still sent)
+    job: SummaryJob
+    length: str
+    style: str
+    private: bool
+    messages: list[discord.Message | discord.InteractionMessage]  # the reply, first message first
+
+
+ViewFactory = Callable[[SummaryOutcome], "discord.ui.View | None"]
+
+
+def generation_settings(resolved: "ResolvedSettings", length: str | None = None) -> GenerationSettings | None:
+    """What the admins set, for ``length`` (default: the channel's); ``None`` leaves every knob to the length preset."""
+    changed = any(
+        resolved.source(name) != "default"
+        for name in ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "sampling")
+    )
+    if not changed:
+        return None
+    return generation_for(
+        length or resolved["length"],
+        max_new_tokens_override=int(resolved["max_new_tokens"]) or None,  # 0: the preset's
+        sampling=bool(resolved["sampling"]),
+        temperature=float(resolved["temperature"]),
+        top_p=float(resolved["top_p"]),
+        top_k=int(resolved["top_k"]),
+        repetition_penalty=float(resolved["repetition_penalty"]),
+    )
+
+
+async def acknowledge(interaction: discord.Interaction, *, ephemeral: bool) -> None:
+    """Defer at once (shows "thinking"), so the 3-second deadline never passes while we work."""
+    if not interaction.response.is_done():
+        await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+
+
+async def require_message(source: Any, message_id: int) -> None:
+    """``from_message`` must name a message of the source; a wrong id gets the same answer as no access."""
+    try:
+        await source.fetch_message(message_id)
+    except (discord.NotFound, discord.Forbidden):
+        raise AccessDenied(NO_ACCESS) from None
+
+
+async def run_summary(
+    bot: "RecapBot",
+    interaction: discord.Interaction,
+    job: SummaryJob,
+    *,
+    view_factory: ViewFactory | None = None,
+) -> SummaryOutcome:
+    """Check, defer, read, summarize, reply, store. Raises ``UserFacingError``/``GenerationError`` for the handler."""
+    guild = interaction.guild
+    if guild is None or not isinstance(interaction.user, discord.Member):
+        raise UserFacingError("Summaries work in servers only.")
+    if not bot.accepting:
+        raise NotReady("I'm shutting down. Try again in a minute.")
+    if not bot.executor.ready:
+        raise NotReady("I'm still starting up (loading the model). Try again in a minute.")
+    resolved = await load_settings(bot, job.source)
+    if not resolved["enabled"]:
+        raise ChannelDisabled("Summaries are turned off in this channel. A server manager can turn them on with `/settings set enabled:True`.")
+    private = resolved["private_default"] if job.private is None else job.private
+    # Checks that need no Discord request run before the defer, so their refusals stay ephemeral.
+    await require_readable(interaction.user, guild.me, job.source)
+    bot.cooldowns.hit(interaction.user.id)
+    try:
+        with bot.guild_slots.slot(guild.id):
+            await acknowledge(interaction, ephemeral=private)
+            if job.scope.from_id is not None:
+                await require_message(job.source, job.scope.from_id)
+            progress = ProgressMessage(interaction)
+            conversation = await read_conversation(
+                bot,
+                job.source,
+                job.scope,
+                int(resolved["max_messages"]),
+                progress=lambda stage, done, total: progress.update(progress_text(stage, done, total)),
+            )
+            await progress.settle()
+            if not conversation.messages:
+                raise UserFacingError("There are no messages to summarize there (my own messages and opted-out members are left out).")
+            return await summarize_conversation(
+                bot, interaction, conversation, job, resolved, private=private, progress=progress, view_factory=view_factory
+            )
+    except Exception:
+        bot.cooldowns.reset(interaction.user.id)  # no summary was made: let them retry at once
+        raise
+
+
+async def summarize_conversation(
+    bot: "RecapBot",
+    interaction: discord.Interaction,
+    conversation: Conversation,
+    job: SummaryJob,
+    resolved: "ResolvedSettings",
+    *,
+    private: bool,
+    progress: ProgressMessage | None = None,
+    view_factory: ViewFactory | None = None,
+) -> SummaryOutcome:
+    """Summarize already-read messages, reply (editing the deferred response), store the summary."""
+    length = job.length or resolved["length"]
+    style = job.style or resolved["style"]
+    progress = progress or ProgressMessage(interaction)
+    options = SummaryOptions(length=length, style=style, generation=job.generation or generation_settings(resolved))
+    try:
+        summary = await bot.summarizer.summarize(
+            conversation.messages,
+            options,
+            guild=str(conversation.guild_id),
+            user=str(interaction.user.id),
+            priority=0,
+            progress=lambda stage, done, total: progress.update(progress_text(stage, done, total)),
+        )
+    finally:
+        await progress.finish()
+
+    summary_id = await store_summary(bot, interaction.user.id, conversation, summary, length, style, private)
+    outcome = SummaryOutcome(summary, summary_id, job, length, style, private, [])
+    ctx = ReplyContext(
+        guild_id=conversation.guild_id,
+        channel_id=conversation.channel_id,
+        channel_name=getattr(job.source, "name", "channel"),
+        length=length,
+        style=style,
+        capped_at=conversation.capped_at,
+        skipped_files=tuple(conversation.skipped_files),
+    )
+    factory = view_factory or bot.summary_view_factory
+    view = factory(outcome) if factory is not None and summary_id is not None else None
+    outcome.messages = await send_summary(interaction, summary, ctx, private=private, view=view)
+    return outcome
+
+
+async def store_summary(
+    bot: "RecapBot", requester_id: int, conversation: Conversation, summary: Any, length: str, style: str, private: bool
+) -> int | None:
+    source_ids = list(summary.source_ids) or conversation.source_ids
+    record = SummaryRecord(
+        guild_id=conversation.guild_id,
+        channel_id=conversation.channel_id,
+        requester_id=requester_id,
+        text=summary.text,
+        length=length,
+        style=style,
+        settings=summary.settings.as_dict() if summary.settings is not None else {},
+        source_ids=source_ids,
+        private=private,
+        structured={
+            "citations": list(summary.citations),
+            "topics": [{"title": t.title, "message_id": t.message_id} for t in summary.topics],
+            "participants": list(summary.participants),
+            "model": summary.model,
+            "truncated": bool(summary.truncated),
+        },
+        start_id=min(source_ids) if source_ids else None,
+        end_id=max(source_ids) if source_ids else None,
+        start_at=summary.start,
+        end_at=summary.end,
+    )
+    try:
+        return await bot.db.writing(summaries.insert_summary, record)
+    except Exception:  # the member still gets the summary; history just lacks it
+        log.exception("could not store the summary for channel %s", conversation.channel_id)
+        return None
+
+
+async def send_summary(
+    interaction: discord.Interaction,
+    summary: Any,
+    ctx: ReplyContext,
+    *,
+    private: bool,
+    view: discord.ui.View | None = None,
+) -> list[discord.Message | discord.InteractionMessage]:
+    """Edit the deferred reply into the summary; what does not fit one message follows up."""
+    batches = build_summary_messages(summary, ctx)
+    sent: list[discord.Message | discord.InteractionMessage] = []
+    first_kwargs: dict[str, Any] = dict(content=None, embeds=batches[0], allowed_mentions=NO_PINGS)
+    if view is not None:
+        first_kwargs["view"] = view
+    sent.append(await interaction.edit_original_response(**first_kwargs))
+    for batch in batches[1:]:
+        sent.append(await interaction.followup.send(embeds=batch, ephemeral=private, allowed_mentions=NO_PINGS, wait=True))
+    return sent

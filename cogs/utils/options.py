@@ -1,0 +1,67 @@
+"""Parsing the free-text options of /summarize: ``since`` and ``from_message``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from .errors import AccessDenied, BadOption, NO_ACCESS
+
+_UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+_SINCE = re.compile(r"^(\d{1,4})\s*(m|min|h|d|w)$")
+MAX_SINCE = timedelta(days=90)
+SINCE_HELP = "Use a number and a unit, like `30m`, `2h`, `1d` or `1w`, or `yesterday`."
+
+_LINK = re.compile(r"^<?https?://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/channels/(\d+|@me)/(\d+)/(\d+)>?$")
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    after: datetime  # exclusive lower bound, aware UTC
+    before: datetime | None = None  # exclusive upper bound; None: up to now
+
+
+def parse_since(text: str, now: datetime) -> TimeWindow:
+    """``30m``/``2h``/``1d``/``1w`` back from ``now``; ``yesterday`` is the previous UTC day."""
+    raw = text.strip().lower()
+    if raw == "yesterday":
+        today = now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        return TimeWindow(after=today - timedelta(days=1), before=today)
+    match = _SINCE.match(raw)
+    if not match:
+        raise BadOption(f"`{_clip(text)}` is not a time span I understand. {SINCE_HELP}")
+    amount = int(match.group(1))
+    span = timedelta(seconds=amount * _UNITS[match.group(2)])
+    if amount == 0:
+        raise BadOption(f"The time span must be more than zero. {SINCE_HELP}")
+    if span > MAX_SINCE:
+        raise BadOption(f"The time span can be at most {MAX_SINCE.days} days. {SINCE_HELP}")
+    return TimeWindow(after=now - span)
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    message_id: int
+    channel_id: int | None  # None: a bare id, meaning "in the channel being summarized"
+
+
+def parse_message_ref(text: str, guild_id: int | None) -> MessageRef:
+    """A message link or a bare message id. A link to another server is refused like an unreadable channel."""
+    raw = text.strip()
+    if raw.isdigit() and 15 <= len(raw) <= 21:
+        return MessageRef(int(raw), None)
+    match = _LINK.match(raw)
+    if not match:
+        raise BadOption(
+            "`from_message` must be a message link (right-click a message → Copy Message Link) or a message id."
+        )
+    link_guild, channel_id, message_id = match.groups()
+    if link_guild == "@me" or guild_id is None or int(link_guild) != guild_id:
+        raise AccessDenied(NO_ACCESS)
+    return MessageRef(int(message_id), int(channel_id))
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    text = text.replace("`", "'")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

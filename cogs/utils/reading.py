@@ -1,0 +1,289 @@
+"""Reading a conversation: stored history where it is complete, Discord's history for the rest.
+
+Conversions live here too: ``discord.Message`` -> ``StoredMessage`` (what the
+listeners and backfill store) and ``StoredMessage`` -> ``ChatMessage`` (what
+the summarizer reads). Every message goes through the stored form, so a
+summary reads the same thing whether it came from the database or Discord.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import discord
+
+from bot.conversation import Attachment, ChatMessage
+from storage import StoredAttachment, StoredMessage, messages, privacy
+
+from .attachments import looks_like_text, read_text_attachment
+
+if TYPE_CHECKING:
+    from bot.client import RecapBot
+
+log = logging.getLogger(__name__)
+
+MAX_ID = 2**63 - 1
+_USER_MENTION = re.compile(r"<@!?(\d+)>")
+_ROLE_MENTION = re.compile(r"<@&(\d+)>")
+_CHANNEL_MENTION = re.compile(r"<#(\d+)>")
+# Message types that are people talking; everything else (joins, pins, boosts...) is a system message.
+_CONVERSATION_TYPES = frozenset({discord.MessageType.default, discord.MessageType.reply})
+
+Progress = Callable[[str, int, int], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which messages to read. At most one of ``last``/``after``/``from_id`` narrows it; none: the newest."""
+
+    last: int | None = None  # the newest N messages
+    after: datetime | None = None  # exclusive, aware UTC
+    before: datetime | None = None  # exclusive, aware UTC
+    from_id: int | None = None  # this message and everything after it
+
+    def id_bounds(self) -> tuple[int, int]:
+        """(lower, upper): message ids strictly between them are in scope."""
+        lower, upper = 0, MAX_ID
+        if self.after is not None:
+            lower = discord.utils.time_snowflake(self.after, high=True)
+        if self.from_id is not None:
+            lower = max(lower, self.from_id - 1)
+        if self.before is not None:
+            upper = discord.utils.time_snowflake(self.before, high=False)
+        return lower, upper
+
+
+@dataclass
+class Conversation:
+    channel_id: int
+    guild_id: int
+    messages: list[ChatMessage]
+    capped_at: int | None = None  # the max_messages cap that cut the scope
+    skipped_files: list[str] = field(default_factory=list)
+    fetched: int = 0  # messages fetched from Discord (backfill) rather than read from storage
+
+    @property
+    def source_ids(self) -> list[int]:
+        return [m.id for m in self.messages if m.id is not None]
+
+
+def is_own(message: discord.Message, bot_user_id: int | None) -> bool:
+    """The bot's own messages (including the deferred "thinking" placeholder) and ephemeral ones."""
+    return (bot_user_id is not None and message.author.id == bot_user_id) or message.flags.ephemeral
+
+
+def is_conversation(message: discord.Message, bot_user_id: int | None) -> bool:
+    return message.type in _CONVERSATION_TYPES and not is_own(message, bot_user_id)
+
+
+async def to_stored(message: discord.Message, attachment_max_bytes: int) -> StoredMessage:
+    """The stored form of a guild message; text attachments are downloaded and decoded here, once."""
+    channel = message.channel
+    parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
+    attachments = [
+        StoredAttachment(
+            filename=a.filename,
+            size=a.size,
+            content_type=a.content_type,
+            text=await read_text_attachment(a, attachment_max_bytes),
+        )
+        for a in message.attachments
+    ]
+    reply_to = message.reference.message_id if message.reference and message.type is discord.MessageType.reply else None
+    assert message.guild is not None
+    return StoredMessage(
+        id=message.id,
+        guild_id=message.guild.id,
+        channel_id=channel.id,
+        parent_id=parent_id,
+        author_id=message.author.id,
+        author_name=message.author.display_name,
+        content=message.content,
+        created_at=message.created_at,
+        edited_at=message.edited_at,
+        reply_to=reply_to,
+        is_bot=message.author.bot,
+        attachments=attachments,
+    )
+
+
+def to_chat(stored: StoredMessage, names: dict[int, str], guild: discord.Guild | None) -> ChatMessage:
+    """The summarizer's form. ``names``: user id -> display name, for resolving ``<@id>``."""
+    text = stored.content
+    mentions: dict[int, str] = {}
+    for raw in _USER_MENTION.findall(text):
+        uid = int(raw)
+        name = names.get(uid)
+        if name is None and guild is not None:
+            member = guild.get_member(uid)
+            name = member.display_name if member else None
+        if name is not None:
+            mentions[uid] = name
+    role_mentions: dict[int, str] = {}
+    channel_mentions: dict[int, str] = {}
+    if guild is not None:
+        for raw in _ROLE_MENTION.findall(text):
+            role = guild.get_role(int(raw))
+            if role is not None:
+                role_mentions[role.id] = role.name
+        for raw in _CHANNEL_MENTION.findall(text):
+            ch = guild.get_channel_or_thread(int(raw))
+            if ch is not None:
+                channel_mentions[ch.id] = ch.name
+    return ChatMessage(
+        id=stored.id,
+        author=stored.author_name,
+        text=text,
+        author_id=stored.author_id,
+        created_at=stored.created_at,
+        reply_to=stored.reply_to,
+        attachments=[Attachment(a.filename, a.size, a.content_type, a.text) for a in stored.attachments],
+        is_bot=stored.is_bot,
+        is_system=False,
+        mentions=mentions,
+        role_mentions=role_mentions,
+        channel_mentions=channel_mentions,
+        guild_id=stored.guild_id,
+        channel_id=stored.channel_id,
+    )
+
+
+def skipped_files(stored: list[StoredMessage]) -> list[str]:
+    """Text-like attachments that were named but not read (too big, binary, or failed to download)."""
+    return [a.filename for m in stored for a in m.attachments if a.text is None and looks_like_text(a.filename, a.content_type)]
+
+
+async def _report(progress: Progress | None, stage: str, done: int, total: int) -> None:
+    if progress is None:
+        return
+    result = progress(stage, done, total)
+    if result is not None:
+        await result
+
+
+async def _store(bot: "RecapBot", batch: list[StoredMessage]) -> None:
+    if not batch:
+        return
+    buffer = bot.message_buffer
+    if buffer is not None:
+        await buffer.add_many(batch)
+    else:
+        await bot.db.writing(messages.upsert_messages, batch)
+
+
+async def _backfill(
+    bot: "RecapBot",
+    channel: Any,
+    lower: int,
+    top: int,
+    wanted: int,
+    progress: Progress | None,
+) -> tuple[list[StoredMessage], bool, int]:
+    """Fetch ids in ``(lower, top]`` newest first until ``wanted`` conversation messages are found.
+
+    Returns (messages newest first, whether the whole range was scanned, the oldest id scanned).
+    """
+    me = bot.user.id if bot.user else None
+    found: list[StoredMessage] = []
+    page: list[StoredMessage] = []
+    oldest = top + 1
+    complete = True
+    after = discord.Object(id=lower) if lower > 0 else None
+    async for message in channel.history(limit=None, before=discord.Object(id=top + 1), after=after, oldest_first=False):
+        oldest = message.id
+        if not is_conversation(message, me):
+            continue
+        stored = await to_stored(message, bot.settings.attachment_max_bytes)
+        found.append(stored)
+        page.append(stored)
+        if len(page) >= 100:
+            await _store(bot, page)
+            page = []
+            await _report(progress, "reading", len(found), 0)
+        if len(found) >= wanted:
+            complete = False
+            break
+    await _store(bot, page)
+    return found, complete, oldest
+
+
+async def read_conversation(
+    bot: "RecapBot",
+    channel: Any,
+    scope: Scope,
+    max_messages: int,
+    progress: Progress | None = None,
+) -> Conversation:
+    """The conversation in ``scope``, oldest first, at most ``max_messages`` (the newest ones).
+
+    Stored history is used for the range the listeners saw live (``bot.coverage``);
+    the rest is fetched from Discord and stored, so the next read is local.
+    """
+    guild: discord.Guild = channel.guild
+    wanted = min(scope.last, max_messages) if scope.last else max_messages
+    lower, upper = scope.id_bounds()
+    if bot.message_buffer is not None:
+        await bot.message_buffer.flush()  # what the listeners buffered is part of history too
+
+    covered = bot.coverage.covered_after(channel.id)
+    stored: list[StoredMessage] = []
+    if covered is not None and covered < upper - 1:
+        first = max(covered, lower) + 1
+        stored = await bot.db.reading(messages.messages_between, channel.id, first, upper - 1, limit=wanted + 1)
+
+    fetched: list[StoredMessage] = []
+    top = min(covered if covered is not None else MAX_ID - 1, upper - 1)
+    if len(stored) <= wanted and top > lower:
+        fetched, complete, oldest = await _backfill(bot, channel, lower, top, wanted + 1 - len(stored), progress)
+        # Everything scanned is now stored, so that range need not be fetched again.
+        bot.coverage.extend(channel.id, lower if complete else oldest - 1)
+
+    by_id = {m.id: m for m in fetched}
+    by_id.update({m.id: m for m in stored})  # a stored copy carries later edits
+    opted_out = await bot.db.reading(privacy.opted_out_users, {m.author_id for m in by_id.values()})
+    me = bot.user.id if bot.user else None
+    ordered = sorted(
+        (m for m in by_id.values() if m.author_id not in opted_out and m.author_id != me),
+        key=lambda m: m.id,
+    )
+    capped_at = None
+    if len(ordered) > wanted:
+        ordered = ordered[-wanted:]
+        if scope.last is None or scope.last > max_messages:
+            capped_at = max_messages
+    names = {m.author_id: m.author_name for m in ordered}
+    chat = [to_chat(m, names, guild) for m in ordered]
+    await _report(progress, "reading", len(chat), len(chat))
+    return Conversation(
+        channel_id=channel.id,
+        guild_id=guild.id,
+        messages=chat,
+        capped_at=capped_at,
+        skipped_files=skipped_files(ordered),
+        fetched=len(fetched),
+    )
+
+
+async def read_by_ids(bot: "RecapBot", channel: Any, source_ids: list[int]) -> Conversation:
+    """The stored messages of an earlier summary (for Shorter/Longer/Regenerate); missing ones are skipped."""
+    if not source_ids:
+        return Conversation(channel_id=channel.id, guild_id=channel.guild.id, messages=[])
+    if bot.message_buffer is not None:
+        await bot.message_buffer.flush()
+    wanted = set(source_ids)
+    rows = await bot.db.reading(
+        messages.messages_between, channel.id, min(source_ids), max(source_ids), limit=len(source_ids) * 4 + 100
+    )
+    opted_out = await bot.db.reading(privacy.opted_out_users, {m.author_id for m in rows})
+    kept = [m for m in rows if m.id in wanted and m.author_id not in opted_out]
+    names = {m.author_id: m.author_name for m in kept}
+    return Conversation(
+        channel_id=channel.id,
+        guild_id=channel.guild.id,
+        messages=[to_chat(m, names, channel.guild) for m in kept],
+        skipped_files=skipped_files(kept),
+    )

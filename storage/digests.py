@@ -1,0 +1,168 @@
+"""Scheduled digests: what to summarize, where to post it, and when it runs next.
+
+Schedule arithmetic (time zones, daylight saving) lives in ``bot.schedule``;
+this module only stores its results. ``next_run_at`` is what the scheduler
+sleeps on, so a restart resumes from here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable
+
+import aiosqlite
+
+from .convert import check_id, check_text, from_ms, opt_ms, to_ms, utc_now
+from .errors import StorageError
+
+EVERY = ("daily", "weekly")
+MAX_PER_GUILD = 25  # /digest set refuses more; each one is a background job
+_AT_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_COLUMNS = (
+    "id, guild_id, source_id, target_id, owner_id, every, at_time, timezone, weekday, length, style, "
+    "created_at, next_run_at, last_run_at, last_status"
+)
+
+
+@dataclass(slots=True)
+class DigestRecord:
+    guild_id: int
+    source_id: int
+    target_id: int
+    owner_id: int
+    every: str  # daily | weekly
+    at_time: str  # local HH:MM
+    timezone: str  # IANA name
+    length: str
+    style: str
+    next_run_at: datetime
+    weekday: int | None = None  # 0 = Monday; weekly only
+    created_at: datetime | None = None  # set to now on insert when None
+    last_run_at: datetime | None = None
+    last_status: str | None = None
+    id: int | None = None  # set by insert_digest
+
+
+def _validate(record: DigestRecord) -> None:
+    for what in ("guild_id", "source_id", "target_id", "owner_id"):
+        check_id(getattr(record, what), what)
+    if record.every not in EVERY:
+        raise StorageError(f"every must be one of: {', '.join(EVERY)}; got {record.every!r}.")
+    if not isinstance(record.at_time, str) or not _AT_RE.match(record.at_time):
+        raise StorageError(f"at_time must be HH:MM (00:00 to 23:59); got {record.at_time!r}.")
+    if (record.every == "weekly") != (record.weekday is not None):
+        raise StorageError("A weekly digest needs a weekday (0-6) and a daily one has none.")
+    if record.weekday is not None and (type(record.weekday) is not int or not 0 <= record.weekday <= 6):
+        raise StorageError(f"weekday must be 0 (Monday) to 6 (Sunday); got {record.weekday!r}.")
+    check_text(record.timezone, "timezone", 64)
+    check_text(record.length, "length", 32)
+    check_text(record.style, "style", 32)
+    to_ms(record.next_run_at, "next_run_at")
+
+
+def _row(row: Iterable[Any]) -> DigestRecord:
+    (id_, guild_id, source_id, target_id, owner_id, every, at_time, tz, weekday, length, style,
+     created_at, next_run_at, last_run_at, last_status) = row
+    return DigestRecord(
+        id=id_, guild_id=guild_id, source_id=source_id, target_id=target_id, owner_id=owner_id,
+        every=every, at_time=at_time, timezone=tz, weekday=weekday, length=length, style=style,
+        created_at=from_ms(created_at), next_run_at=from_ms(next_run_at),  # type: ignore[arg-type]
+        last_run_at=from_ms(last_run_at), last_status=last_status,
+    )
+
+
+async def insert_digest(conn: aiosqlite.Connection, record: DigestRecord) -> int:
+    """Store a new digest; returns its id. Refuses a server's ``MAX_PER_GUILD + 1``-th digest."""
+    _validate(record)
+    if await count_digests(conn, record.guild_id) >= MAX_PER_GUILD:
+        raise StorageError(f"This server already has {MAX_PER_GUILD} digests, the most allowed. Remove one first.")
+    if record.created_at is None:
+        record.created_at = utc_now()
+    cursor = await conn.execute(
+        "INSERT INTO digests (guild_id, source_id, target_id, owner_id, every, at_time, timezone, weekday, "
+        "length, style, created_at, next_run_at, last_run_at, last_status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (record.guild_id, record.source_id, record.target_id, record.owner_id, record.every, record.at_time,
+         record.timezone, record.weekday, record.length, record.style, to_ms(record.created_at, "created_at"),
+         to_ms(record.next_run_at, "next_run_at"), opt_ms(record.last_run_at, "last_run_at"), record.last_status),
+    )
+    record.id = int(cursor.lastrowid)  # type: ignore[arg-type]
+    return record.id
+
+
+async def get_digest(conn: aiosqlite.Connection, digest_id: int) -> DigestRecord | None:
+    rows = await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM digests WHERE id = ?", (digest_id,))
+    return _row(rows[0]) if rows else None
+
+
+async def list_digests(conn: aiosqlite.Connection, guild_id: int) -> list[DigestRecord]:
+    """A server's digests, oldest first (ids ascending)."""
+    rows = await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM digests WHERE guild_id = ? ORDER BY id", (guild_id,))
+    return [_row(r) for r in rows]
+
+
+async def count_digests(conn: aiosqlite.Connection, guild_id: int | None = None) -> int:
+    if guild_id is None:
+        rows = await conn.execute_fetchall("SELECT count(*) FROM digests")
+    else:
+        rows = await conn.execute_fetchall("SELECT count(*) FROM digests WHERE guild_id = ?", (guild_id,))
+    return int(rows[0][0])
+
+
+async def due_digests(conn: aiosqlite.Connection, now: datetime, limit: int = 50) -> list[DigestRecord]:
+    """Digests whose ``next_run_at`` is at or before ``now``, earliest first."""
+    rows = await conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM digests WHERE next_run_at <= ? ORDER BY next_run_at, id LIMIT ?",
+        (to_ms(now, "now"), limit),
+    )
+    return [_row(r) for r in rows]
+
+
+async def earliest_next_run(conn: aiosqlite.Connection) -> datetime | None:
+    """When the scheduler must next wake; None when there are no digests."""
+    rows = await conn.execute_fetchall("SELECT min(next_run_at) FROM digests")
+    return from_ms(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
+async def record_run(conn: aiosqlite.Connection, digest_id: int, *, ran_until: datetime,
+                     next_run_at: datetime, status: str) -> bool:
+    """After a run (posted, empty or skipped): move the window and the schedule forward in one write."""
+    cursor = await conn.execute(
+        "UPDATE digests SET last_run_at = ?, next_run_at = ?, last_status = ? WHERE id = ?",
+        (to_ms(ran_until, "ran_until"), to_ms(next_run_at, "next_run_at"), check_text(status, "status", 500), digest_id),
+    )
+    return cursor.rowcount > 0
+
+
+async def reschedule(conn: aiosqlite.Connection, digest_id: int, next_run_at: datetime,
+                     status: str | None = None) -> bool:
+    """Move only the next run (a failed run that will be retried keeps its window)."""
+    cursor = await conn.execute(
+        "UPDATE digests SET next_run_at = ?, last_status = coalesce(?, last_status) WHERE id = ?",
+        (to_ms(next_run_at, "next_run_at"), status, digest_id),
+    )
+    return cursor.rowcount > 0
+
+
+async def delete_digest(conn: aiosqlite.Connection, digest_id: int, guild_id: int) -> bool:
+    """Remove one digest of this server (an id from another server is not found)."""
+    cursor = await conn.execute("DELETE FROM digests WHERE id = ? AND guild_id = ?", (digest_id, guild_id))
+    return cursor.rowcount > 0
+
+
+async def delete_channel_digests(conn: aiosqlite.Connection, channel_id: int) -> int:
+    """A deleted channel or thread: every digest that reads from it or posts to it."""
+    cursor = await conn.execute("DELETE FROM digests WHERE source_id = ? OR target_id = ?", (channel_id, channel_id))
+    return cursor.rowcount
+
+
+async def delete_guild_digests(conn: aiosqlite.Connection, guild_id: int) -> int:
+    cursor = await conn.execute("DELETE FROM digests WHERE guild_id = ?", (guild_id,))
+    return cursor.rowcount
+
+
+async def delete_owner_digests(conn: aiosqlite.Connection, owner_id: int) -> int:
+    """A forgotten user: the digests they set up go with them."""
+    cursor = await conn.execute("DELETE FROM digests WHERE owner_id = ?", (owner_id,))
+    return cursor.rowcount

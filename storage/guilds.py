@@ -1,0 +1,70 @@
+"""Server-level operations: erase a server's data, and the counts behind /status and `db stats`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import aiosqlite
+
+from .convert import check_id, from_ms
+from .messages import delete_where
+from .migrations import current_version
+
+
+@dataclass(frozen=True)
+class GuildDeleteResult:
+    messages: int
+    summaries: int
+    settings: int
+
+
+@dataclass(frozen=True)
+class GuildStats:
+    messages: int
+    channels: int
+    summaries: int
+    oldest: datetime | None
+    newest: datetime | None
+
+
+@dataclass(frozen=True)
+class DatabaseStats:
+    schema_version: int
+    messages: int
+    channels: int
+    guilds: int
+    summaries: int
+    opted_out_users: int
+
+
+async def delete_guild(conn: aiosqlite.Connection, guild_id: int) -> GuildDeleteResult:
+    """Everything stored for a server (the bot was removed): messages, summaries, settings."""
+    gid = check_id(guild_id, "guild id")
+    deleted = await delete_where(conn, "guild_id = ?", (gid, gid), " OR guild_id = ?")
+    settings = await conn.execute("DELETE FROM settings WHERE guild_id = ?", (gid,))
+    await conn.execute("DELETE FROM message_authors WHERE guild_id = ?", (gid,))
+    return GuildDeleteResult(messages=deleted.messages, summaries=deleted.summaries, settings=settings.rowcount)
+
+
+async def guild_stats(conn: aiosqlite.Connection, guild_id: int) -> GuildStats:
+    gid = check_id(guild_id, "guild id")
+    rows = await conn.execute_fetchall(
+        "SELECT count(*), count(DISTINCT channel_id), min(created_at), max(created_at) FROM messages WHERE guild_id = ?",
+        (gid,),
+    )
+    messages, channels, oldest, newest = rows[0]
+    summaries = await conn.execute_fetchall("SELECT count(*) FROM summaries WHERE guild_id = ?", (gid,))
+    return GuildStats(messages, channels, summaries[0][0], from_ms(oldest), from_ms(newest))
+
+
+async def database_stats(conn: aiosqlite.Connection) -> DatabaseStats:
+    counts = await conn.execute_fetchall(
+        "SELECT (SELECT count(*) FROM messages), "
+        "(SELECT count(*) FROM (SELECT DISTINCT channel_id FROM messages)), "
+        "(SELECT count(*) FROM (SELECT DISTINCT guild_id FROM messages UNION SELECT guild_id FROM summaries "
+        "UNION SELECT guild_id FROM settings)), "
+        "(SELECT count(*) FROM summaries), (SELECT count(*) FROM opt_outs)"
+    )
+    messages, channels, guilds, summaries, opted_out = counts[0]
+    return DatabaseStats(await current_version(conn), messages, channels, guilds, summaries, opted_out)

@@ -1,0 +1,104 @@
+"""RecapBot wiring (intents, mentions, cog loading, command sync) and the runner's start-up checks."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import discord
+import pytest
+from aiohttp import web
+from simcord_helpers import World, make_settings, recap_options, recap_world  # noqa: F401
+
+from bot import runner
+from bot.client import RecapBot, intents
+
+
+def command_puts(w: World) -> list[str]:
+    return [e.path for e in w.env.http_requests if e.method == "PUT" and e.path.endswith("/commands")]
+
+
+def test_intents_are_minimal() -> None:
+    wanted = intents()
+    assert wanted.guilds and wanted.guild_messages and wanted.message_content
+    assert not wanted.members and not wanted.presences and not wanted.dm_messages
+
+
+async def test_bot_defaults_to_no_pings(recap_world: World) -> None:
+    assert recap_world.bot.allowed_mentions is not None
+    assert recap_world.bot.allowed_mentions.to_dict() == {"parse": []}
+
+
+async def test_commands_sync_once_and_again_only_when_the_tree_changes(recap_world: World) -> None:
+    w = recap_world
+    assert len(command_puts(w)) == 1  # the first start synced
+    assert w.bot.sync_state_file.is_file()
+    assert await w.bot.sync_commands(force=False) is None  # unchanged: no request
+    assert len(command_puts(w)) == 1
+
+    @discord.app_commands.command(name="extra")
+    async def extra(interaction: discord.Interaction) -> None:
+        """A new command changes the tree."""
+
+    w.bot.tree.add_command(extra)
+    assert await w.bot.sync_commands(force=False) is not None
+    assert len(command_puts(w)) == 2
+
+
+@pytest.mark.parametrize("recap_options", [{"extensions": ("cogs.errors", "cogs.not_there", "cogs.utils.render", "cogs.status")}])
+async def test_a_broken_cog_does_not_stop_the_others(recap_world: World) -> None:
+    w = recap_world
+    assert "cogs.utils.render" in w.bot.failed_extensions  # no setup(): fails to load, logged
+    assert "cogs.status" in w.bot.extensions
+    result = await w.alice.slash(w.channel, "status")
+    assert result.ephemeral
+
+
+def test_run_refuses_without_a_token(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = make_settings(tmp_path)
+    assert runner.main(argparse.Namespace(), settings) == 2
+    err = capsys.readouterr().err
+    assert "DISCORD_TOKEN is not set" in err
+
+
+def test_test_endpoints_are_applied_only_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+    monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+    runner.apply_test_endpoints({})
+    assert discord.http.Route.BASE == "https://discord.com/api/v10"
+    runner.apply_test_endpoints({runner.API_BASE_ENV: "http://127.0.0.1:9/api/v10/", runner.GATEWAY_ENV: "ws://127.0.0.1:9/gateway"})
+    assert discord.http.Route.BASE == "http://127.0.0.1:9/api/v10"
+    assert str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY) == "ws://127.0.0.1:9/gateway"
+
+
+async def test_run_loads_the_model_first_and_reports_a_refused_token(
+    tmp_path: Path, tiny_causal_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fake Discord that refuses every token: the runner exits with a clear message, never showing the token."""
+    seen: list[str] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        body = b'{"message": "401: Unauthorized", "code": 0}'
+        return web.Response(status=401, body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    app_runner = web.AppRunner(app)
+    await app_runner.setup()
+    site = web.TCPSite(app_runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    monkeypatch.setattr(discord.http.Route, "BASE", f"http://127.0.0.1:{port}/api/v10")
+    token = "not-a-real-token-123"
+    settings = make_settings(tmp_path, discord_token=token, model=str(tiny_causal_dir), device="cpu")
+    try:
+        rc = await runner.run(settings)
+    finally:
+        await app_runner.cleanup()
+    assert rc == 1
+    assert "Discord refused the token" in capsys.readouterr().err
+    assert seen and seen[0].endswith("/users/@me")
+    assert token not in caplog.text
+    assert Path(settings.database_path).is_file()  # the database was opened (and migrated) first

@@ -1,0 +1,411 @@
+"""/digest commands and the digest scheduler, through SimCord with a real bot, database and model.
+
+The scheduler's clock is SimCord's virtual clock (``SimClock``): ``env.advance_time`` moves
+both the time stamped on new messages and the time the scheduler sleeps on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import discord
+import pytest
+import simcord
+from simcord.backend.models.channel import Overwrite
+from simcord.enums import OverwriteType
+
+from bot.schedule import make_schedule, next_run
+from storage import digests as store
+from storage import summaries as summary_store
+from storage.digests import DigestRecord
+
+from simcord_helpers import BOT_EXTENSIONS, World, allow_command, recap_world, reply_text  # noqa: F401
+
+UTC = timezone.utc
+BERLIN = ZoneInfo("Europe/Berlin")
+HIDE = discord.PermissionOverwrite(view_channel=False)
+SHOW = discord.PermissionOverwrite(view_channel=True, read_message_history=True)
+VIEW = discord.Permissions(view_channel=True).value
+
+
+@pytest.fixture
+def recap_options() -> dict:
+    return {"extensions": (*BOT_EXTENSIONS, "cogs.digests", "cogs.summaries")}
+
+
+def declare_model_waits(world: World) -> None:
+    """The executor answers from its worker thread; tell SimCord that wait is intentional, not a hang."""
+    executor = world.bot.executor
+    submit = executor.submit
+
+    async def submit_as_external_wait(request):
+        return await world.env.external_wait(submit(request), reason="generation on the executor's worker thread")
+
+    executor.submit = submit_as_external_wait
+
+
+async def until(world: World, condition, timeout: float = 180.0) -> None:
+    """Let the bot work (including generation on the worker thread) until ``condition()`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        await world.env.settle()
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError("the bot did not finish in time")
+        await asyncio.sleep(0.05)
+
+
+def generation_idle(world: World):
+    def check() -> bool:
+        metrics = world.bot.executor.metrics()
+        return metrics.get("queue_depth", 0) == 0 and metrics.get("in_flight", 0) == 0
+    return check
+
+
+class SimClock:
+    """SimCord's virtual time: ``now`` is the simulation's instant, sleeps end on ``advance_time``."""
+
+    def __init__(self, env: simcord.Env) -> None:
+        self.env = env
+
+    def now(self) -> datetime:
+        return self.env.now()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+@pytest.fixture
+async def world(recap_world: World) -> World:
+    cog = recap_world.bot.get_cog("Digests")
+    cog.clock = SimClock(recap_world.env)
+    cog.wake()
+    declare_model_waits(recap_world)
+    await recap_world.env.settle()
+    return recap_world
+
+
+def cog(world: World):
+    return world.bot.get_cog("Digests")
+
+
+def text_of(result: simcord.InteractionResult) -> str:
+    assert result.response is not None
+    return result.response.content
+
+
+async def advance_to(world: World, moment: datetime) -> None:
+    seconds = (moment - world.env.now()).total_seconds()
+    assert seconds >= 0
+    await world.env.advance_time(seconds)
+
+
+async def run_at(world: World, moment: datetime) -> None:
+    """Advance to ``moment``, where a digest is due, and wait for that scheduler pass to finish."""
+    before = cog(world).passes
+    await advance_to(world, moment)
+    await until(world, lambda: cog(world).passes > before)
+
+
+async def add_digest(world: World, source, target, **changes) -> DigestRecord:
+    """Store a digest as /digest set would (no slash round trip), and wake the scheduler."""
+    now = world.env.now()
+    schedule = make_schedule(changes.pop("every", "daily"), changes.pop("at", "09:00"),
+                             changes.pop("tz", "UTC"), changes.pop("weekday", None), now)
+    record = DigestRecord(
+        guild_id=world.guild.id, source_id=source.id, target_id=target.id, owner_id=world.admin.id,
+        every=schedule.every, at_time=schedule.at.strftime("%H:%M"), timezone=schedule.tz, weekday=schedule.weekday,
+        length="short", style="bullets", next_run_at=next_run(schedule, now), created_at=now,
+    )
+    for key, value in changes.items():
+        setattr(record, key, value)
+    await world.db.writing(store.insert_digest, record)
+    cog(world).wake()
+    await world.env.settle()
+    # The window starts after the creation instant; what is said from the next second on is in it.
+    await world.env.advance_time(1)
+    return record
+
+
+def digest_posts(target: simcord.ChannelHandle) -> list[discord.Message]:
+    return [m for m in target.history() if "digest** of" in m.content]
+
+
+async def get(world: World, digest_id: int) -> DigestRecord:
+    record = await world.db.reading(store.get_digest, digest_id)
+    assert record is not None
+    return record
+
+
+# --- /digest set, list, remove --------------------------------------------------------------
+
+
+async def test_set_creates_a_digest_and_list_shows_it(world: World) -> None:
+    target = world.guild.create_text_channel("digests")
+    result = await world.admin.slash(world.channel, "digest set", source=world.channel, target=target,
+                                     every="daily", at="08:30", timezone="europe/berlin")
+    assert result.ephemeral
+    assert "Digest #1 set" in text_of(result) and "Europe/Berlin" in text_of(result)
+    record = await get(world, 1)
+    assert (record.source_id, record.target_id, record.owner_id) == (world.channel.id, target.id, world.admin.id)
+    assert record.next_run_at.astimezone(BERLIN).strftime("%H:%M") == "08:30"
+    assert record.next_run_at > world.env.now()
+
+    listed = await world.admin.slash(world.channel, "digest list")
+    assert listed.ephemeral
+    field = listed.response.embeds[0].fields[0]
+    assert field.name == "#1" and "every day at 08:30 (Europe/Berlin)" in field.value
+
+
+async def test_weekly_defaults_to_todays_weekday(world: World) -> None:
+    target = world.guild.create_text_channel("digests")
+    await world.admin.slash(world.channel, "digest set", source=world.channel, target=target,
+                            every="weekly", at="10:00", timezone="UTC")
+    record = await get(world, 1)
+    assert record.weekday == world.env.now().weekday()
+
+
+async def test_set_rejects_bad_timezone_with_example(world: World) -> None:
+    target = world.guild.create_text_channel("digests")
+    result = await world.admin.slash(world.channel, "digest set", source=world.channel, target=target,
+                                     every="daily", at="08:30", timezone="Mars/Base")
+    assert result.ephemeral and "Europe/Berlin" in text_of(result)
+    assert await world.db.reading(store.count_digests) == 0
+
+
+async def test_set_rejects_bad_time(world: World) -> None:
+    target = world.guild.create_text_channel("digests")
+    result = await world.admin.slash(world.channel, "digest set", source=world.channel, target=target,
+                                     every="daily", at="25:00", timezone="UTC")
+    assert "00:00 to 23:59" in text_of(result)
+
+
+async def test_set_needs_manage_server_at_runtime(world: World) -> None:
+    target = world.guild.create_text_channel("digests")
+    # Discord hides the command from members without Manage Server; the runtime check still holds.
+    world.env.backend.guilds[world.guild.id]  # the guild exists
+    try:
+        result = await world.alice.slash(world.channel, "digest set", source=world.channel, target=target,
+                                         every="daily", at="08:30", timezone="UTC")
+    except simcord.SetupError:
+        return  # SimCord refuses the invocation like the client would: hidden by default_permissions
+    assert "Manage Server" in text_of(result)
+    assert await world.db.reading(store.count_digests) == 0
+
+
+async def test_set_refuses_a_leaking_target_and_names_who(world: World) -> None:
+    staff = world.guild.create_role("Staff")
+    secret = world.guild.create_text_channel(
+        "staff", overwrites={world.guild.default_role: HIDE, staff: SHOW, world.admin: SHOW, world.env.bot.user: SHOW}
+    )
+    result = await world.admin.slash(world.channel, "digest set", source=secret, target=world.channel,
+                                     every="daily", at="08:30", timezone="UTC")
+    text = text_of(result)
+    assert result.ephemeral and "won't post" in text and "@everyone" in text
+    assert await world.db.reading(store.count_digests) == 0
+
+
+async def test_set_refuses_a_source_the_member_cannot_read(world: World) -> None:
+    hidden = world.guild.create_text_channel("hidden", overwrites={world.admin: discord.PermissionOverwrite(read_message_history=False)})
+    target = world.guild.create_text_channel("digests")
+    result = await world.admin.slash(world.channel, "digest set", source=hidden, target=target,
+                                     every="daily", at="08:30", timezone="UTC")
+    assert "whose history you can read" in text_of(result)
+
+
+async def test_remove_by_id_and_unknown_id(world: World) -> None:
+    target = world.guild.create_text_channel("digests")
+    record = await add_digest(world, world.channel, target)
+    choices = await world.admin.autocomplete(world.channel, "digest remove", "id", "")
+    assert [c["value"] for c in choices] == [record.id]
+    missing = await world.admin.slash(world.channel, "digest remove", id=999)
+    assert "no digest #999" in text_of(missing)
+    removed = await world.admin.slash(world.channel, "digest remove", id=record.id)
+    assert f"Digest #{record.id} removed" in text_of(removed)
+    assert await world.db.reading(store.count_digests) == 0
+
+
+async def test_timezone_autocomplete(world: World) -> None:
+    choices = await world.admin.autocomplete(world.channel, "digest set", "timezone", "berl")
+    assert "Europe/Berlin" in [c["value"] for c in choices]
+
+
+# --- the scheduler ---------------------------------------------------------------------------
+
+
+async def test_due_digest_posts_a_summary_like_summarize(world: World) -> None:
+    target = world.guild.create_text_channel("digests")
+    record = await add_digest(world, world.channel, target, at="09:00")
+    await world.say(world.alice, "We should ship the release on Friday.", "I'll write the changelog.")
+    await world.say(world.bob, "Tests are green, ready to go.")
+    await run_at(world, record.next_run_at)
+    posts = digest_posts(target)
+    assert len(posts) == 1, (await get(world, record.id)).last_status
+    post = posts[0]
+    assert post.content.startswith("**Daily digest** of") and "3 messages" in post.content
+    details = post.embeds[-1] if len(post.embeds) > 1 else post.embeds[0]
+    all_fields = {f.name for e in post.embeds for f in e.fields}
+    assert {"Participants", "Time range", "Messages"} <= all_fields
+    assert details is not None
+    stored = await get(world, record.id)
+    assert stored.last_run_at == record.next_run_at and stored.next_run_at == record.next_run_at + timedelta(days=1)
+    assert stored.last_status == "posted (3 messages)"
+    # The summary is kept for /summaries and its buttons, requested by the digest's owner.
+    kept = await world.db.reading(summary_store.list_summaries, world.channel.id)
+    assert len(kept) == 1 and kept[0].requester_id == world.admin.id
+    buttons = [c for row in target.history()[-1].components for c in row.children]
+    assert any(getattr(b, "custom_id", "") == f"recap:shorter:{kept[0].id}" for b in buttons)
+
+
+async def test_digest_runs_at_background_priority(world: World) -> None:
+    seen: list[int] = []
+    executor = world.bot.executor
+    original = executor.submit  # already declared as an external wait by the fixture
+
+    async def recording_submit(request):
+        seen.append(request.priority)
+        return await original(request)
+
+    executor.submit = recording_submit
+    target = world.guild.create_text_channel("digests")
+    record = await add_digest(world, world.channel, target)
+    await world.say(world.alice, "hello there", "what's up")
+    await run_at(world, record.next_run_at)
+    assert seen and set(seen) == {1}
+
+
+async def test_empty_window_posts_nothing(world: World) -> None:
+    target = world.guild.create_text_channel("digests")
+    record = await add_digest(world, world.channel, target)
+    await advance_to(world, record.next_run_at)
+    assert digest_posts(target) == []
+    stored = await get(world, record.id)
+    assert stored.last_status == "nothing new to summarize"
+    assert stored.next_run_at == record.next_run_at + timedelta(days=1)
+
+
+async def test_only_the_window_since_the_last_run_is_read(world: World) -> None:
+    target = world.guild.create_text_channel("digests")
+    record = await add_digest(world, world.channel, target)
+    await world.say(world.alice, "first day message one", "first day message two")
+    await run_at(world, record.next_run_at)
+    await world.say(world.bob, "second day only")
+    await run_at(world, record.next_run_at + timedelta(days=1))
+    posts = digest_posts(target)
+    assert len(posts) == 2
+    assert "2 messages" in posts[0].content and "1 messages" in posts[1].content
+
+
+async def test_downtime_runs_a_missed_digest_once(world: World) -> None:
+    target = world.guild.create_text_channel("digests")
+    record = await add_digest(world, world.channel, target)
+    await world.say(world.alice, "before the outage")
+    # The bot is down (the cog and its scheduler are gone) across four scheduled runs.
+    await world.bot.unload_extension("cogs.digests")
+    await world.env.advance_time(timedelta(days=4, hours=2).total_seconds())
+    assert digest_posts(target) == []
+    await world.bot.load_extension("cogs.digests")
+    restarted = cog(world)
+    restarted.clock = SimClock(world.env)
+    restarted.wake()
+    await until(world, lambda: restarted.passes >= 2)
+    assert len(digest_posts(target)) == 1
+    stored = await get(world, record.id)
+    assert stored.next_run_at > world.env.now()
+    assert stored.next_run_at - world.env.now() < timedelta(days=1)
+
+
+async def test_schedule_survives_a_restart_from_the_database(world: World, tmp_path) -> None:
+    target = world.guild.create_text_channel("digests")
+    record = await add_digest(world, world.channel, target)
+    await world.bot.unload_extension("cogs.digests")
+    await world.bot.load_extension("cogs.digests")
+    restarted = cog(world)
+    restarted.clock = SimClock(world.env)
+    restarted.wake()
+    await world.say(world.alice, "after restart")
+    await run_at(world, record.next_run_at)
+    assert len(digest_posts(target)) == 1
+
+
+async def test_spring_forward_runs_once_at_shifted_time(world: World) -> None:
+    # Europe/Berlin, 2026-03-29: 02:00 -> 03:00, so 02:30 does not exist that day.
+    target = world.guild.create_text_channel("digests")
+    await advance_to(world, datetime(2026, 3, 28, 12, 0, tzinfo=UTC))
+    record = await add_digest(world, world.channel, target, at="02:30", tz="Europe/Berlin")
+    assert record.next_run_at == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)  # 03:30 CEST
+    await world.say(world.alice, "saturday chatter")
+    await advance_to(world, datetime(2026, 3, 29, 1, 29, tzinfo=UTC))
+    assert digest_posts(target) == []
+    await run_at(world, datetime(2026, 3, 29, 1, 30, tzinfo=UTC))
+    assert len(digest_posts(target)) == 1
+    await world.say(world.alice, "sunday chatter")
+    await run_at(world, datetime(2026, 3, 30, 0, 31, tzinfo=UTC))  # 02:31 CEST on Monday
+    assert len(digest_posts(target)) == 2
+    stored = await get(world, record.id)
+    assert stored.next_run_at == datetime(2026, 3, 31, 0, 30, tzinfo=UTC)
+
+
+async def test_fall_back_runs_once(world: World) -> None:
+    # Europe/Berlin, 2026-10-25: 03:00 -> 02:00, so 02:30 happens twice that day.
+    target = world.guild.create_text_channel("digests")
+    await advance_to(world, datetime(2026, 10, 24, 12, 0, tzinfo=UTC))
+    record = await add_digest(world, world.channel, target, at="02:30", tz="Europe/Berlin")
+    await world.say(world.alice, "saturday chatter")
+    await run_at(world, datetime(2026, 10, 25, 0, 30, tzinfo=UTC))  # the first 02:30 (CEST)
+    assert len(digest_posts(target)) == 1
+    await world.say(world.alice, "between the two half past twos")
+    await advance_to(world, datetime(2026, 10, 25, 1, 45, tzinfo=UTC))  # past the second 02:30 (CET)
+    assert len(digest_posts(target)) == 1
+    stored = await get(world, record.id)
+    assert stored.next_run_at == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
+
+
+async def test_permission_change_between_runs_skips_and_tells_the_owner(world: World) -> None:
+    staff = world.guild.create_role("Staff")
+    me = world.env.bot.user
+    secret = world.guild.create_text_channel("staff", overwrites={world.guild.default_role: HIDE, staff: SHOW, me: SHOW})
+    target = world.guild.create_text_channel("staff-digest", overwrites={world.guild.default_role: HIDE, staff: SHOW, me: SHOW})
+    record = await add_digest(world, secret, target)
+    # Someone opens the target to everyone after the digest was set up.
+    world.env.backend.delete_overwrite(target.id, world.guild.id)
+    await world.env.settle()
+    await advance_to(world, record.next_run_at)
+    assert digest_posts(target) == []
+    stored = await get(world, record.id)
+    assert stored.last_status.startswith("skipped:") and "@everyone" in stored.last_status
+    assert stored.next_run_at == record.next_run_at + timedelta(days=1)
+    assert stored.last_run_at is None  # the window is kept for when it is fixed
+    dm = world.admin.user.dm_channel.last_message
+    assert dm is not None and f"Digest #{record.id} was skipped" in dm.content
+
+
+async def test_bot_losing_send_permission_skips(world: World) -> None:
+    target = world.guild.create_text_channel("digests")
+    record = await add_digest(world, world.channel, target)
+    me = world.env.bot.user.id
+    world.env.backend.set_overwrite(
+        target.id, Overwrite(target_id=me, type=OverwriteType.MEMBER, allow=0,
+                             deny=discord.Permissions(send_messages=True).value)
+    )
+    await world.say(world.alice, "anyone there?")
+    await advance_to(world, record.next_run_at)
+    stored = await get(world, record.id)
+    assert "can't post" in stored.last_status
+    assert world.admin.user.dm_channel.last_message is not None
+
+
+async def test_deleting_the_source_channel_removes_its_digests(world: World) -> None:
+    source = world.guild.create_text_channel("temp")
+    target = world.guild.create_text_channel("digests")
+    await add_digest(world, source, target)
+    await world.env.bot.get_channel(source.id).delete()
+    await world.env.settle()
+    assert await world.db.reading(store.count_digests) == 0

@@ -1,0 +1,92 @@
+"""Deleted data is gone from the file bytes (secure_delete + WAL checkpoint), for every delete path."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from storage import StoredAttachment, guilds, messages, privacy, summaries
+from test_storage_helpers import CHANNEL, GUILD, OTHER_GUILD, T0, THREAD, db, db_path, msg, summary  # noqa: F401
+
+MARKER = "ZQX-unique-marker-7f3a9"
+
+
+def _file_bytes(path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists())
+
+
+async def _delete_by_id(db):
+    await db.writing(messages.delete_messages, 2)
+
+
+async def _bulk_delete(db):
+    await db.writing(messages.delete_messages, [2, 3])
+
+
+async def _delete_channel(db):
+    await db.writing(messages.delete_channel, THREAD)
+
+
+async def _delete_threads(db):
+    await db.writing(messages.delete_threads_of, CHANNEL)
+
+
+async def _delete_guild(db):
+    await db.writing(guilds.delete_guild, GUILD)
+
+
+async def _delete_author(db):
+    await db.writing(messages.delete_author_messages, 77)
+
+
+async def _forget_user(db):
+    await db.writing(privacy.forget_user, 77)
+
+
+async def _retention(db):
+    await privacy.purge_expired(db, T0 + timedelta(days=60))
+
+
+async def _edit(db):
+    await db.writing(messages.edit_message, 2, "nothing to see", T0 + timedelta(days=1), [])
+    await db.writing(summaries.delete_summary, 1)
+
+
+@pytest.mark.parametrize(
+    "delete",
+    [_delete_by_id, _bulk_delete, _delete_channel, _delete_threads, _delete_guild, _delete_author, _forget_user, _retention, _edit],
+    ids=lambda f: f.__name__.strip("_"),
+)
+@pytest.mark.parametrize("size", [1, 20_000], ids=["small", "overflow-pages"])
+async def test_deleted_marker_is_gone_from_the_file(db, db_path: Path, delete, size: int) -> None:
+    secret = (MARKER + " ") * size
+    await db.writing(
+        messages.upsert_messages,
+        [msg(i, guild=OTHER_GUILD, channel=99, content=f"filler {i} " * 50, at=T0 + timedelta(days=59)) for i in range(100, 140)]
+        + [
+            replace(
+                msg(2, channel=THREAD, parent=CHANNEL, author=77, content=secret, at=T0),
+                attachments=[StoredAttachment("secret.txt", 10, "text/plain", MARKER)],
+            )
+        ],
+    )
+    await db.writing(summaries.insert_summary, summary([2, 100], channel=THREAD, text=f"It said {MARKER}"))
+    await db.checkpoint()
+    assert MARKER.encode() in _file_bytes(db_path)  # the test can see the marker when it is there
+
+    await delete(db)
+    await db.checkpoint()
+
+    assert MARKER.encode() not in _file_bytes(db_path)
+    assert await db.reading(messages.count_messages, guild_id=OTHER_GUILD) == 40  # the other rows are untouched
+
+
+async def test_retention_purge_alone_leaves_no_trace(db, db_path: Path) -> None:
+    await db.writing(messages.upsert_messages, [msg(1, content=MARKER, at=T0), msg(2, at=T0 + timedelta(days=59))])
+    await db.checkpoint()
+    assert MARKER.encode() in _file_bytes(db_path)
+    await privacy.purge_expired(db, T0 + timedelta(days=60))
+    assert MARKER.encode() not in _file_bytes(db_path)

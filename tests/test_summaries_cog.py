@@ -1,0 +1,254 @@
+"""/summaries history and the follow-up buttons, through SimCord with a real bot, database and model."""
+
+from __future__ import annotations
+
+import asyncio
+
+from datetime import datetime, timedelta, timezone
+
+import discord
+import pytest
+import simcord
+
+from bot.client import RecapBot
+from cogs.summaries import followup_view
+from storage import SummaryRecord, open_database
+from storage import summaries as summary_store
+
+from simcord_helpers import BOT_EXTENSIONS, World, recap_world, reply_text  # noqa: F401
+
+EXTENSIONS = (*BOT_EXTENSIONS, "cogs.summaries")
+UTC = timezone.utc
+
+
+@pytest.fixture
+def recap_options() -> dict:
+    return {"extensions": EXTENSIONS}
+
+
+def declare_model_waits(world: World) -> None:
+    """The executor answers from its worker thread; tell SimCord that wait is intentional, not a hang."""
+    executor = world.bot.executor
+    if getattr(executor.submit, "declared", False):
+        return
+    submit = executor.submit
+
+    async def submit_as_external_wait(request):
+        return await world.env.external_wait(submit(request), reason="generation on the executor's worker thread")
+
+    submit_as_external_wait.declared = True  # type: ignore[attr-defined]
+    executor.submit = submit_as_external_wait
+
+
+async def until(world: World, condition, timeout: float = 180.0) -> None:
+    """Let the bot work (including generation on the worker thread) until ``condition()`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        await world.env.settle()
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError("the bot did not finish in time")
+        await asyncio.sleep(0.05)
+
+
+def generation_idle(world: World):
+    def check() -> bool:
+        metrics = world.bot.executor.metrics()
+        return metrics.get("queue_depth", 0) == 0 and metrics.get("in_flight", 0) == 0
+    return check
+
+
+async def summarize(world: World, who: simcord.MemberActor | None = None, **options) -> simcord.InteractionResult:
+    await world.say(world.alice, "Let's plan the launch for Monday.", "Bob, can you draft the announcement?")
+    await world.say(world.bob, "Sure, I'll have it ready by Friday.")
+    declare_model_waits(world)
+    result = await (who or world.alice).slash(world.channel, "summarize", **options)
+    await until(world, lambda: result.response is not None and bool(result.response.embeds))
+    return result
+
+
+async def press(world: World, who: simcord.MemberActor, message, label: str) -> simcord.InteractionResult:
+    """Click a follow-up button and wait until the new summary is stored."""
+    before = len(await all_summaries(world))
+    pressed = await who.click(message, label=label)
+
+    async def done() -> bool:
+        return len(await all_summaries(world)) > before
+
+    await until(world, done)
+    await until(world, lambda: pressed.response is not None and bool(pressed.response.embeds))
+    return pressed
+
+
+def custom_ids(message: simcord.ResponseMessage) -> list[str]:
+    return [c.get("custom_id", "") for row in message.components for c in row.get("components", [])]
+
+
+async def all_summaries(world: World) -> list[SummaryRecord]:
+    return await world.db.reading(summary_store.list_summaries, world.channel.id, limit=100)
+
+
+# --- follow-up buttons -----------------------------------------------------------------------
+
+
+async def test_every_summary_gets_persistent_buttons(recap_world: World) -> None:
+    result = await summarize(recap_world)
+    (record,) = await all_summaries(recap_world)
+    assert custom_ids(result.response) == [f"recap:{a}:{record.id}" for a in ("shorter", "longer", "regenerate", "actions")]
+
+
+async def test_shorter_by_the_requester(recap_world: World) -> None:
+    result = await summarize(recap_world, length="medium")
+    pressed = await press(recap_world, recap_world.alice, result.response.message, "Shorter")
+    assert not pressed.ephemeral
+    newest, original = await all_summaries(recap_world)
+    assert (original.length, newest.length) == ("medium", "short")
+    assert newest.source_ids == original.source_ids  # the same messages, re-read from storage
+    assert newest.requester_id == recap_world.alice.id
+
+
+async def test_action_items(recap_world: World) -> None:
+    result = await summarize(recap_world, style="paragraph")
+    await press(recap_world, recap_world.alice, result.response.message, "Action items")
+    newest, _ = await all_summaries(recap_world)
+    assert newest.style == "action_items"
+
+
+async def test_regenerate_samples_with_a_new_seed(recap_world: World) -> None:
+    result = await summarize(recap_world)
+    await press(recap_world, recap_world.alice, result.response.message, "Regenerate")
+    newest, original = await all_summaries(recap_world)
+    assert original.settings.get("do_sample") in (None, False)
+    assert newest.settings["do_sample"] is True and isinstance(newest.settings["seed"], int)
+    assert newest.length == original.length and newest.style == original.style
+
+
+async def test_a_server_manager_may_press(recap_world: World) -> None:
+    result = await summarize(recap_world)
+    pressed = await press(recap_world, recap_world.admin, result.response.message, "Action items")
+    assert not pressed.ephemeral
+    newest, _ = await all_summaries(recap_world)
+    assert newest.requester_id == recap_world.admin.id and newest.style == "action_items"
+
+
+async def test_buttons_work_after_a_restart(recap_world: World) -> None:
+    world = recap_world
+    result = await summarize(world)
+    message = result.response.message
+    # A new bot instance, with its own connection to the same database file.
+    async with open_database(world.bot.settings.database_path) as db:
+        fresh = RecapBot(settings=world.bot.settings, db=db, executor=world.bot.executor,
+                         summarizer=world.bot.summarizer, extensions=EXTENSIONS)
+        await world.env.restart_bot(fresh)  # the shared executor keeps its declared waits
+        pressed = await press(world, world.alice, message, "Shorter")
+        assert not pressed.ephemeral
+        rows = await db.reading(summary_store.list_summaries, world.channel.id, limit=10)
+        assert [r.length for r in rows][:1] == ["short"] and len(rows) == 2
+
+
+async def posted_summary(world: World, length: str = "medium") -> tuple[int, discord.Message]:
+    """A stored summary of alice's real (stored) messages, posted with its buttons, without the model."""
+    spoken = await world.say(world.alice, "Let's plan the launch for Monday.", "Who drafts the announcement?")
+    record = SummaryRecord(
+        guild_id=world.guild.id, channel_id=world.channel.id, requester_id=world.alice.id, text="Launch planning.",
+        length=length, style="paragraph", source_ids=[m.id for m in spoken],
+    )
+    summary_id = await world.db.writing(summary_store.insert_summary, record)
+    channel = world.env.bot.get_channel(world.channel.id)
+    message = await channel.send("Summary", view=followup_view(summary_id))
+    await world.env.settle()
+    return summary_id, message
+
+
+async def test_wrong_user_gets_an_ephemeral_explanation(recap_world: World) -> None:
+    _, message = await posted_summary(recap_world)
+    pressed = await recap_world.bob.click(message, label="Shorter")
+    assert pressed.ephemeral and "who asked for this summary" in reply_text(pressed)
+    assert len(await all_summaries(recap_world)) == 1
+
+
+async def test_longer_at_the_longest_length_explains(recap_world: World) -> None:
+    _, message = await posted_summary(recap_world, length="long")
+    pressed = await recap_world.alice.click(message, label="Longer")
+    assert pressed.ephemeral and "already the longest" in reply_text(pressed)
+    assert len(await all_summaries(recap_world)) == 1
+
+
+async def test_shorter_at_the_shortest_length_explains(recap_world: World) -> None:
+    _, message = await posted_summary(recap_world, length="short")
+    pressed = await recap_world.alice.click(message, label="Shorter")
+    assert pressed.ephemeral and "already the shortest" in reply_text(pressed)
+
+
+async def test_press_on_a_summary_whose_source_was_deleted(recap_world: World) -> None:
+    world = recap_world
+    _, message = await posted_summary(world)
+    spoken = [m for m in world.channel.history() if m.author.id == world.alice.id]
+    await world.alice.delete(spoken[0])
+    assert await all_summaries(world) == []  # storage drops summaries built from a deleted message
+    pressed = await world.alice.click(message, label="Shorter")
+    assert pressed.ephemeral and "no longer exists" in reply_text(pressed)
+
+
+# --- /summaries ------------------------------------------------------------------------------
+
+
+async def stored(world: World, count: int, **changes) -> list[int]:
+    ids = []
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(count):
+        record = SummaryRecord(
+            guild_id=world.guild.id, channel_id=world.channel.id, requester_id=world.alice.id,
+            text=f"Summary number {i}", length="short", style="bullets", source_ids=[1000 + i],
+            start_at=base, end_at=base + timedelta(hours=1), created_at=base + timedelta(minutes=i),
+            structured={"participants": ["alice"], "topics": [], "citations": [], "model": "tiny"},
+        )
+        for key, value in changes.items():
+            setattr(record, key, value)
+        ids.append(await world.db.writing(summary_store.insert_summary, record))
+    return ids
+
+
+async def test_summaries_lists_and_pages(recap_world: World) -> None:
+    ids = await stored(recap_world, 7)
+    result = await recap_world.bob.slash(recap_world.channel, "summaries")
+    assert result.ephemeral
+    embed = result.response.embeds[0]
+    assert [f.name for f in embed.fields] == [f"#{i}" for i in reversed(ids[-5:])]
+    assert "by <@" in embed.fields[0].value and "messages" in embed.fields[0].value
+    page2 = await recap_world.bob.click(result.response.message, label="Next")
+    shown = page2.response.embeds[0] if page2.response else None
+    assert shown is not None and [f.name for f in shown.fields] == [f"#{i}" for i in reversed(ids[:2])]
+    back = await recap_world.bob.click(page2.response.message, label="Previous")
+    assert [f.name for f in back.response.embeds[0].fields][0] == f"#{ids[-1]}"
+
+
+async def test_selecting_a_summary_shows_it_again(recap_world: World) -> None:
+    (summary_id,) = await stored(recap_world, 1)
+    listing = await recap_world.bob.slash(recap_world.channel, "summaries")
+    shown = await recap_world.bob.select(listing.response.message, [str(summary_id)])
+    assert shown.ephemeral
+    assert shown.response.embeds[0].description == "Summary number 0"
+    assert f"recap:shorter:{summary_id}" in custom_ids(shown.response)
+
+
+async def test_private_summaries_are_listed_only_to_their_requester(recap_world: World) -> None:
+    await stored(recap_world, 1, private=True, text="alice's private one")
+    for_bob = await recap_world.bob.slash(recap_world.channel, "summaries")
+    assert for_bob.response.embeds[0].fields == []
+    for_alice = await recap_world.alice.slash(recap_world.channel, "summaries")
+    assert len(for_alice.response.embeds[0].fields) == 1
+
+
+async def test_summaries_needs_read_access(recap_world: World) -> None:
+    world = recap_world
+    locked = world.guild.create_text_channel(
+        "locked", overwrites={world.bob: discord.PermissionOverwrite(read_message_history=False)}
+    )
+    result = await world.bob.slash(locked, "summaries")
+    assert result.ephemeral and "whose history you can read" in reply_text(result)
