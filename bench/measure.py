@@ -47,10 +47,12 @@ async def main() -> None:
     ap.add_argument("--length", default="short")
     ap.add_argument("--style", default="paragraph")
     ap.add_argument("--show", type=int, default=6)
+    ap.add_argument("--dump", default="", help="write the outputs as JSON here")
     args = ap.parse_args()
     recs = [json.loads(x) for x in DATA.read_text().splitlines()][args.offset:args.offset + args.n]
     ex = Executor(lambda: load_backend("embedded", cache_dir="data/model-cache", cpu_threads=1), max_queue=512,
-                  max_queue_per_guild=512, max_queue_per_user=512, max_batch_wait_ms=50)
+                  max_queue_per_guild=512, max_queue_per_user=512, max_batch_wait_ms=50,
+                  request_timeout_s=7200)
     await ex.start()
     summarizer = Summarizer(ex)
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
@@ -66,6 +68,8 @@ async def main() -> None:
 
     outs = await asyncio.gather(*(one(r) for r in recs))
     await ex.aclose()
+    if args.dump:
+        Path(args.dump).write_text(json.dumps(outs))
     totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
     failed = bad_names = 0
     for rec, out in zip(recs, outs):

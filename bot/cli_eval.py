@@ -17,23 +17,33 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .cli_summarize import EXIT_FAILED, EXIT_INPUT, add_model_arguments, apply_model_overrides, generation_from_args
+from .cli_summarize import (
+    EXIT_FAILED,
+    EXIT_INPUT,
+    add_model_arguments,
+    apply_model_overrides,
+    generation_from_args,
+    positive_int,
+)
 from .config import ConfigError, Settings
 from .conversation import ChatMessage
 from .evaluation import EvalDataError, EvalRecord, RougeScorer, absent_names, lead_k, load_records, speaker_names
 from .exports import ExportError, parse_transcript
-from .generation import GenerationError, GenerationSettings, InvalidRequest
+from .generation import GenerationError, GenerationSettings, InvalidRequest, Overloaded
 from .models import ModelLoadError
 from .prompts import LENGTHS, STYLES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="JSON Lines file: {\"dialogue\": ..., \"summary\" or \"summary1\"..\"summary3\": ...}")
-    parser.add_argument("--limit", type=int, metavar="N", help="use only the first N records")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N records")
     parser.add_argument("--json", action="store_true", help="end the output with one JSON line of the results")
     parser.add_argument("--length", choices=list(LENGTHS), default="short", help="summary length (default: short)")
     parser.add_argument("--style", choices=list(STYLES), default="paragraph", help="summary style (default: paragraph)")
     add_model_arguments(parser)
+
+
+OVERLOAD_RETRIES = 20
 
 
 @dataclass
@@ -54,7 +64,7 @@ async def summarize_all(
     progress_every: int = 0,
 ) -> EvalRun:
     """Summarize every dialogue concurrently through one executor; failures become empty predictions."""
-    from .executor import Executor
+    from .executor import Executor  # the model stack loads only when asked
     from .summarizer import Summarizer, SummaryOptions
 
     options = SummaryOptions(length=length, style=style, generation=generation)
@@ -67,12 +77,18 @@ async def summarize_all(
         async def one(messages: list[ChatMessage]) -> str:
             nonlocal done
             async with slots:
-                try:
-                    summary = await summarizer.summarize(messages, options, guild="eval", user="eval")
-                    text = summary.text
-                except GenerationError as exc:
-                    failures.append(str(exc))
-                    text = ""
+                text = ""
+                for _ in range(OVERLOAD_RETRIES):
+                    try:
+                        text = (await summarizer.summarize(messages, options, guild="eval", user="eval")).text
+                    except Overloaded as exc:  # a long dialogue split in parts can fill this member's queue share
+                        await asyncio.sleep(exc.retry_after)
+                        continue
+                    except GenerationError as exc:
+                        failures.append(str(exc))
+                    break
+                else:
+                    failures.append("the executor stayed overloaded")
             done += 1
             if progress_every and (done % progress_every == 0 or done == len(dialogues)):
                 print(f"summarized {done}/{len(dialogues)}", file=sys.stderr, flush=True)
@@ -115,9 +131,6 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
-    if args.limit is not None and args.limit < 1:
-        print("error: --limit must be 1 or more", file=sys.stderr)
-        return EXIT_INPUT
     try:
         records = load_records(args.data, args.limit)
         dialogues = [parse_transcript(r.dialogue, f"{args.data}: record on line {r.line}").messages for r in records]

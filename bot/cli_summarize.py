@@ -23,6 +23,7 @@ from .exports import Conversation, ExportError, load_conversation
 from .generation import GenerationError, GenerationSettings, InvalidRequest
 from .models import ModelLoadError
 from .prompts import LENGTHS, STYLES, generation_for
+from .summarizer import Summarizer, Summary, SummaryOptions
 
 SAMPLE_CONVERSATION = Path(__file__).parent / "data" / "sample_conversation.json"
 EXIT_INPUT = 2  # the user's input or options are wrong
@@ -30,7 +31,7 @@ EXIT_FAILED = 1  # the model could not load or could not summarize
 EXCERPT_CHARS = 90
 
 
-def _positive_int(raw: str) -> int:
+def positive_int(raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:
@@ -60,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="DiscordChatExporter JSON export or `Name: text` transcript; `-` reads stdin")
     parser.add_argument("--length", choices=list(LENGTHS), default="medium", help="summary length (default: medium)")
     parser.add_argument("--style", choices=list(STYLES), default="paragraph", help="summary style (default: paragraph)")
-    parser.add_argument("--limit", type=_positive_int, metavar="N", help="summarize only the last N messages")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="summarize only the last N messages")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     add_model_arguments(parser)
 
@@ -149,11 +150,10 @@ class ProgressPrinter:
 
 
 async def summarize_messages(
-    messages: list[ChatMessage], settings: Settings, options: Any, progress: ProgressPrinter | None = None
-) -> Any:
+    messages: list[ChatMessage], settings: Settings, options: SummaryOptions, progress: ProgressPrinter | None = None
+) -> Summary:
     """Load the model through the real executor and summarize ``messages`` once."""
-    from .executor import Executor
-    from .summarizer import Summarizer
+    from .executor import Executor  # the model stack loads only when a summary is asked for
 
     async with Executor.from_settings(settings) as executor:
         summarizer = Summarizer(executor, settings.input_token_budget)
@@ -187,8 +187,6 @@ def summarize_and_print(
     conversation: Conversation, settings: Settings, length: str, style: str, generation: GenerationSettings,
     *, as_json: bool,
 ) -> int:
-    from .summarizer import SummaryOptions
-
     options = SummaryOptions(length=length, style=style, generation=generation)
     progress = ProgressPrinter()
     print(f"Loading model {settings.model} and summarizing {len(conversation.messages)} messages...", file=sys.stderr)
@@ -254,14 +252,14 @@ def _time_range(start: datetime | None, end: datetime | None) -> str | None:
     return f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} UTC"
 
 
-def _truncation_note(summary: Any) -> str:
+def _truncation_note(summary: Summary) -> str:
     return (
         f"Note: the conversation was longer than the input budget, so only the newest {summary.message_count} "
         "messages were read (raise INPUT_TOKEN_BUDGET or use --limit to choose)."
     )
 
 
-def format_summary(summary: Any, conversation: Conversation) -> str:
+def format_summary(summary: Summary, conversation: Conversation) -> str:
     """The summary as text for a terminal: header, summary, topics and cited messages with links."""
     by_id = {m.id: m for m in conversation.messages if m.id is not None}
     where = f"#{conversation.channel_name}" if conversation.channel_name else conversation.source
@@ -300,7 +298,7 @@ def _id(value: int | None) -> str | None:
     return None if value is None else str(value)  # as strings, like Discord's API: JSON numbers lose precision
 
 
-def summary_json(summary: Any, conversation: Conversation, length: str, style: str) -> dict[str, Any]:
+def summary_json(summary: Summary, conversation: Conversation, length: str, style: str) -> dict[str, Any]:
     by_id = {m.id: m for m in conversation.messages if m.id is not None}
     return {
         "summary": summary.text,

@@ -295,7 +295,7 @@ class Executor:
         if self._closed:
             raise ExecutorClosed("the summarizer is shutting down")
         if self._dead is not None:
-            raise self._dead
+            raise EngineDead(str(self._dead))
         if not self._started:
             raise ExecutorClosed("the executor is not started")
 

@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterator
 from .generation import GenerationRequest, GenerationResult
 
 _seq = itertools.count()
+# How many batches' worth of queued requests the batcher looks at when matching prompt lengths.
+LENGTH_LOOKAHEAD = 4
 
 
 @dataclass(eq=False)
@@ -113,11 +115,20 @@ class FairQueue:
         head = order[0]
         batch = [head]
         longest = head.prompt_tokens
-        for entry in order[1:]:
+        eligible = [
+            e for e in order[1:] if e.request.priority == head.request.priority and e.group_key == head.group_key
+        ]
+        # Left padding makes every row as long as the longest prompt, so when more requests
+        # wait than fit, the batch takes those closest in length to the head (the head always
+        # runs first; the lookahead bounds how far a later request can move ahead).
+        lookahead = eligible[: max_size * LENGTH_LOOKAHEAD]
+        if len(lookahead) >= max_size:
+            # Lengths within a bucket count as equal, so similar prompts keep their fair order.
+            bucket = max(32, head.prompt_tokens // 4)
+            lookahead.sort(key=lambda e: abs(e.prompt_tokens - head.prompt_tokens) // bucket)
+        for entry in lookahead:
             if len(batch) >= max_size:
                 break
-            if entry.request.priority != head.request.priority or entry.group_key != head.group_key:
-                continue
             if max(longest, entry.prompt_tokens) * (len(batch) + 1) > max_tokens or not fits(batch, entry):
                 continue
             batch.append(entry)

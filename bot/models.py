@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -141,8 +142,10 @@ def _cache_converted(model: Any, tokenizer: Any, cached: Path) -> None:
         tokenizer.save_pretrained(tmp)
         tmp.rename(cached)
     except Exception as exc:  # noqa: BLE001 - any failure here is only a missed cache
-        log.warning("could not cache the converted model in %s: %s", cached, exc)
+        if not (cached / "config.json").is_file():  # another process winning the race is no failure
+            log.warning("could not cache the converted model in %s: %s", cached, exc)
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)
         model.hf_quantizer = quantizer
         if quant_config is not None:
             model.config.quantization_config = quant_config

@@ -33,21 +33,14 @@ STYLES: dict[str, str] = {
     "bullets": "a bullet list",
     "topics": "the topics discussed, each with the message that started it",
     "action_items": "the action items: who does what, by when",
+    "key_messages": "the key messages, quoted faithfully in the third person (no model)",
 }
+MODEL_FREE_STYLES = frozenset({"key_messages"})
+KEY_MESSAGE_COUNT = {"short": 2, "medium": 4, "long": 8}
 
 # Per style: the output format the model is told to use (citations are [n] message numbers).
-# A made-up example (written for this project) showing the wanted register: who, what, outcome.
-PARAGRAPH_EXAMPLE = (
-    "Example chat:\n"
-    "[1] Dana: Are we still on for the lake trip on Saturday?\n"
-    "[2] Omar: Yes, but my car is in the shop. Can you drive?\n"
-    "[3] Dana: Sure, I'll pick you up at 8.\n"
-    "Example summary: Dana and Omar discuss their Saturday trip to the lake. Omar's car is in the shop, "
-    "so Dana will drive and pick him up at 8 [3]."
-)
-
 _STYLE_FORMAT: dict[str, str] = {
-    "paragraph": "Write {size} of plain prose in the third person.\n\n" + PARAGRAPH_EXAMPLE,
+    "paragraph": "Write {size} of plain prose in the third person.",
     "bullets": "Write {size} as a bullet list: each line starts with '- ' and states one point.",
     "topics": (
         "List the topics discussed, one per line, as '- <short topic title> [n]' where n is the number "

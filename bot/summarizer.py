@@ -30,8 +30,17 @@ from .generation import (
     QueueStatus,
     SummaryFailed,
 )
-from .prompts import check_options, combine_prompt, generation_for, notes_prompt, summary_prompt, target_words
-from .transcript import Line, Transcript, build_transcript
+from .prompts import (
+    KEY_MESSAGE_COUNT,
+    MODEL_FREE_STYLES,
+    check_options,
+    combine_prompt,
+    generation_for,
+    notes_prompt,
+    summary_prompt,
+    target_words,
+)
+from .transcript import Line, Transcript, build_transcript, key_message_indices, third_person
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +239,8 @@ class _Run:
         transcript, counts, truncated = await self._read(messages)
         await self._report("reading", 1, 1)
         length, style = self.options.length, self.options.style
+        if style in MODEL_FREE_STYLES:
+            return self._key_messages(transcript, truncated)
         n_lines = len(transcript.lines)
         backend = self.executor.backend
         context = int(backend.context_window)
@@ -329,16 +340,34 @@ class _Run:
             log.debug("job %s: combine round %d, %d notes -> %d", self.job, round_no, len(notes), len(merged))
             notes = merged
 
+    def _key_messages(self, transcript: Transcript, truncated: bool) -> Summary:
+        """The faithful digest: key messages in the third person, each cited, no generation."""
+        indices = key_message_indices(transcript, KEY_MESSAGE_COUNT[self.options.length])
+        sentences = []
+        for index in indices:
+            sentence = third_person(transcript, transcript.lines[index - 1])
+            sentence = postprocess.tidy_spaces(postprocess.remove_urls(postprocess.remove_mentions(sentence)))
+            sentences.append(sentence if sentence[-1:] in ".!?" else sentence.rstrip("…") + ".")
+        text = " ".join(sentences)
+        final = postprocess.Cleaned(text, indices)
+        summary = self._assemble(final, transcript, truncated, 0, [], fit=False)
+        summary.model = "key messages (extractive, no model)"
+        return summary
+
     # ---- result ----
 
     def _assemble(self, final: postprocess.Cleaned, transcript: Transcript, truncated: bool,
-                  chunks: int, notes: list[str]) -> Summary:
+                  chunks: int, notes: list[str], fit: bool = True) -> Summary:
         topics: list[Topic] = []
         if self.options.style == "topics":
             topics = parse_topics(final.text, transcript)
         text, _ = postprocess.extract_citations(final.text, transcript)
         # The preset's size is a promise to the reader; small models overrun it.
-        text = postprocess.fit_length(postprocess.tidy_spaces(text), target_words(self.options.length, len(transcript.lines)))
+        text = postprocess.tidy_spaces(text)
+        if self.options.style == "action_items" and re.fullmatch(r"(?is)[-\s]*no action items\W*", text):
+            text = "No action items."  # the written "- " start, answered with "none"
+        if fit:
+            text = postprocess.fit_length(text, target_words(self.options.length, len(transcript.lines)))
         citations = [mid for mid in (transcript.message_id(i) for i in final.citations) if mid is not None]
         return Summary(
             text=text,

@@ -60,6 +60,8 @@ class Line:
     text: str  # the full rendered line, "[index] author: text"
     created_at: datetime | None
     position: int  # where the message sits in the list given to build_transcript
+    body: str = ""  # the rendered text without index and author
+    reply_index: int | None = None  # index of the answered message, when it is in the transcript
 
 
 @dataclass
@@ -175,12 +177,13 @@ def build_transcript(messages: list[ChatMessage]) -> Transcript:
             continue
         index = len(lines) + 1
         author = clean_name(message.author)
+        target = index_by_id.get(message.reply_to) if message.reply_to is not None else None
         if message.reply_to is not None:
-            target = index_by_id.get(message.reply_to)
             head = f"[{index}] {author} (replying to {f'[{target}]' if target else 'an earlier message'})"
         else:
             head = f"[{index}] {author}"
-        lines.append(Line(index, message.id, author, f"{head}: {body}", message.created_at, position))
+        lines.append(Line(index, message.id, author, f"{head}: {body}", message.created_at, position, body,
+                          target if message.reply_to is not None else None))
         if message.id is not None:
             index_by_id[message.id] = index
         if author not in participants:
@@ -188,3 +191,92 @@ def build_transcript(messages: list[ChatMessage]) -> Transcript:
         if message.created_at is not None:
             times.append(message.created_at)
     return Transcript(lines, participants, min(times) if times else None, max(times) if times else None)
+
+
+# ---- key messages: a faithful, model-free digest ----
+
+_STOPWORDS = frozenset(
+    """the a an and or but if to of in on at for with is are was were be been am i you he she it we they me my
+    your his her our their this that these those do does did have has had not no yes so just what how why when
+    where who can could will would should shall may might must there here then than too very really okay ok oh
+    well hi hello hey thanks thank please sure right good great yeah lol its im don dont let about all any get
+    got go going know like now one out see some think want""".split()
+)
+# Verbs that follow "I"/"you" often enough to be worth agreeing with a third-person subject.
+_VERBS = frozenset(
+    """agree ask believe bet buy call come feel find forget get give go guess hate have hear help hope know
+    like live look love mean miss need plan prefer promise remember say see suggest suppose take tell think
+    try understand wait want wish wonder work""".split()
+)
+
+
+def _third_person_verb(verb: str) -> str:
+    if verb == "have":
+        return "has"
+    if verb in ("go", "do"):
+        return verb + "es"
+    if verb.endswith("y") and verb not in ("say", "buy"):
+        return verb[:-1] + "ies"
+    if verb.endswith(("s", "sh", "ch", "x")):
+        return verb + "es"
+    return verb + "s"
+
+
+_SUBJECT_VERB = re.compile(r"(?:(?<=^)|(?<=[.!?,;] )|(?<=\band )|(?<=\bbut )|(?<=\bso ))(I|[Yy]ou) (\w+)\b")
+
+# First-person and second-person forms -> third person, so a quoted message reads as reported speech.
+_PERSON_SWAPS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(p), r) for p, r in [
+        (r"\bmyself\b", "themselves"), (r"\byourself\b", "themselves"),
+        (r"\b(?:I'm|I am)\b", "{me} is"), (r"\b(?:I've|I have)\b", "{me} has"), (r"\b(?:I'll|I will)\b", "{me} will"),
+        (r"\bI'd\b", "{me} would"), (r"\bI\b", "{me}"), (r"\b[Mm]y\b", "{me}'s"), (r"\bme\b", "{me}"),
+        (r"\b(?:you're|you are|You're|You are)\b", "{you} is"), (r"\b[Yy]our\b", "{you}'s"), (r"\b[Yy]ou\b", "{you}"),
+    ]
+]
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in re.findall(r"[a-z']+", text.lower()) if len(w) > 2 and w not in _STOPWORDS]
+
+
+def key_message_indices(transcript: Transcript, count: int) -> list[int]:
+    """The opening substantive messages (a chat usually states its purpose first), then the most
+    central ones (sharing the most content words with the rest), in chat order."""
+    bags = [set(content_words(line.body)) for line in transcript.lines]
+    substantive = [i for i, bag in enumerate(bags) if len(bag) >= 2] or list(range(len(bags)))
+    chosen = substantive[: min(2, count)]
+    if count > len(chosen):
+        def centrality(i: int) -> float:
+            return sum(len(bags[i] & other) for j, other in enumerate(bags) if j != i) / (len(bags[i]) + 1) ** 0.5
+        rest = sorted((i for i in substantive if i not in chosen), key=centrality, reverse=True)
+        chosen += rest[: count - len(chosen)]
+    return [transcript.lines[i].index for i in sorted(chosen)]
+
+
+def addressee(transcript: Transcript, line: Line) -> str | None:
+    """Who a message speaks to: the author it replies to, else the nearest other speaker."""
+    if line.reply_index is not None:
+        return transcript.lines[line.reply_index - 1].author
+    before = transcript.lines[: line.index - 1][::-1]
+    after = transcript.lines[line.index:]
+    for other in before + after:
+        if other.author != line.author:
+            return other.author
+    return None
+
+
+def third_person(transcript: Transcript, line: Line) -> str:
+    """The message as reported speech: "I'll fix it" by Bob -> "Bob will fix it"."""
+    you = addressee(transcript, line)
+    text = _SUBJECT_VERB.sub(
+        lambda m: f"{m.group(1)} {_third_person_verb(m.group(2))}" if m.group(2) in _VERBS and (you or m.group(1) == "I") else m.group(0),
+        line.body,
+    )
+    for pattern, replacement in _PERSON_SWAPS:
+        if "{you}" in replacement and you is None:
+            continue
+        rendered = replacement.format(me=line.author, you=you or "")
+        text = pattern.sub(lambda _m, r=rendered: r, text)  # a function: names are never regex templates
+    if text.startswith(line.author):
+        return text
+    return f"{line.author}: {text}"

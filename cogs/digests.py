@@ -23,7 +23,6 @@ from discord.ext import commands
 
 from bot.generation import GenerationError, Overloaded
 from bot.schedule import (
-    WEEKDAYS,
     Clock,
     RunPlan,
     Schedule,
@@ -34,12 +33,11 @@ from bot.schedule import (
     parse_at,
     plan_run,
 )
+from bot.summarizer import SummaryOptions
 from storage import digests as store
 from storage.digests import DigestRecord
 from storage.errors import StorageError
 from storage.settings import SPECS
-
-from bot.summarizer import SummaryOptions
 
 from .utils.checks import can_read
 from .utils.flow import SummaryJob, SummaryOutcome, generation_settings, load_settings, store_summary
@@ -54,6 +52,7 @@ log = logging.getLogger(__name__)
 BUSY_RETRY = timedelta(minutes=10)
 # With no digests at all the loop still looks again this often (wake() normally comes first).
 IDLE_SLEEP = timedelta(hours=6)
+STARTUP_RETRY = timedelta(minutes=1)
 MIN_SLEEP_S = 1.0
 # Digests run side by side at most this many at once (they still queue behind interactive work).
 MAX_PARALLEL_RUNS = 4
@@ -69,6 +68,10 @@ SourceChannel = discord.TextChannel | discord.Thread | discord.VoiceChannel
 
 def schedule_of(record: DigestRecord) -> Schedule:
     return Schedule(record.every, parse_at(record.at_time), record.timezone, record.weekday)  # type: ignore[arg-type]
+
+
+def _messages(count: int) -> str:
+    return f"{count:,} message" + ("" if count == 1 else "s")
 
 
 def _fmt(moment: datetime | None, style: str = "f") -> str:
@@ -166,6 +169,11 @@ class DigestsCog(commands.Cog, name="Digests"):
         """Run one due digest at ``now``; returns the status stored for it."""
         assert record.id is not None and record.created_at is not None
         plan = plan_run(schedule_of(record), record.next_run_at, record.last_run_at, record.created_at, now)
+        if not self.bot.executor.ready:
+            # Right after a start the model may still be loading: try again soon, keeping the window.
+            await self.bot.db.writing(store.reschedule, record.id, min(now + STARTUP_RETRY, plan.next_run_at),
+                                      "waiting: the model is still loading")
+            return "waiting"
         problem, source, target = await self._check_run(record)
         if problem is not None:
             status = f"skipped: {problem}"
@@ -189,7 +197,7 @@ class DigestsCog(commands.Cog, name="Digests"):
             await self.bot.db.writing(store.reschedule, record.id, plan.next_run_at, status)
             await self._tell_owner(record, target, f"Digest #{record.id} could not be made: {exc.user_message}")
             return status
-        status = f"posted ({posted} messages)" if posted else "nothing new to summarize"
+        status = f"posted ({_messages(posted)})" if posted else "nothing new to summarize"
         await self.bot.db.writing(
             store.record_run, record.id, ran_until=plan.window_end, next_run_at=plan.next_run_at, status=status
         )
@@ -231,10 +239,15 @@ class DigestsCog(commands.Cog, name="Digests"):
         if isinstance(target, discord.TextChannel) and target.guild.me is not None:
             perms = target.permissions_for(target.guild.me)
             if perms.view_channel and perms.send_messages:
+                # Everyone in the target reads this, so it names no source and no reason (that could leak).
+                notice = (f"<@{record.owner_id}> digest #{record.id} was skipped and I couldn't DM you. "
+                          "See `/digest list` for why.")
                 try:
-                    await target.send(f"<@{record.owner_id}> {text}", allowed_mentions=discord.AllowedMentions(users=True))
+                    await target.send(notice, allowed_mentions=discord.AllowedMentions(users=True))
+                    return
                 except discord.HTTPException:
-                    log.warning("could not tell the owner of digest %s: %s", record.id, text)
+                    pass
+        log.warning("could not tell the owner of digest %s: %s", record.id, text)
 
     # --- commands --------------------------------------------------------------------------
 
@@ -262,10 +275,9 @@ class DigestsCog(commands.Cog, name="Digests"):
         weekday: WeekdayChoice | None = None,
     ) -> None:
         """Post a summary of a channel on a schedule."""
-        member = interaction.user
-        guild = interaction.guild
         if not await _allowed(interaction):
             return
+        member, guild = interaction.user, interaction.guild
         assert isinstance(member, discord.Member) and guild is not None
         now = self.clock.now()
         try:
@@ -273,33 +285,11 @@ class DigestsCog(commands.Cog, name="Digests"):
         except ScheduleError as exc:
             await interaction.response.send_message(str(exc), ephemeral=True)
             return
-        # Both the person setting it up and the bot must be able to read the source.
-        if not await can_read(member, source):
-            await interaction.response.send_message(
-                "You can only set up a digest of a channel whose history you can read.", ephemeral=True
-            )
-            return
-        access = await bot_access(guild.me, source, target)
-        if not access.can_read_source:
-            await interaction.response.send_message(
-                f"I can't read the history of {source.mention}. Give me View Channel and Read Message History there.",
-                ephemeral=True,
-            )
-            return
-        if not access.can_post_target:
-            await interaction.response.send_message(
-                f"I can't post in {target.mention}. Give me View Channel, Send Messages and Embed Links there.",
-                ephemeral=True,
-            )
-            return
-        leaks = await find_leaks(source, target)
-        if leaks:
-            await interaction.response.send_message(
-                f"I won't post a digest of {source.mention} in {target.mention}: "
-                f"{describe_leaks(leaks)} can see {target.mention} but can't read {source.mention}. "
-                "Pick a target that only people who can read the source can see.",
-                ephemeral=True,
-            )
+        # The leak check may fetch members from Discord: acknowledge first, answer by editing.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        problem = await setup_problem(member, guild.me, source, target)
+        if problem is not None:
+            await interaction.edit_original_response(content=problem)
             return
         record = DigestRecord(
             guild_id=guild.id, source_id=source.id, target_id=target.id, owner_id=member.id,
@@ -310,14 +300,13 @@ class DigestsCog(commands.Cog, name="Digests"):
         try:
             digest_id = await self.bot.db.writing(store.insert_digest, record)
         except StorageError as exc:
-            await interaction.response.send_message(str(exc), ephemeral=True)
+            await interaction.edit_original_response(content=str(exc))
             return
         self.wake()
-        await interaction.response.send_message(
-            f"Digest #{digest_id} set: a {length} {style.replace('_', ' ')} summary of {source.mention} "
+        await interaction.edit_original_response(
+            content=f"Digest #{digest_id} set: a {length} {style.replace('_', ' ')} summary of {source.mention} "
             f"in {target.mention}, {schedule.describe()}. First run {_fmt(record.next_run_at)} "
-            f"({_fmt(record.next_run_at, 'R')}). Days with no messages post nothing.",
-            ephemeral=True,
+            f"({_fmt(record.next_run_at, 'R')}). Days with no messages post nothing."
         )
 
     @digest.command(name="list")
@@ -386,12 +375,19 @@ class DigestsCog(commands.Cog, name="Digests"):
             self.wake()
 
 
+def window_scope(plan: RunPlan) -> Scope:
+    """Messages in [window_start, window_end): each run starts where the last one stopped, to the millisecond.
+
+    ``Scope.after`` excludes its whole millisecond, so it is set one millisecond early; ``before``
+    excludes the end's millisecond, which the next run then includes.
+    """
+    return Scope(after=plan.window_start - timedelta(milliseconds=1), before=plan.window_end)
+
+
 async def post_digest(bot: Any, record: DigestRecord, source: Any, target: discord.TextChannel,
                       plan: RunPlan, resolved: Any) -> int:
     """Summarize the window and post it in ``target``; returns the messages read (0: nothing posted)."""
-    conversation = await read_conversation(
-        bot, source, Scope(after=plan.window_start, before=plan.window_end), int(resolved["max_messages"])
-    )
+    conversation = await read_conversation(bot, source, window_scope(plan), int(resolved["max_messages"]))
     if not conversation.messages:
         return 0
     summary = await bot.summarizer.summarize(
@@ -409,11 +405,11 @@ async def post_digest(bot: Any, record: DigestRecord, source: Any, target: disco
     view = None
     factory = getattr(bot, "summary_view_factory", None)
     if factory is not None and summary_id is not None:
-        job = SummaryJob(source=source, scope=Scope(after=plan.window_start, before=plan.window_end),
+        job = SummaryJob(source=source, scope=window_scope(plan),
                          length=record.length, style=record.style, private=False)
         view = factory(SummaryOutcome(summary, summary_id, job, record.length, record.style, False, []))
     kind = "Daily" if record.every == "daily" else "Weekly"
-    header = (f"**{kind} digest** of {source.mention}: {len(conversation.messages):,} messages, "
+    header = (f"**{kind} digest** of {source.mention}: {_messages(len(conversation.messages))}, "
               f"{_fmt(plan.window_start)} → {_fmt(plan.window_end)}")
     batches = build_summary_messages(summary, ctx)
     for index, batch in enumerate(batches):
@@ -425,6 +421,26 @@ async def post_digest(bot: Any, record: DigestRecord, source: Any, target: disco
             kwargs["view"] = view  # the buttons sit under the end of the summary
         await target.send(**kwargs)
     return len(conversation.messages)
+
+
+async def setup_problem(member: discord.Member, me: discord.Member, source: Any, target: Any) -> str | None:
+    """Why this digest may not be set up (one sentence for the member), or None."""
+    # The person setting it up must be able to read the source, or a digest would show it to them.
+    if not await can_read(member, source):
+        return "You can only set up a digest of a channel whose history you can read."
+    access = await bot_access(me, source, target)
+    if not access.can_read_source:
+        return f"I can't read the history of {source.mention}. Give me View Channel and Read Message History there."
+    if not access.can_post_target:
+        return f"I can't post in {target.mention}. Give me View Channel, Send Messages and Embed Links there."
+    leaks = await find_leaks(source, target)
+    if leaks:
+        return (
+            f"I won't post a digest of {source.mention} in {target.mention}: {describe_leaks(leaks)} "
+            f"can see {target.mention} but can't read {source.mention}. "
+            "Pick a target that only people who can read the source can see."
+        )
+    return None
 
 
 async def _allowed(interaction: discord.Interaction) -> bool:

@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from storage import messages, privacy
+from storage import digests, messages, privacy
 
 if TYPE_CHECKING:
     from bot.client import RecapBot
@@ -20,6 +20,12 @@ T = TypeVar("T")
 async def _opt_out_and_erase(conn: Any, user_id: int) -> int:
     await privacy.opt_out(conn, user_id)
     return (await messages.delete_author_messages(conn, user_id)).messages
+
+
+async def _forget(conn: Any, user_id: int) -> tuple[Any, int]:
+    """Everything about one person in one transaction: messages, summaries, and the digests they set up."""
+    result = await privacy.forget_user(conn, user_id)
+    return result, await digests.delete_owner_digests(conn, user_id)
 
 
 class Privacy(commands.GroupCog, group_name="privacy", group_description="Control what Recap keeps about you"):
@@ -61,11 +67,16 @@ class Privacy(commands.GroupCog, group_name="privacy", group_description="Contro
     async def forget(self, interaction: discord.Interaction) -> None:
         """Delete everything Recap stored about you, in every server, and summaries built from it."""
         await interaction.response.defer(ephemeral=True, thinking=True)
-        result = await self._erase(privacy.forget_user, interaction.user.id)
+        result, removed_digests = await self._erase(_forget, interaction.user.id)
+        digest_note = (
+            f" I also removed {removed_digests} scheduled digest{'s' if removed_digests != 1 else ''} you had set up."
+            if removed_digests
+            else ""
+        )
         await interaction.followup.send(
             f"Done: deleted {result.messages:,} stored message{'s' if result.messages != 1 else ''} and "
-            f"{result.summaries:,} summar{'ies' if result.summaries != 1 else 'y'} built from or requested by you, in every server. "
-            "New messages may be stored again; use `/privacy optout` to stop that.",
+            f"{result.summaries:,} summar{'ies' if result.summaries != 1 else 'y'} built from or requested by you, in every server."
+            f"{digest_note} New messages may be stored again; use `/privacy optout` to stop that.",
             ephemeral=True,
             allowed_mentions=NO_PINGS,
         )

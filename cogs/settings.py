@@ -9,6 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.utils.errors import BadOption
+from cogs.utils.options import SourceChannel
 from cogs.utils.server_settings import settings_channel_id
 from cogs.utils.render import truncate
 from storage import settings as store
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from bot.client import RecapBot
 
 NO_PINGS = discord.AllowedMentions.none()
-ChannelOption = Optional[app_commands.AppCommandChannel | app_commands.AppCommandThread]
+ChannelOption = Optional[app_commands.Transform[Any, SourceChannel]]
 SETTING_NAMES = tuple(store.SPECS)
 
 

@@ -19,12 +19,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.generation import GenerationSettings, InvalidRequest
+from bot.generation import GenerationError, GenerationSettings, InvalidRequest
 from bot.prompts import generation_for
 from storage import SummaryRecord, summaries
 
 from .utils.checks import can_read, require_readable
-from .utils.errors import NotReady, UserFacingError
+from .utils.errors import ChannelDisabled, NotReady, UserFacingError
 from .utils.flow import SummaryJob, SummaryOutcome, acknowledge, load_settings, summarize_conversation
 from .utils.progress import NO_PINGS
 from .utils.reading import Scope, read_by_ids
@@ -167,11 +167,14 @@ async def _followup(bot: "RecapBot", interaction: discord.Interaction, action: s
     if not bot.executor.ready:
         raise NotReady("I'm still starting up (loading the model). Try again in a minute.")
     resolved = await load_settings(bot, source)
-    await acknowledge(interaction, ephemeral=record.private)
+    if not resolved["enabled"]:
+        raise ChannelDisabled("Summaries are turned off in that channel.")
+    # Every refusal comes before the defer, so it is a clean ephemeral answer.
     await require_readable(member, guild.me, source)
     bot.cooldowns.hit(member.id)
     try:
         with bot.guild_slots.slot(guild.id):
+            await acknowledge(interaction, ephemeral=record.private)
             conversation = await read_by_ids(bot, source, record.source_ids)
             if not conversation.messages:
                 raise UserFacingError(GONE)

@@ -11,21 +11,13 @@ from discord.ext import commands
 from cogs.utils.errors import AccessDenied, BadOption, NO_ACCESS, UserFacingError
 from cogs.utils.flow import SummaryJob, run_summary
 from cogs.utils.server_settings import load_settings
-from cogs.utils.options import parse_message_ref, parse_since
+from cogs.utils.options import SourceChannel, parse_message_ref, parse_since
 from cogs.utils.reading import Scope
 
 if TYPE_CHECKING:
     from bot.client import RecapBot
 
 MAX_MESSAGES_OPTION = 5000  # the option's range; the server's max_messages setting caps it further
-SOURCE_TYPES = [
-    discord.ChannelType.text,
-    discord.ChannelType.news,
-    discord.ChannelType.voice,
-    discord.ChannelType.public_thread,
-    discord.ChannelType.private_thread,
-    discord.ChannelType.news_thread,
-]
 READABLE = (discord.TextChannel, discord.Thread, discord.VoiceChannel, discord.StageChannel)
 
 
@@ -48,6 +40,9 @@ async def resolve_source(bot: "RecapBot", interaction: discord.Interaction, chan
     if source is None or getattr(source, "guild", None) is None or source.guild.id != guild.id:
         raise AccessDenied(NO_ACCESS)
     if not isinstance(source, READABLE):
+        member = interaction.user
+        if not isinstance(member, discord.Member) or not source.permissions_for(member).view_channel:
+            raise AccessDenied(NO_ACCESS)  # never confirm that a hidden channel exists
         raise BadOption("I can only summarize text channels, voice channel chats, threads and forum posts.")
     return source
 
@@ -81,7 +76,7 @@ class Summarize(commands.Cog):
         messages: Optional[app_commands.Range[int, 1, MAX_MESSAGES_OPTION]] = None,
         since: Optional[str] = None,
         from_message: Optional[str] = None,
-        channel: Optional[app_commands.AppCommandChannel | app_commands.AppCommandThread] = None,
+        channel: Optional[app_commands.Transform[Any, SourceChannel]] = None,
         length: Optional[Literal["short", "medium", "long"]] = None,
         style: Optional[Literal["paragraph", "bullets", "topics", "action_items"]] = None,
         private: Optional[bool] = None,

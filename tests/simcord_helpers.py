@@ -18,6 +18,8 @@ Keys are ``start_world``'s keywords; ``settings`` are raw strings by ``Settings`
 from __future__ import annotations
 
 import functools
+import hashlib
+import inspect
 import os
 import shutil
 from dataclasses import dataclass
@@ -50,7 +52,7 @@ def make_settings(tmp_path: Path, **overrides: str) -> Settings:
     return Settings.from_env({}, **raw)
 
 
-def make_executor(model_dir: Path, settings: Settings, **limits: Any) -> Executor:
+def make_executor(model_dir: Path | str, settings: Settings, *, cache_dir: Path | None = None, **limits: Any) -> Executor:
     kwargs: dict[str, Any] = dict(
         max_batch_size=settings.max_batch_size,
         max_batch_wait_ms=settings.max_batch_wait_ms,
@@ -60,7 +62,9 @@ def make_executor(model_dir: Path, settings: Settings, **limits: Any) -> Executo
         request_timeout_s=settings.request_timeout_s,
     )
     kwargs.update(limits)
-    return Executor(functools.partial(load_backend, str(model_dir), device="cpu", cpu_threads=1), **kwargs)
+    # One torch thread: on a shared 2-core machine, two threads spin against each other (20x slower).
+    factory = functools.partial(load_backend, str(model_dir), device="cpu", cpu_threads=1, cache_dir=cache_dir)
+    return Executor(factory, **kwargs)
 
 
 def build_word_model(base: Path, folder: Path, n_words: int = 400) -> Path:
@@ -72,7 +76,7 @@ def build_word_model(base: Path, folder: Path, n_words: int = 400) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if (folder / "recap-words.done").is_file():
+    if (folder / "recap-words.done").is_file():  # written last: the folder is complete
         return folder
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -86,10 +90,13 @@ def build_word_model(base: Path, folder: Path, n_words: int = 400) -> Path:
     chosen = [words[j] for j in torch.randperm(len(words), generator=gen)[:n_words].tolist()]
     marks = [tokenizer.encode(p, add_special_tokens=False)[0] for p in (".", ",")]
     with torch.no_grad():
-        out = model.get_output_embeddings().weight
-        out.zero_()  # every other token scores 0; the chosen ones get large random scores
-        out[chosen] = torch.randn(len(chosen), out.shape[1], generator=gen) * 2.0
-        out[marks] = torch.randn(len(marks), out.shape[1], generator=gen) * 2.5
+        # Untie the output layer from the input embeddings: tied, a word's own row scores highest
+        # after reading it, and the model says the same word forever.
+        model.config.tie_word_embeddings = False
+        out = torch.zeros_like(model.get_input_embeddings().weight)  # every other token scores 0
+        out[chosen] = torch.randn(len(chosen), out.shape[1], generator=gen) * 0.8
+        out[marks] = torch.randn(len(marks), out.shape[1], generator=gen) * 1.0
+        model.lm_head.weight = torch.nn.Parameter(out)
     model.save_pretrained(tmp)
     (tmp / "recap-words.done").write_text("ok\n")
     try:
@@ -100,7 +107,9 @@ def build_word_model(base: Path, folder: Path, n_words: int = 400) -> Path:
 
 
 def word_model_for(tiny_causal_dir: Path) -> Path:
-    return build_word_model(tiny_causal_dir, tiny_causal_dir.with_name(tiny_causal_dir.name + "-words"))
+    """The word model for this tiny model, rebuilt whenever ``build_word_model`` changes."""
+    version = hashlib.sha256(inspect.getsource(build_word_model).encode()).hexdigest()[:8]
+    return build_word_model(tiny_causal_dir, tiny_causal_dir.with_name(f"{tiny_causal_dir.name}-words-{version}"))
 
 
 @dataclass
@@ -129,8 +138,9 @@ class World:
 
 async def start_world(
     tmp_path: Path,
-    model_dir: Path,
+    model_dir: Path | str,
     *,
+    cache_dir: Path | None = None,
     settings: dict[str, str] | None = None,
     extensions: Iterable[str] = BOT_EXTENSIONS,
     executor_limits: dict[str, Any] | None = None,
@@ -141,7 +151,7 @@ async def start_world(
 
     cfg = make_settings(tmp_path, **(settings or {}))
     async with open_database(cfg.database_path) as db:
-        executor = make_executor(model_dir, cfg, **(executor_limits or {}))
+        executor = make_executor(model_dir, cfg, cache_dir=cache_dir, **(executor_limits or {}))
         if start_executor:
             await executor.start()
         try:

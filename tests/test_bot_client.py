@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import discord
@@ -12,7 +11,7 @@ from aiohttp import web
 from simcord_helpers import World, make_settings, recap_options, recap_world  # noqa: F401
 
 from bot import runner
-from bot.client import RecapBot, intents
+from bot.client import intents
 
 
 def command_puts(w: World) -> list[str]:

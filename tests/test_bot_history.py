@@ -49,9 +49,15 @@ async def test_edit_updates_the_stored_copy(recap_world: World) -> None:
 
 async def test_delete_and_bulk_delete(recap_world: World) -> None:
     w = recap_world
-    sent = await w.say(w.alice, "one", "two", "three", "four")
+    sent = await w.say(w.alice, "one walrus-ember-301", "two", "three", "four")
+    assert w.bot.message_buffer is not None
+    await w.bot.message_buffer.flush()
+    await w.db.checkpoint()
+    assert b"walrus-ember-301" in database_bytes(w)
     await w.alice.delete(sent[0])
     assert await stored(w, w.channel.id) == ["two", "three", "four"]
+    await w.env.advance_time(1.5)  # the flush loop checkpoints after a delete
+    assert b"walrus-ember-301" not in database_bytes(w)
     w.env.backend.bulk_delete_messages(w.channel.id, [sent[1].id, sent[2].id])  # a moderator's purge
     await w.env.settle()
     assert await stored(w, w.channel.id) == ["four"]

@@ -104,9 +104,8 @@ async def test_from_message_elsewhere_or_unknown_gets_one_same_refusal(recap_wor
     await w.say(w.alice, "hello")
     other_server = await w.alice.slash(w.channel, "summarize", from_message="https://discord.com/channels/1234/5678/123456789012345678")
     unknown = await w.alice.slash(w.channel, "summarize", from_message="123456789012345678")
-    assert reply_text(other_server) == NO_ACCESS
-    assert reply_text(unknown) == NO_ACCESS
-    assert other_server.ephemeral
+    assert reply_text(other_server) == NO_ACCESS and other_server.ephemeral  # refused before deferring
+    assert NO_ACCESS in reply_text(unknown)  # checked with Discord after the defer: the same words
 
 
 async def test_context_menu_summarize_from_here(recap_world: World) -> None:
@@ -131,18 +130,28 @@ async def test_length_style_and_private_options(recap_world: World) -> None:
 
 async def test_channel_option_and_member_without_access(recap_world: World) -> None:
     w = recap_world
-    secret = w.guild.create_text_channel(
-        "staff", overwrites={w.guild.default_role: discord.PermissionOverwrite(view_channel=False),
-                             w.admin: discord.PermissionOverwrite(view_channel=True)},
+    # Everyone sees #staff, but only the admin may read its history.
+    staff = w.guild.create_text_channel(
+        "staff", overwrites={w.guild.default_role: discord.PermissionOverwrite(read_message_history=False),
+                             w.admin: discord.PermissionOverwrite(read_message_history=True),
+                             w.guild.me: discord.PermissionOverwrite(read_message_history=True)},
     )
     await w.env.settle()
-    await w.say(w.admin, "staff only plans", channel=secret)
-    refused = await w.alice.slash(w.channel, "summarize", channel=secret)
+    [plan] = await w.say(w.admin, "staff only plans", channel=staff)
+    refused = await w.alice.slash(w.channel, "summarize", channel=staff)
     assert refused.ephemeral and reply_text(refused) == NO_ACCESS
-    assert "staff only" not in reply_text(refused)
 
-    ok = await w.admin.slash(w.channel, "summarize", channel=secret)
+    # A link into a channel she cannot see at all gets the very same answer.
+    hidden = w.guild.create_text_channel("hidden", overwrites={w.guild.default_role: discord.PermissionOverwrite(view_channel=False)})
+    await w.env.settle()
+    link = f"https://discord.com/channels/{w.guild.id}/{hidden.id}/{plan.id}"
+    via_link = await w.alice.slash(w.channel, "summarize", from_message=link)
+    assert via_link.ephemeral and reply_text(via_link) == NO_ACCESS
+
+    ok = await w.admin.slash(w.channel, "summarize", channel=staff)
     assert summary_embeds(ok)[0].title == "Summary of #staff"
+    record = await w.db.reading(summaries.get_summary, (await w.db.reading(summaries.list_summaries, staff.id, limit=1))[0].id)
+    assert record.source_ids == [plan.id]
 
 
 async def test_bot_without_read_history_refuses(recap_world: World) -> None:
@@ -172,7 +181,8 @@ async def test_backfill_pages_through_history_and_stores_it(recap_world: World) 
     w = recap_world
     # 250 messages the bot never saw live (sent while it was offline): only Discord's history has them.
     created = [w.env.backend.create_message(w.channel.id, w.alice.id, f"offline message {i}", broadcast=False) for i in range(250)]
-    w.bot.coverage.reset()
+    await w.env.advance_time(1)
+    w.bot.coverage.connected(at=w.env.now())  # the bot reconnects: only what follows is seen live
     result = await w.alice.slash(w.channel, "summarize", messages=240)
     fields = {f.name: f.value for e in summary_embeds(result) for f in e.fields}
     assert fields["Messages"] == "240"
@@ -255,10 +265,10 @@ async def test_overloaded_executor_replies_with_a_retry_hint(recap_world: World)
     await w.say(w.alice, "please summarize this")
     # Someone else's long generation holds the only queue slot.
     hog = asyncio.create_task(
-        w.bot.executor.submit(GenerationRequest(Prompt("s", "x " * 50), GenerationSettings(max_new_tokens=2048), guild="other"))
+        w.bot.executor.submit(GenerationRequest(Prompt("s", "x " * 50), GenerationSettings(max_new_tokens=1500), guild="other"))
     )
-    while w.bot.executor.metrics()["pending"] == 0:
-        await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # submit() admits the request before its first await
+    assert w.bot.executor.metrics()["pending"] == 1
     result = await w.alice.slash(w.channel, "summarize")
     text = reply_text(result)
     assert "busy" in text and "Try again in" in text
@@ -295,3 +305,32 @@ async def test_no_payload_can_ping(recap_world: World) -> None:
     for e in w.env.http_requests:
         body = str(e.json or "")
         assert "@everyone" not in body and "@here" not in body
+
+
+async def test_progress_edits_the_deferred_reply_before_the_summary(recap_world: World) -> None:
+    w = recap_world
+    await w.say(w.alice, "first point", "second point")
+    await w.alice.slash(w.channel, "summarize")
+    edits = [e.json for e in w.env.http_requests if e.method == "PATCH" and e.path.endswith("/messages/@original")]
+    progress = [e.get("content") for e in edits if e.get("content")]
+    assert progress and progress[0].startswith(("Reading", "Summarizing"))
+    assert edits[-1].get("embeds") and not edits[-1].get("content")  # the last edit is the summary itself
+
+
+async def test_max_messages_caps_the_window_and_says_so(recap_world: World) -> None:
+    w = recap_world
+    await w.admin.slash(w.channel, "settings set", max_messages=5)
+    sent = await w.say(w.alice, *(f"line {i}" for i in range(8)))
+    result = await w.alice.slash(w.channel, "summarize", since="1d")
+    record = await last_summary(w)
+    assert sorted(record.source_ids) == [m.id for m in sent[-5:]]
+    notes = {f.name: f.value for e in summary_embeds(result) for f in e.fields}["Notes"]
+    assert "Only the latest 5 messages" in notes
+
+
+async def test_channel_option_only_offers_readable_channel_types(recap_world: World) -> None:
+    command = recap_world.env.backend.find_command("summarize", recap_world.guild.id)
+    option = next(o for o in command["options"] if o["name"] == "channel")
+    assert sorted(option["channel_types"]) == sorted([0, 5, 2, 13, 11, 12, 10])  # no categories, forums or DMs
+    names = {o["name"] for o in command["options"]}
+    assert names == {"messages", "since", "from_message", "channel", "length", "style", "private"}

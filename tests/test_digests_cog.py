@@ -16,12 +16,14 @@ import simcord
 from simcord.backend.models.channel import Overwrite
 from simcord.enums import OverwriteType
 
+from bot.client import RecapBot
 from bot.schedule import make_schedule, next_run
+from storage import open_database
 from storage import digests as store
 from storage import summaries as summary_store
 from storage.digests import DigestRecord
 
-from simcord_helpers import BOT_EXTENSIONS, World, allow_command, recap_world, reply_text  # noqa: F401
+from simcord_helpers import World, recap_world  # noqa: F401
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -32,7 +34,9 @@ VIEW = discord.Permissions(view_channel=True).value
 
 @pytest.fixture
 def recap_options() -> dict:
-    return {"extensions": (*BOT_EXTENSIONS, "cogs.digests", "cogs.summaries")}
+    # No history cog: its one-second flush loop would make advancing the clock by days or months
+    # crawl. Digests then read Discord's history directly, which is the path after a restart anyway.
+    return {"extensions": ("cogs.errors", "cogs.digests", "cogs.summaries")}
 
 
 def declare_model_waits(world: World) -> None:
@@ -58,7 +62,7 @@ async def until(world: World, condition, timeout: float = 180.0) -> None:
         if result:
             return
         if loop.time() > deadline:
-            raise AssertionError("the bot did not finish in time")
+            raise AssertionError(f"the bot did not finish in time; errors: {world.env.errors}")
         await asyncio.sleep(0.05)
 
 
@@ -299,40 +303,63 @@ async def test_only_the_window_since_the_last_run_is_read(world: World) -> None:
     await world.say(world.bob, "second day only")
     await run_at(world, record.next_run_at + timedelta(days=1))
     posts = digest_posts(target)
-    assert len(posts) == 2
-    assert "2 messages" in posts[0].content and "1 messages" in posts[1].content
+    assert len(posts) == 2, (await get(world, record.id)).last_status
+    assert "2 messages" in posts[0].content and "1 message," in posts[1].content
+
+
+class SimClockBot(RecapBot):
+    """A fresh bot instance whose digest scheduler uses SimCord's clock from its very first pass."""
+
+    def __init__(self, env: simcord.Env, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.env = env
+
+    async def setup_hook(self) -> None:
+        await super().setup_hook()
+        # The scheduler task waits for READY, which comes after setup_hook: no pass used the real clock.
+        self.get_cog("Digests").clock = SimClock(self.env)
+
+
+async def restart(world: World, db) -> None:
+    """A new bot instance on its own connection to the same database file."""
+    old = world.bot
+    fresh = SimClockBot(world.env, settings=old.settings, db=db, executor=old.executor,
+                        summarizer=old.summarizer, extensions=old.extension_names)
+    await world.env.restart_bot(fresh)
+    world.bot = fresh
 
 
 async def test_downtime_runs_a_missed_digest_once(world: World) -> None:
     target = world.guild.create_text_channel("digests")
     record = await add_digest(world, world.channel, target)
-    await world.say(world.alice, "before the outage")
-    # The bot is down (the cog and its scheduler are gone) across four scheduled runs.
+    await world.say(world.alice, "long before: beyond the catch-up window")
+    # The bot is down (its scheduler stopped) across four scheduled runs, then a new instance starts.
     await world.bot.unload_extension("cogs.digests")
-    await world.env.advance_time(timedelta(days=4, hours=2).total_seconds())
+    await world.env.advance_time(timedelta(days=3).total_seconds())
+    await world.say(world.bob, "said while the bot was down")
+    await world.env.advance_time(timedelta(days=1, hours=2).total_seconds())
     assert digest_posts(target) == []
-    await world.bot.load_extension("cogs.digests")
-    restarted = cog(world)
-    restarted.clock = SimClock(world.env)
-    restarted.wake()
-    await until(world, lambda: restarted.passes >= 2)
-    assert len(digest_posts(target)) == 1
-    stored = await get(world, record.id)
-    assert stored.next_run_at > world.env.now()
-    assert stored.next_run_at - world.env.now() < timedelta(days=1)
+    async with open_database(world.bot.settings.database_path) as db:
+        await restart(world, db)
+        await until(world, lambda: len(digest_posts(target)) >= 1)
+        await world.env.advance_time(60)
+        posts = digest_posts(target)
+        assert len(posts) == 1  # once, not once per missed day
+        # At most three days back (CATCH_UP_PERIODS), so only the message from the outage.
+        assert "1 message," in posts[0].content
+        stored = await get(world, record.id)
+        assert stored.last_status == "posted (1 message)"
+        assert world.env.now() < stored.next_run_at < world.env.now() + timedelta(days=1)
 
 
-async def test_schedule_survives_a_restart_from_the_database(world: World, tmp_path) -> None:
+async def test_schedule_survives_a_restart_from_the_database(world: World) -> None:
     target = world.guild.create_text_channel("digests")
     record = await add_digest(world, world.channel, target)
-    await world.bot.unload_extension("cogs.digests")
-    await world.bot.load_extension("cogs.digests")
-    restarted = cog(world)
-    restarted.clock = SimClock(world.env)
-    restarted.wake()
-    await world.say(world.alice, "after restart")
-    await run_at(world, record.next_run_at)
-    assert len(digest_posts(target)) == 1
+    async with open_database(world.bot.settings.database_path) as db:
+        await restart(world, db)
+        await world.say(world.alice, "after restart")
+        await run_at(world, record.next_run_at)
+        assert len(digest_posts(target)) == 1
 
 
 async def test_spring_forward_runs_once_at_shifted_time(world: World) -> None:
@@ -354,18 +381,21 @@ async def test_spring_forward_runs_once_at_shifted_time(world: World) -> None:
 
 
 async def test_fall_back_runs_once(world: World) -> None:
-    # Europe/Berlin, 2026-10-25: 03:00 -> 02:00, so 02:30 happens twice that day.
+    # Australia/Sydney, 2026-04-05: 03:00 AEDT -> 02:00 AEST, so 02:30 happens twice that day.
+    # (A southern zone keeps the virtual clock's trip from 2026-01-01 short.)
     target = world.guild.create_text_channel("digests")
-    await advance_to(world, datetime(2026, 10, 24, 12, 0, tzinfo=UTC))
-    record = await add_digest(world, world.channel, target, at="02:30", tz="Europe/Berlin")
+    await advance_to(world, datetime(2026, 4, 4, 0, 0, tzinfo=UTC))  # 11:00 on Saturday in Sydney
+    record = await add_digest(world, world.channel, target, at="02:30", tz="Australia/Sydney")
+    first = datetime(2026, 4, 4, 15, 30, tzinfo=UTC)  # 02:30 AEDT (+11), the first of the two
+    assert record.next_run_at == first
     await world.say(world.alice, "saturday chatter")
-    await run_at(world, datetime(2026, 10, 25, 0, 30, tzinfo=UTC))  # the first 02:30 (CEST)
+    await run_at(world, first)
     assert len(digest_posts(target)) == 1
     await world.say(world.alice, "between the two half past twos")
-    await advance_to(world, datetime(2026, 10, 25, 1, 45, tzinfo=UTC))  # past the second 02:30 (CET)
+    await advance_to(world, datetime(2026, 4, 4, 16, 45, tzinfo=UTC))  # past the second 02:30 (AEST, +10)
     assert len(digest_posts(target)) == 1
     stored = await get(world, record.id)
-    assert stored.next_run_at == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
+    assert stored.next_run_at == datetime(2026, 4, 5, 16, 30, tzinfo=UTC)  # 02:30 AEST on Monday
 
 
 async def test_permission_change_between_runs_skips_and_tells_the_owner(world: World) -> None:
@@ -385,6 +415,22 @@ async def test_permission_change_between_runs_skips_and_tells_the_owner(world: W
     assert stored.last_run_at is None  # the window is kept for when it is fixed
     dm = world.admin.user.dm_channel.last_message
     assert dm is not None and f"Digest #{record.id} was skipped" in dm.content
+
+
+async def test_owner_with_closed_dms_is_told_in_the_target_without_details(world: World) -> None:
+    staff = world.guild.create_role("Staff")
+    me = world.env.bot.user
+    secret = world.guild.create_text_channel("staff", overwrites={world.guild.default_role: HIDE, staff: SHOW, me: SHOW})
+    target = world.guild.create_text_channel("staff-digest", overwrites={world.guild.default_role: HIDE, staff: SHOW, me: SHOW})
+    record = await add_digest(world, secret, target)
+    world.env.backend.delete_overwrite(target.id, world.guild.id)  # the target is opened to everyone
+    world.env.inject_error("POST", "/channels/*/messages", status=403, code=50007,
+                           message="Cannot send messages to this user", times=1)  # the DM is refused
+    await world.env.settle()
+    await run_at(world, record.next_run_at)
+    notice = target.last_message
+    assert notice is not None and f"digest #{record.id} was skipped" in notice.content
+    assert "staff" not in notice.content.replace("staff-digest", "") and "@everyone" not in notice.content
 
 
 async def test_bot_losing_send_permission_skips(world: World) -> None:
@@ -409,3 +455,20 @@ async def test_deleting_the_source_channel_removes_its_digests(world: World) -> 
     await world.env.bot.get_channel(source.id).delete()
     await world.env.settle()
     assert await world.db.reading(store.count_digests) == 0
+
+
+# settle_timeout below the one-minute retry: SimCord treats a sleep shorter than it as work to wait for.
+@pytest.mark.parametrize("recap_options", [{"extensions": ("cogs.errors", "cogs.digests", "cogs.summaries"),
+                                            "start_executor": False, "settle_timeout": 20.0}])
+async def test_a_digest_due_while_the_model_loads_waits_for_it(world: World) -> None:
+    target = world.guild.create_text_channel("digests")
+    record = await add_digest(world, world.channel, target)
+    await world.say(world.alice, "morning everyone", "standup in five")
+    await run_at(world, record.next_run_at)
+    stored = await get(world, record.id)
+    assert stored.last_status == "waiting: the model is still loading"
+    assert stored.next_run_at == record.next_run_at + timedelta(minutes=1)
+    await world.bot.executor.start()
+    await run_at(world, stored.next_run_at)
+    posts = digest_posts(target)
+    assert len(posts) == 1 and "2 messages" in posts[0].content

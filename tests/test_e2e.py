@@ -26,7 +26,6 @@ CONNECT_TIMEOUT = 90  # python, torch and the cached model load before the gatew
 COLD_CONNECT_TIMEOUT = 420  # the first run on a machine also converts the GGUF (slow on a busy CPU)
 ANSWER_TIMEOUT = 300  # the embedded model on a shared, busy 2-core CPU
 LINK = re.compile(r"https://discord\.com/channels/(\d+)/(\d+)/(\d+)")
-STARTING_UP = "still starting up"
 
 RELEASE_NOTES = b"""Release 2.4 checklist
 - migrate the settings table before deploy
@@ -86,8 +85,9 @@ def connect_timeout(cache: Path) -> float:
     return CONNECT_TIMEOUT if converted else COLD_CONNECT_TIMEOUT
 
 
-def start_bot(fake: FakeDiscord, folder: Path, cache: Path, name: str, db_name: str = "recap.sqlite3") -> BotProcess:
-    return BotProcess(fake, token=TOKEN, database=folder / db_name, model_cache=cache, log_path=folder / f"{name}.log",
+def start_bot(fake: FakeDiscord, folder: Path, cache: Path, name: str) -> BotProcess:
+    """A bot process whose database lives in ``folder``: two started on one folder share it."""
+    return BotProcess(fake, token=TOKEN, database=folder / "recap.sqlite3", model_cache=cache, log_path=folder / f"{name}.log",
                       # One torch thread: on a shared, oversubscribed CPU more threads made generation
                       # over ten times slower (OpenMP workers spinning against other processes).
                       extra_env={"USER_COOLDOWN_S": "0", "CPU_THREADS": "1"})
@@ -111,6 +111,7 @@ async def running(tmp_path_factory: pytest.TempPathFactory, embedded_cache_dir: 
         yield Running(fake, bot, seeded)
         rc = await bot.stop(timeout=15)
         assert rc == 0, bot.log_tail()
+        assert bot.logged_errors() == []
         assert fake.errors == [], fake.errors
     finally:
         await bot.kill()
@@ -120,21 +121,11 @@ async def running(tmp_path_factory: pytest.TempPathFactory, embedded_cache_dir: 
 async def run_command(running: Running, command: str, options: dict, *, invoker: Member,
                       done: Callable[[InteractionRecord], bool], what: str,
                       timeout: float = ANSWER_TIMEOUT) -> InteractionRecord:
-    """Send the command; while the bot says it is still loading the model, ask again (as a member would)."""
+    """Send the command and wait until ``done`` (the model is loaded before the bot connects)."""
     fake, bot = running.fake, running.bot
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        record = await fake.slash(command, options, invoker=invoker)
-        remaining = deadline - asyncio.get_running_loop().time()
-        await bot.until(fake.wait_for(lambda: done(record) or _starting_up(record), timeout=max(remaining, 1),
-                                      what=what), what=what)
-        if not _starting_up(record) or asyncio.get_running_loop().time() > deadline:
-            return record
-        await asyncio.sleep(1)
-
-
-def _starting_up(record: InteractionRecord) -> bool:
-    return STARTING_UP in (_error_reply(record) or "")
+    record = await fake.slash(command, options, invoker=invoker)
+    await bot.until(fake.wait_for(lambda: done(record), timeout=timeout, what=what), what=what)
+    return record
 
 
 def _summary_embeds(record: InteractionRecord) -> list[dict]:
@@ -197,6 +188,7 @@ async def test_settings_persist_across_a_clean_restart(tmp_path: Path, embedded_
                                    done=lambda r: bool(r.texts()), what="settings set refusal", timeout=30)
         assert _error_reply(denied) is not None and "short" not in "\n".join(denied.texts()), denied.texts()
         assert await second.stop(timeout=15) == 0, second.log_tail()
+        assert first.logged_errors() == [] and second.logged_errors() == []
         assert_no_pings(fake)
         assert fake.errors == []
     finally:
@@ -205,27 +197,28 @@ async def test_settings_persist_across_a_clean_restart(tmp_path: Path, embedded_
         await fake.close()
 
 
-async def test_summarize_defers_reads_history_and_replies_with_links(running: Running) -> None:
-    fake, world = running.fake, running.fake.world
-    record = await run_command(running, "summarize", {"messages": 20}, invoker=world.member,
-                               done=_final, what="the summary")
-    # Acknowledged (deferred) within Discord's 3-second deadline.
-    first = record.callbacks[0]
-    assert first["body"]["type"] == 5 and first["at"] - record.sent_at < 3
-    assert _error_reply(record) is None, _error_reply(record)
-    assert _summary_embeds(record), record.texts()
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def summary(running: Running) -> InteractionRecord:
+    """``/summarize messages:20`` by a regular member in #general, run once for the tests that read it."""
+    return await run_command(running, "summarize", {"messages": 20}, invoker=running.fake.world.member,
+                             done=_final, what="the summary")
 
-    text = "\n".join(record.texts())
-    last20 = running.seeded[-20:]
-    links = [tuple(map(int, m)) for m in LINK.findall(text)]
-    assert links, f"no jump links in the reply: {text!r}"
-    ids = {m.id for m in last20}
-    for guild_id, channel_id, message_id in links:
-        assert (guild_id, channel_id) == (world.guild_id, world.general.id)
-        assert message_id in ids, f"link to {message_id}, which is not among the 20 messages read"
-    assert record.original_message_id not in {m for *_, m in links}  # its own "thinking" message is not a source
-    authors = {m.author.global_name for m in last20}
+
+async def test_summarize_defers_then_replies_with_a_summary(running: Running, summary: InteractionRecord) -> None:
+    fake, world = running.fake, running.fake.world
+    # Acknowledged (deferred) within Discord's 3-second deadline.
+    first = summary.callbacks[0]
+    assert first["body"]["type"] == 5 and first["at"] - summary.sent_at < 3
+    assert _error_reply(summary) is None, _error_reply(summary)
+    assert _summary_embeds(summary), summary.texts()
+    text = "\n".join(summary.texts())
+    authors = {m.author.global_name for m in running.seeded[-20:]}
     assert sum(name in text for name in authors) >= 3, f"participants missing: {authors} in {text!r}"
+    # Exactly the 20 newest seeded messages: the bot's own "thinking" message (newest in the
+    # channel when it read the history) is not among them.
+    stamps = [int(t) for t in re.findall(r"<t:(\d+):\w>", text)]
+    expected = [int(running.seeded[i].created_at.timestamp()) for i in (-20, -1)]
+    assert stamps[:2] == expected, (stamps, expected)
 
     history = fake.requests_to("GET", rf"/channels/{world.general.id}/messages")
     assert history and all(r.status == 200 for r in history)
@@ -233,6 +226,17 @@ async def test_summarize_defers_reads_history_and_replies_with_links(running: Ru
     assert downloads and downloads[0].status == 200, "the text attachment was not read"
     assert "@everyone" not in text and "@here" not in text
     assert_no_pings(fake)
+
+
+async def test_summary_links_to_the_messages_it_read(running: Running, summary: InteractionRecord) -> None:
+    world = running.fake.world
+    text = "\n".join(summary.texts())
+    links = [tuple(map(int, m)) for m in LINK.findall(text)]
+    assert links, f"no jump links in the reply: {text!r}"
+    read = {m.id for m in running.seeded[-20:]}
+    for guild_id, channel_id, message_id in links:
+        assert (guild_id, channel_id) == (world.guild_id, world.general.id)
+        assert message_id in read, f"link to {message_id}, which is not among the 20 messages read"
 
 
 async def test_member_who_cannot_read_history_is_refused(running: Running) -> None:

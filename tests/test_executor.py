@@ -11,13 +11,13 @@ import pytest
 
 from bot.config import Settings
 from bot.executor import Executor
+from bot.executor_queue import Entry, FairQueue
 from bot.generation import (
     ExecutorClosed,
     GenerationRequest,
     GenerationSettings,
     InvalidRequest,
     Overloaded,
-    Prompt,
     QueueStatus,
     RequestTimeout,
 )
@@ -296,3 +296,42 @@ async def test_from_settings_uses_model_and_limits(tiny_causal_dir: Path, tmp_pa
         result = await ex.submit(request("Ann: hi"))
         assert ex.metrics()["device"] == "cpu" and ex.metrics()["dtype"] == "float32"
     assert result.new_tokens > 0
+
+
+async def test_async_queue_callbacks_are_awaited(tiny_causal: ModelBackend) -> None:
+    factory = Factory(tiny_causal)
+    seen: list[int] = []
+
+    async def on_queue(status: QueueStatus) -> None:
+        seen.append(status.position)
+
+    async with executor(factory, max_batch_wait_ms=0) as ex:
+        factory.current.stall()
+        blocker = asyncio.create_task(ex.submit(request("blocker")))
+        await factory.current.wait_entered()
+        waiting = asyncio.create_task(ex.submit(request("waiting", on_queue=on_queue)))
+        await wait_until(lambda: seen == [1])
+        factory.current.release()
+        await asyncio.gather(blocker, waiting)
+
+
+def _entry(guild: str, tokens: int, priority: int = 0, settings: GenerationSettings | None = None) -> Entry:
+    req = request(guild, guild=guild, priority=priority, settings=settings or GenerationSettings(max_new_tokens=8))
+    return Entry(req, asyncio.get_running_loop().create_future(), 0.0, prompt_tokens=tokens)
+
+
+async def test_fair_queue_orders_by_priority_then_round_robin_and_respects_the_token_budget() -> None:
+    queue = FairQueue()
+    a1, a2, a3, b1, c1 = _entry("A", 100), _entry("A", 100), _entry("A", 100), _entry("B", 100), _entry("C", 100)
+    digest = _entry("D", 10, priority=1)
+    sampled = _entry("E", 10, settings=GenerationSettings(max_new_tokens=8, do_sample=True))
+    for entry in (a1, a2, a3, digest, b1, sampled, c1):
+        queue.push(entry)
+    assert queue.order() == [a1, b1, sampled, c1, a2, a3, digest]
+    # Budget 300 padded tokens: three rows of 100; the sampled one never joins a greedy batch.
+    assert queue.take_batch(8, 300, lambda batch, e: True) == [a1, b1, c1]
+    assert queue.order() == [sampled, a2, a3, digest]  # A, B and C went to the back of the turn order
+    assert queue.take_batch(8, 10_000, lambda batch, e: True) == [sampled]
+    assert queue.take_batch(8, 10_000, lambda batch, e: True) == [a2, a3]
+    assert queue.take_batch(8, 10_000, lambda batch, e: True) == [digest]
+    assert len(queue) == 0 and queue.take_batch(8, 10_000, lambda batch, e: True) == []

@@ -140,6 +140,15 @@ def test_messages_are_sorted_by_snowflake() -> None:
     assert [m.text for m in conv.messages] == ["first", "second"]
 
 
+def test_thread_export_uses_the_thread_as_channel() -> None:
+    data = export(message(type="ThreadStarterMessage", content="the thread's first post"), message(id="1213400000000000101", type="Reply"))
+    data["channel"] = {"id": "1213300000000000000", "type": "GuildPublicThread", "name": "release-thread", "category": "dev"}
+    conv = parse_export(data, "thread.json")
+    assert conv.channel_id == 1213300000000000000 and conv.channel_name == "release-thread"
+    assert [m.is_system for m in conv.messages] == [False, False]
+    assert all(m.channel_id == 1213300000000000000 for m in conv.messages)
+
+
 def test_direct_message_export_has_no_guild() -> None:
     data = export(message())
     data["guild"] = {"id": "0", "name": "Direct Messages"}

@@ -252,3 +252,11 @@ async def test_summaries_needs_read_access(recap_world: World) -> None:
     )
     result = await world.bob.slash(locked, "summaries")
     assert result.ephemeral and "whose history you can read" in reply_text(result)
+
+
+@pytest.mark.parametrize("recap_options", [{"extensions": EXTENSIONS, "settings": {"user_cooldown_s": "600"}}])
+async def test_presses_share_the_summarize_cooldown(recap_world: World) -> None:
+    result = await summarize(recap_world)
+    pressed = await recap_world.alice.click(result.response.message, label="Shorter")
+    assert pressed.ephemeral and "too often" in reply_text(pressed)
+    assert len(await all_summaries(recap_world)) == 1

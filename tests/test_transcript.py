@@ -119,3 +119,31 @@ def test_time_range_covers_kept_messages():
 
 def test_discord_timestamps_render_as_dates():
     assert clean_text(msg(1, "A", "meet <t:1714564800:R>")) == "meet 2024-05-01 12:00 UTC"
+
+
+def test_third_person_rewrites_first_and_second_person():
+    from bot.transcript import third_person
+
+    t = build_transcript([
+        msg(1, "Ann", "I need a break. I think you should review my patch."),
+        msg(2, "Bob", "You're right, I'll do it after lunch.", reply_to=1),
+        msg(3, "Cy", "ok"),
+    ])
+    assert third_person(t, t.lines[0]) == "Ann needs a break. Ann thinks Bob should review Ann's patch."
+    assert third_person(t, t.lines[1]) == "Bob: Ann is right, Bob will do it after lunch."
+    assert third_person(t, t.lines[2]) == "Cy: ok"
+
+
+def test_key_messages_start_with_substantive_openers_in_chat_order():
+    from bot.transcript import key_message_indices
+
+    t = build_transcript([
+        msg(1, "Ann", "hi!"),
+        msg(2, "Bob", "hey"),
+        msg(3, "Ann", "The database migration failed on staging last night."),
+        msg(4, "Bob", "Which migration? The staging database looked fine."),
+        msg(5, "Ann", "lol"),
+        msg(6, "Bob", "Found it: the migration script skipped the staging database backup."),
+    ])
+    assert key_message_indices(t, 2) == [3, 4]
+    assert key_message_indices(t, 3) == [3, 4, 6]

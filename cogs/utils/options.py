@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import discord
+from discord import app_commands
 
 from .errors import AccessDenied, BadOption, NO_ACCESS
 
@@ -65,3 +69,30 @@ def parse_message_ref(text: str, guild_id: int | None) -> MessageRef:
 def _clip(text: str, limit: int = 40) -> str:
     text = text.replace("`", "'")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# Where a summary can be read from; Discord's channel picker offers only these.
+SOURCE_CHANNEL_TYPES = [
+    discord.ChannelType.text,
+    discord.ChannelType.news,
+    discord.ChannelType.voice,
+    discord.ChannelType.stage_voice,
+    discord.ChannelType.public_thread,
+    discord.ChannelType.private_thread,
+    discord.ChannelType.news_thread,
+]
+
+
+class SourceChannel(app_commands.Transformer):
+    """A channel option restricted to readable channel types; passes Discord's resolved channel through."""
+
+    @property
+    def type(self) -> discord.AppCommandOptionType:
+        return discord.AppCommandOptionType.channel
+
+    @property
+    def channel_types(self) -> list[discord.ChannelType]:
+        return SOURCE_CHANNEL_TYPES
+
+    async def transform(self, interaction: discord.Interaction, value: Any, /) -> Any:
+        return value

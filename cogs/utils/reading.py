@@ -166,12 +166,8 @@ async def _report(progress: Progress | None, stage: str, done: int, total: int) 
 
 
 async def _store(bot: "RecapBot", batch: list[StoredMessage]) -> None:
-    if not batch:
-        return
-    buffer = bot.message_buffer
-    if buffer is not None:
-        await buffer.add_many(batch)
-    else:
+    """A fetched page is already a batch: written at once (the listeners' buffer is for single messages)."""
+    if batch:
         await bot.db.writing(messages.upsert_messages, batch)
 
 

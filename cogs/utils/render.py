@@ -125,6 +125,7 @@ class SummaryLike(Protocol):
     truncated: bool
     model: str
     settings: Any
+    source_ids: list[int]
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,18 @@ def _time_range(start: datetime | None, end: datetime | None) -> str:
     return f"{discord.utils.format_dt(start, 'f')} → {discord.utils.format_dt(end, 'f')}"
 
 
+def _range_links(summary: SummaryLike, ctx: ReplyContext) -> str:
+    """Jump links to the first and last message read, so every reply cites where it starts and ends."""
+    ids = [i for i in (getattr(summary, "source_ids", None) or []) if i]
+    if not ids:
+        return ""
+    first, last = min(ids), max(ids)
+    links = f"[first message]({jump_url(ctx.guild_id, ctx.channel_id, first)})"
+    if last != first:
+        links += f" · [last message]({jump_url(ctx.guild_id, ctx.channel_id, last)})"
+    return "\n" + links
+
+
 def _notes(summary: SummaryLike, ctx: ReplyContext) -> list[str]:
     notes: list[str] = []
     if ctx.capped_at is not None:
@@ -187,7 +200,7 @@ def build_summary_embeds(summary: SummaryLike, ctx: ReplyContext) -> list[discor
     participants = [neutralize_mentions(p) for p in summary.participants]
     for i, chunk in enumerate(split_text(", ".join(participants) or "none", FIELD_VALUE_LIMIT)):
         fields.append(("Participants" if i == 0 else "Participants (cont.)", chunk))
-    fields.append(("Time range", _time_range(summary.start, summary.end)))
+    fields.append(("Time range", _time_range(summary.start, summary.end) + _range_links(summary, ctx)))
     fields.append(("Messages", f"{summary.message_count:,}"))
     topic_lines = [
         f"[{neutralize_mentions(truncate(t.title, 200))}]({jump_url(ctx.guild_id, ctx.channel_id, t.message_id)})"

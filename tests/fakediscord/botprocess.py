@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any, Awaitable
 from .server import FakeDiscord
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERROR_LINE = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) ")
 # Settings the parent shell may have set that must not leak into the child.
 _SCRUB_PREFIXES = ("DISCORD_", "RECAP_")
 
@@ -49,6 +52,15 @@ class BotProcess:
         except FileNotFoundError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+    def logged_errors(self) -> list[str]:
+        """Lines of the bot's log at ERROR or above, and tracebacks: a clean run has none."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        plain = _ANSI.sub("", text)
+        return [line for line in plain.splitlines() if _ERROR_LINE.search(line) or line.startswith("Traceback")]
 
     async def until(self, waiting: Awaitable[Any], *, what: str) -> Any:
         """Await ``waiting``, but fail at once with the bot's log if the process exits first."""

@@ -1,0 +1,109 @@
+"""The error ladder: every error type maps to one friendly sentence; unexpected ones get a reference id."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from pathlib import Path
+
+import discord
+import pytest
+from discord import app_commands
+
+from bot.executor import Executor
+from bot.generation import (
+    EngineDead,
+    ExecutorClosed,
+    GenerationRequest,
+    GenerationSettings,
+    InvalidRequest,
+    Overloaded,
+    Prompt,
+    RequestTimeout,
+    SummaryFailed,
+)
+from bot.models import load_backend
+from cogs.utils.cooldowns import GuildSlots, UserCooldown
+from cogs.utils.errors import BadOption, TryLater
+from cogs.utils.replies import describe_error
+from storage import InvalidSetting
+
+
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (app_commands.MissingPermissions(["manage_guild"]), "You need the Manage Server permission to use this."),
+        (app_commands.BotMissingPermissions(["read_message_history"]), "I need the Read Message History permission here to do that."),
+        (app_commands.CommandOnCooldown(app_commands.Cooldown(1, 30), 12.2), "Slow down: try again in 12 s."),
+        (app_commands.NoPrivateMessage(), "This command works in servers only."),
+        (BadOption("`x` is not valid."), "`x` is not valid."),
+        (TryLater("Try again in 5 s.", 5), "Try again in 5 s."),
+        (Overloaded("queue full", retry_after=42), "The summarizer is busy right now. Try again in 42 s."),
+        (Overloaded("queue full", retry_after=300), "The summarizer is busy right now. Try again in 5 min."),
+        (RequestTimeout("late"), RequestTimeout.user_message),
+        (SummaryFailed("x"), SummaryFailed.user_message),
+        (InvalidRequest("x"), InvalidRequest.user_message),
+        (ExecutorClosed("x"), ExecutorClosed.user_message),
+        (EngineDead("x"), EngineDead.user_message),
+        (InvalidSetting("top_p", "top_p cannot be 3 (allowed: 0.05 to 1).", "0.05 to 1"), "top_p cannot be 3 (allowed: 0.05 to 1)."),
+    ],
+)
+def test_each_error_type_has_one_friendly_reply(error: Exception, expected: str) -> None:
+    reply = describe_error(error)
+    assert reply.text == expected and reply.reference is None
+
+
+def test_wrapped_errors_are_unwrapped() -> None:
+    command = app_commands.Command(name="x", description="x", callback=_noop)
+    wrapped = app_commands.CommandInvokeError(command, Overloaded("full", retry_after=3))
+    assert describe_error(wrapped).text.startswith("The summarizer is busy")
+
+
+async def _noop(interaction: discord.Interaction) -> None:
+    pass
+
+
+def test_unexpected_error_gets_a_logged_reference_and_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    try:
+        raise KeyError("secret internals")
+    except KeyError as exc:
+        reply = describe_error(exc)
+    assert reply.reference is not None and re.fullmatch(r"[0-9a-f]{8}", reply.reference)
+    assert reply.reference in reply.text and "secret internals" not in reply.text and "KeyError" not in reply.text
+    logged = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged and reply.reference in logged[-1].getMessage() and logged[-1].exc_info is not None
+
+
+async def test_a_real_timeout_reads_as_took_too_long(tiny_causal_dir: Path) -> None:
+    executor = Executor(functools.partial(load_backend, str(tiny_causal_dir), device="cpu", cpu_threads=1), request_timeout_s=0.001)
+    async with executor:
+        with pytest.raises(RequestTimeout) as info:
+            await executor.submit(GenerationRequest(Prompt("s", "hello " * 20), GenerationSettings(max_new_tokens=200)))
+    assert describe_error(info.value).text == "The summary took too long and was stopped."
+
+
+def test_user_cooldown() -> None:
+    now = [100.0]
+    cooldown = UserCooldown(20, clock=lambda: now[0])
+    cooldown.hit(1)
+    with pytest.raises(TryLater) as info:
+        cooldown.hit(1)
+    assert info.value.retry_after == 20 and "Try again in 20 s" in info.value.message
+    cooldown.hit(2)  # per member
+    now[0] += 20
+    cooldown.hit(1)
+
+
+def test_guild_slots_limit_concurrent_summaries_per_server() -> None:
+    slots = GuildSlots(2)
+    with slots.slot(1), slots.slot(1):
+        with pytest.raises(TryLater) as info:
+            with slots.slot(1):
+                pass
+        assert "already has 2 summaries running" in info.value.message
+        with slots.slot(2):  # another server is not affected
+            pass
+    assert slots.running(1) == 0
+    with slots.slot(1):
+        pass
