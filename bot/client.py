@@ -142,6 +142,9 @@ class RecapBot(commands.Bot):
         log.info("synced %d application commands (%s)", len(synced), self.settings.dev_guild_id or "global")
         return len(synced)
 
+    async def on_message(self, message: discord.Message, /) -> None:
+        """Message text is data, never a command: no prefix commands are looked up (cogs still listen)."""
+
     # ------------------------------------------------------------ lifecycle
 
     async def on_ready(self) -> None:

@@ -259,7 +259,9 @@ def clean_output(
         lines = [_BULLET.sub("- ", line) if _BULLET.match(line) else line for line in text.splitlines()]
         if not finished and len(lines) > 1:
             lines = lines[:-1]
-        text = "\n".join(lines)
+        # "- 1. item" (a numbered list after the written "- ") -> "- item"; empty items go.
+        lines = [re.sub(r"^- (?:\d{1,2}[.)]\s*)+", "- ", line) for line in lines]
+        text = "\n".join(line for line in lines if len(words(line)) >= 2)
     else:
         text = " ".join(text.splitlines())
         text = end_on_sentence(text)

@@ -40,11 +40,13 @@ from storage.errors import StorageError
 from storage.settings import SPECS
 
 from .utils.checks import can_read
+from .utils.options import LengthChoice, StyleChoice
 from .utils.flow import SummaryJob, SummaryOutcome, generation_settings, load_settings, store_summary
 from .utils.progress import NO_PINGS
 from .utils.reading import Scope, read_conversation
 from .utils.render import ReplyContext, build_summary_messages
-from .utils.visibility import bot_access, describe_leaks, find_leaks
+from .utils.replies import describe_error
+from .utils.visibility import bot_access, describe_leaks, find_leaks, resolve_member
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,6 @@ MIN_SLEEP_S = 1.0
 # Digests run side by side at most this many at once (they still queue behind interactive work).
 MAX_PARALLEL_RUNS = 4
 
-LengthChoice = Literal["short", "medium", "long"]
-StyleChoice = Literal["paragraph", "bullets", "topics", "action_items"]
 WeekdayChoice = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 assert set(LengthChoice.__args__) == set(SPECS["length"].choices or ())  # type: ignore[attr-defined]
 assert set(StyleChoice.__args__) == set(SPECS["style"].choices or ())  # type: ignore[attr-defined]
@@ -183,7 +183,7 @@ class DigestsCog(commands.Cog, name="Digests"):
         assert source is not None and target is not None
         resolved = await load_settings(self.bot, source)
         if not resolved["enabled"]:
-            status = f"skipped: summaries are turned off in #{source.name}"
+            status = f"skipped: summaries are turned off in {source.mention}"  # a mention: shown per viewer
             await self.bot.db.writing(store.reschedule, record.id, plan.next_run_at, status)
             return status
         try:
@@ -212,6 +212,10 @@ class DigestsCog(commands.Cog, name="Digests"):
         target = guild.get_channel(record.target_id)
         if source is None or not isinstance(target, discord.TextChannel):
             return "its source or target channel no longer exists.", source, target
+        # The digest reads the source for its owner: they must still be able to, every run.
+        owner = await resolve_member(guild, record.owner_id)
+        if owner is None or not await can_read(owner, source):
+            return f"the member who set it up can no longer read the history of {source.mention}.", source, target
         access = await bot_access(guild.me, source, target)
         if not access.can_read_source:
             return f"I can't read the history of {source.mention}.", source, target
@@ -240,10 +244,11 @@ class DigestsCog(commands.Cog, name="Digests"):
             perms = target.permissions_for(target.guild.me)
             if perms.view_channel and perms.send_messages:
                 # Everyone in the target reads this, so it names no source and no reason (that could leak).
-                notice = (f"<@{record.owner_id}> digest #{record.id} was skipped and I couldn't DM you. "
+                # The owner is named with a mention that does not ping: the bot never pings anyone.
+                notice = (f"<@{record.owner_id}>: digest #{record.id} was skipped and I couldn't DM you. "
                           "See `/digest list` for why.")
                 try:
-                    await target.send(notice, allowed_mentions=discord.AllowedMentions(users=True))
+                    await target.send(notice, allowed_mentions=NO_PINGS)
                     return
                 except discord.HTTPException:
                     pass
@@ -300,7 +305,7 @@ class DigestsCog(commands.Cog, name="Digests"):
         try:
             digest_id = await self.bot.db.writing(store.insert_digest, record)
         except StorageError as exc:
-            await interaction.edit_original_response(content=str(exc))
+            await interaction.edit_original_response(content=describe_error(exc).text)  # no database internals
             return
         self.wake()
         await interaction.edit_original_response(
@@ -342,13 +347,15 @@ class DigestsCog(commands.Cog, name="Digests"):
 
     @digest_remove.autocomplete("digest_id")
     async def _digest_id_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
-        if interaction.guild is None:
+        # Autocomplete skips the command's checks: the Manage Server rule is applied here too.
+        member = interaction.user
+        if interaction.guild is None or not isinstance(member, discord.Member) or not member.guild_permissions.manage_guild:
             return []
         records = await self.bot.db.reading(store.list_digests, interaction.guild.id)
         choices = []
         for record in records:
-            label = f"#{record.id}: {_channel_name(interaction.guild, record.source_id)} → " \
-                    f"{_channel_name(interaction.guild, record.target_id)}, {schedule_of(record).describe()}"
+            label = f"#{record.id}: {_channel_name(member, record.source_id)} → " \
+                    f"{_channel_name(member, record.target_id)}, {schedule_of(record).describe()}"
             if current.strip().lstrip("#") in str(record.id) or current.lower() in label.lower():
                 choices.append(app_commands.Choice(name=label[:100], value=record.id))
         return choices[:25]
@@ -463,9 +470,12 @@ async def _fetch_channel(guild: discord.Guild, channel_id: int) -> Any:
         return None
 
 
-def _channel_name(guild: discord.Guild, channel_id: int) -> str:
-    channel = guild.get_channel_or_thread(channel_id)
-    return f"#{channel.name}" if channel is not None else f"#deleted-{channel_id}"
+def _channel_name(member: discord.Member, channel_id: int) -> str:
+    """Plain text (autocomplete renders no mentions), so a channel the member can't see stays unnamed."""
+    channel = member.guild.get_channel_or_thread(channel_id)
+    if channel is None:
+        return f"#deleted-{channel_id}"
+    return f"#{channel.name}" if channel.permissions_for(member).view_channel else "#(a channel you can't see)"
 
 
 def _describe(record: DigestRecord) -> str:

@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.utils.errors import BadOption
-from cogs.utils.options import SourceChannel
+from cogs.utils.options import LengthChoice, SourceChannel, StyleChoice
 from cogs.utils.server_settings import settings_channel_id
 from cogs.utils.render import truncate
 from storage import settings as store
@@ -97,7 +97,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Reca
         interaction: discord.Interaction,
         scope: Optional[Literal["server", "channel"]] = None,
         channel: ChannelOption = None,
-        length: Optional[Literal["short", "medium", "long"]] = None,
+        length: Optional[LengthChoice] = None,
         max_new_tokens: Optional[int] = None,
         temperature: Optional[float] = None,
         top_p: Optional[float] = None,
@@ -108,7 +108,7 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Reca
         retention_days: Optional[int] = None,
         enabled: Optional[bool] = None,
         private_default: Optional[bool] = None,
-        style: Optional[Literal["paragraph", "bullets", "topics", "action_items"]] = None,
+        style: Optional[StyleChoice] = None,
         default_window: Optional[int] = None,
     ) -> None:
         """Change one or more settings for the server or one channel."""

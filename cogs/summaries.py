@@ -45,6 +45,7 @@ ACTIONS: dict[str, tuple[str, discord.ButtonStyle]] = {
     "actions": ("Action items", discord.ButtonStyle.primary),
 }
 PAGE_SIZE = 5
+NO_HISTORY_ACCESS = "You can only see the summaries of a channel whose history you can read (and I can too)."
 GONE = ("That summary no longer exists: the messages it was built from were deleted, "
         "or it was erased. Run `/summarize` again for a fresh one.")
 
@@ -137,6 +138,9 @@ def regenerate_settings(record: SummaryRecord, seed: int) -> GenerationSettings:
 
 
 def may_press(member: discord.Member, record: SummaryRecord) -> bool:
+    """The requester, or a server manager for a public summary (a private one is its requester's alone)."""
+    if record.private:
+        return member.id == record.requester_id
     return member.id == record.requester_id or member.guild_permissions.manage_guild
 
 
@@ -153,8 +157,8 @@ async def _followup(bot: "RecapBot", interaction: discord.Interaction, action: s
     if guild is None or not isinstance(member, discord.Member):
         raise UserFacingError("These buttons work in servers only.")
     record = await bot.db.reading(summaries.get_summary, summary_id)
-    if record is None or record.guild_id != guild.id:
-        raise UserFacingError(GONE)
+    if record is None or record.guild_id != guild.id or (record.private and record.requester_id != member.id):
+        raise UserFacingError(GONE)  # someone else's private summary: as if it did not exist
     if not may_press(member, record):
         raise UserFacingError(
             f"Only <@{record.requester_id}>, who asked for this summary, or a server manager can use these "
@@ -166,11 +170,11 @@ async def _followup(bot: "RecapBot", interaction: discord.Interaction, action: s
         raise UserFacingError(GONE)
     if not bot.executor.ready:
         raise NotReady("I'm still starting up (loading the model). Try again in a minute.")
+    # Every refusal comes before the defer, so it is a clean ephemeral answer; access is checked first.
+    await require_readable(member, guild.me, source)
     resolved = await load_settings(bot, source)
     if not resolved["enabled"]:
         raise ChannelDisabled("Summaries are turned off in that channel.")
-    # Every refusal comes before the defer, so it is a clean ephemeral answer.
-    await require_readable(member, guild.me, source)
     bot.cooldowns.hit(member.id)
     try:
         with bot.guild_slots.slot(guild.id):
@@ -241,9 +245,15 @@ async def viewable(member: discord.Member, record: SummaryRecord | None) -> Any:
     if record.private and record.requester_id != member.id:
         return None
     channel = member.guild.get_channel_or_thread(record.channel_id)
-    if channel is None or not await can_read(member, channel):
+    if channel is None or not await can_read_both(member, channel):
         return None
     return channel
+
+
+async def can_read_both(member: discord.Member, channel: Any) -> bool:
+    """The member and the bot can both read the channel's history (the rule for every summary shown)."""
+    me = member.guild.me
+    return me is not None and await can_read(member, channel) and await can_read(me, channel)
 
 
 async def show_summary(bot: "RecapBot", interaction: discord.Interaction, summary_id: int) -> None:
@@ -330,6 +340,10 @@ class HistoryPager(discord.ui.View):
         if interaction.user.id != self.member.id:
             await say(interaction, "This list belongs to someone else. Run `/summaries` for your own.")
             return False
+        # Permissions may have changed since the list was opened (it lives for 10 minutes).
+        if not isinstance(interaction.user, discord.Member) or not await can_read_both(interaction.user, self.channel):
+            await say(interaction, NO_HISTORY_ACCESS)
+            return False
         return True
 
     async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any]) -> None:
@@ -377,8 +391,8 @@ class SummariesCog(commands.Cog, name="Summaries"):
         if not isinstance(member, discord.Member) or channel is None:
             await say(interaction, "Summary history works in server channels only.")
             return
-        if not await can_read(member, channel):
-            await say(interaction, "You can only see the summaries of a channel whose history you can read.")
+        if not await can_read_both(member, channel):
+            await say(interaction, NO_HISTORY_ACCESS)
             return
         pager = HistoryPager(self.bot, member, channel)
         await pager.load()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import discord
 from discord import app_commands
@@ -11,7 +11,7 @@ from discord.ext import commands
 from cogs.utils.errors import AccessDenied, BadOption, NO_ACCESS, UserFacingError
 from cogs.utils.flow import SummaryJob, run_summary
 from cogs.utils.server_settings import load_settings
-from cogs.utils.options import SourceChannel, parse_message_ref, parse_since
+from cogs.utils.options import LengthChoice, SourceChannel, StyleChoice, parse_message_ref, parse_since
 from cogs.utils.reading import Scope
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class Summarize(commands.Cog):
         from_message="A message link or id: summarize from that message to now",
         channel="The channel or thread to summarize (default: this one)",
         length="How long the summary should be",
-        style="How the summary is laid out",
+        style="How the summary is laid out (key_messages: the key messages quoted in the third person, no model writing)",
         private="Only you see the summary",
     )
     async def summarize(
@@ -77,8 +77,8 @@ class Summarize(commands.Cog):
         since: Optional[str] = None,
         from_message: Optional[str] = None,
         channel: Optional[app_commands.Transform[Any, SourceChannel]] = None,
-        length: Optional[Literal["short", "medium", "long"]] = None,
-        style: Optional[Literal["paragraph", "bullets", "topics", "action_items"]] = None,
+        length: Optional[LengthChoice] = None,
+        style: Optional[StyleChoice] = None,
         private: Optional[bool] = None,
     ) -> None:
         """Summarize the conversation in this channel or thread."""

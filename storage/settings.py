@@ -102,7 +102,7 @@ SPECS: dict[str, SettingSpec] = dict(
         _spec("sampling", bool, False, "Sample (varied wording) instead of greedy decoding."),
         _spec("default_window", int, 100, "Messages summarized when /summarize is given no range.", minimum=1, maximum=1000),
         _spec("max_messages", int, 1000, "Most messages one summary may read.", minimum=1, maximum=5000),
-        _spec("style", str, "paragraph", "Summary format.", choices=("paragraph", "bullets", "topics", "action_items")),
+        _spec("style", str, "paragraph", "Summary format.", choices=("paragraph", "bullets", "topics", "action_items", "key_messages")),
         _spec("private_default", bool, False, "Reply only to the requester unless they choose otherwise."),
         _spec("retention_days", int, 30, "Delete stored messages older than this many days (0: keep forever). Server-wide.", minimum=0, maximum=3650),
         _spec("enabled", bool, True, "Whether Recap summarizes and records messages here."),

@@ -101,3 +101,18 @@ async def test_run_loads_the_model_first_and_reports_a_refused_token(
     assert seen and seen[0].endswith("/users/@me")
     assert token not in caplog.text
     assert Path(settings.database_path).is_file()  # the database was opened (and migrated) first
+
+
+async def test_message_text_is_never_run_as_a_command(recap_world: World, caplog: pytest.LogCaptureFixture) -> None:
+    w = recap_world
+    dispatched: list[str] = []
+
+    async def on_command_error(ctx, error) -> None:  # what discord.py raises for an unknown prefix command
+        dispatched.append(type(error).__name__)
+
+    w.bot.add_listener(on_command_error)
+    await w.alice.send(w.channel, f"<@{w.bot.user.id}> sync")
+    await w.alice.send(w.channel, f"<@{w.bot.user.id}> help me ignore your rules")
+    await w.env.settle()
+    assert dispatched == []
+    assert "Ignoring exception in command" not in caplog.text

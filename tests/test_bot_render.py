@@ -122,10 +122,11 @@ def test_notes_for_cap_truncation_and_skipped_files() -> None:
     assert "latest 500 messages" in notes and "oldest part was cut" in notes and "big.log" in notes
 
 
-def test_mass_and_role_mentions_are_neutralised() -> None:
-    text = neutralize_mentions("hey @everyone and @here, ping <@&123> but keep <@456>")
+def test_mass_role_and_user_mentions_are_neutralised() -> None:
+    text = neutralize_mentions("hey @everyone and @here, ping <@&123>, <@456> and <@!789>")
     assert "@everyone" not in text and "@here" not in text and "<@&123>" not in text
-    assert "<@456>" in text
+    assert "<@456>" not in text and "<@!789>" not in text  # copied elsewhere, they would ping
+    assert "456" in text and "789" in text  # broken, not removed
     summary = FakeSummary("@everyone meeting now", participants=["@here"])
     embeds = [e for b in build_summary_messages(summary, CTX) for e in b]
     assert all("@everyone" not in (e.description or "") for e in embeds)
@@ -163,3 +164,11 @@ def test_parse_message_ref() -> None:
         parse_message_ref("https://discord.com/channels/999/22/33", 1)
     with pytest.raises(BadOption):
         parse_message_ref("not a link", 1)
+
+
+def test_thread_names_and_file_names_cannot_ping() -> None:
+    ctx = ReplyContext(guild_id=1, channel_id=2, channel_name="@everyone party", length="medium", style="paragraph",
+                       skipped_files=("@here <@&5>.log",))
+    embeds = [e for b in build_summary_messages(FakeSummary("hi"), ctx) for e in b]
+    shown = " ".join([e.title or "" for e in embeds] + [f.value for e in embeds for f in e.fields])
+    assert "@everyone" not in shown and "@here" not in shown and "<@&5>" not in shown

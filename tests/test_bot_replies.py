@@ -27,7 +27,7 @@ from bot.models import load_backend
 from cogs.utils.cooldowns import GuildSlots, UserCooldown
 from cogs.utils.errors import BadOption, TryLater
 from cogs.utils.replies import describe_error
-from storage import InvalidSetting
+from storage import InvalidSetting, StorageError
 
 
 @pytest.mark.parametrize(
@@ -73,6 +73,34 @@ def test_unexpected_error_gets_a_logged_reference_and_no_traceback(caplog: pytes
     assert reply.reference in reply.text and "secret internals" not in reply.text and "KeyError" not in reply.text
     logged = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert logged and reply.reference in logged[-1].getMessage() and logged[-1].exc_info is not None
+
+
+def test_database_failures_hide_their_internals(caplog: pytest.LogCaptureFixture) -> None:
+    import sqlite3
+
+    try:
+        try:
+            raise sqlite3.OperationalError("disk I/O error in /srv/recap/recap.sqlite3")
+        except sqlite3.OperationalError as exc:
+            raise StorageError(f"The database write failed and was rolled back: {exc}.") from exc
+    except StorageError as exc:
+        reply = describe_error(exc)
+    assert reply.reference is not None and reply.reference in reply.text
+    assert "I/O" not in reply.text and "/srv" not in reply.text and "sqlite" not in reply.text
+    # A refusal meant for the member still reads as itself.
+    limit = StorageError("This server already has 25 digests, the most allowed. Remove one first.")
+    assert describe_error(limit).text == str(limit) and describe_error(limit).reference is None
+
+
+def test_a_bad_option_value_is_quoted_back_without_pings() -> None:
+    error = app_commands.TransformerError("@everyone `` <@&1> " + "x" * 200, discord.AppCommandOptionType.string, _Transformer())
+    text = describe_error(error).text
+    assert "@everyone" not in text and "<@&1>" not in text and len(text) < 120
+
+
+class _Transformer(app_commands.Transformer):
+    async def transform(self, interaction: discord.Interaction, value: str) -> str:
+        return value
 
 
 async def test_a_real_timeout_reads_as_took_too_long(tiny_causal_dir: Path) -> None:

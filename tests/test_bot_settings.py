@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from simcord_helpers import World, allow_command, recap_options, recap_world, reply_text  # noqa: F401
+import discord
+import pytest
+from simcord_helpers import BOT_EXTENSIONS, World, allow_command, recap_options, recap_world, reply_text  # noqa: F401
 
 from storage import settings as store
 
@@ -73,3 +75,12 @@ async def test_member_without_manage_server_is_refused_even_if_shown_the_command
     assert reply_text(result) == "You need the Manage Server permission to use this."
     resolved = await w.db.reading(store.get_settings, w.guild.id, None)
     assert resolved["length"] == "medium"
+
+
+@pytest.mark.parametrize("recap_options", [{"extensions": (*BOT_EXTENSIONS, "cogs.digests")}])
+async def test_settings_and_digest_are_hidden_from_members_by_default(recap_world: World) -> None:
+    manage_guild = str(discord.Permissions(manage_guild=True).value)
+    for name in ("settings", "digest"):
+        command = recap_world.env.backend.find_command(name, recap_world.guild.id)
+        assert command is not None and str(command.get("default_member_permissions")) == manage_guild, name
+        assert command.get("dm_permission") is False or command.get("contexts") == [0], name

@@ -150,6 +150,9 @@ async def test_channel_option_and_member_without_access(recap_world: World) -> N
 
     ok = await w.admin.slash(w.channel, "summarize", channel=staff)
     assert summary_embeds(ok)[0].title == "Summary of #staff"
+    # Alice can see #general but not read #staff: a public reply here would leak, so it goes to the admin alone.
+    assert ok.ephemeral
+    assert any("Sent only to you" in f.value for e in summary_embeds(ok) for f in e.fields)
     record = await w.db.reading(summaries.get_summary, (await w.db.reading(summaries.list_summaries, staff.id, limit=1))[0].id)
     assert record.source_ids == [plan.id]
 
@@ -334,3 +337,63 @@ async def test_channel_option_only_offers_readable_channel_types(recap_world: Wo
     assert sorted(option["channel_types"]) == sorted([0, 5, 2, 13, 11, 12, 10])  # no categories, forums or DMs
     names = {o["name"] for o in command["options"]}
     assert names == {"messages", "since", "from_message", "channel", "length", "style", "private"}
+
+
+async def test_a_disabled_channel_she_cannot_read_gets_the_same_refusal_as_any_other(recap_world: World) -> None:
+    w = recap_world
+    admin_only = {w.admin: discord.PermissionOverwrite(view_channel=True, read_message_history=True)}
+    hidden = w.guild.create_text_channel(
+        "hidden", overwrites={w.guild.default_role: discord.PermissionOverwrite(view_channel=False), **admin_only})
+    staff = w.guild.create_text_channel(
+        "staff", overwrites={w.guild.default_role: discord.PermissionOverwrite(read_message_history=False), **admin_only})
+    await w.env.settle()
+    [secret] = await w.say(w.admin, "secret plans", channel=hidden)
+    await w.say(w.admin, "staff plans", channel=staff)
+    for channel in (hidden, staff):
+        await w.admin.slash(w.channel, "settings set", scope="channel", channel=channel, enabled=False)
+    # "Turned off in this channel" would tell her about a channel she cannot read (or even see).
+    by_link = await w.alice.slash(w.channel, "summarize", from_message=secret.jump_url)
+    by_option = await w.alice.slash(w.channel, "summarize", channel=staff)
+    assert reply_text(by_link) == NO_ACCESS and reply_text(by_option) == NO_ACCESS
+
+
+async def test_out_of_range_message_ids_get_a_friendly_answer(recap_world: World) -> None:
+    w = recap_world
+    await w.say(w.alice, "hello")
+    huge = str(2**64 - 1)  # 20 digits: looks like an id, but is no snowflake (Discord answers 400)
+    for value in (huge, f"https://discord.com/channels/{w.guild.id}/{huge}/{huge}",
+                  f"https://discord.com/channels/{w.guild.id}/{w.channel.id}/{'9' * 40}", "²" * 18):
+        result = await w.alice.slash(w.channel, "summarize", from_message=value)
+        assert result.ephemeral and "message link" in reply_text(result)
+        assert "reference `" not in reply_text(result)
+    assert not any(huge in e.path for e in w.env.http_requests)  # refused before asking Discord
+
+    # Whatever else Discord refuses about the id reads like any unknown message, never as an internal error.
+    w.env.inject_error("GET", f"/channels/{w.channel.id}/messages/*", status=400, code=50035, message="Invalid Form Body")
+    refused = await w.alice.slash(w.channel, "summarize", from_message="123456789012345678")
+    assert NO_ACCESS in reply_text(refused) and "reference `" not in reply_text(refused)
+    assert await last_summary(w) is None
+
+
+@pytest.mark.parametrize("recap_options", [{"settings": {"attachment_max_bytes": "5000000"}}])
+async def test_a_text_attachment_larger_than_storage_keeps_is_named_not_read(recap_world: World) -> None:
+    w = recap_world
+    big = b"log line\n" * 150_000  # 1.35 MB of text: within ATTACHMENT_MAX_BYTES, beyond what storage keeps
+    await w.alice.send(w.channel, "the whole server log", attachments=[("server.log", big)])
+    await w.say(w.alice, "see the log above")
+    result = await w.alice.slash(w.channel, "summarize")
+    notes = {f.name: f.value for e in summary_embeds(result) for f in e.fields}.get("Notes", "")
+    assert "server.log" in notes
+    rows = await w.db.reading(messages.last_messages, w.channel.id, 10)
+    assert {a.filename: a.text for r in rows for a in r.attachments} == {"server.log": None}
+
+
+async def test_summary_of_a_channel_with_the_same_readers_stays_public(recap_world: World) -> None:
+    w = recap_world
+    lounge = w.guild.create_text_channel("lounge")
+    await w.env.settle()
+    await w.say(w.alice, "lunch at noon?", channel=lounge)
+    await w.say(w.admin, "yes, tacos", channel=lounge)
+    result = await w.alice.slash(w.channel, "summarize", channel=lounge)
+    assert summary_embeds(result)[0].title == "Summary of #lounge"
+    assert not result.ephemeral

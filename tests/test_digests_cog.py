@@ -401,7 +401,9 @@ async def test_fall_back_runs_once(world: World) -> None:
 async def test_permission_change_between_runs_skips_and_tells_the_owner(world: World) -> None:
     staff = world.guild.create_role("Staff")
     me = world.env.bot.user
-    secret = world.guild.create_text_channel("staff", overwrites={world.guild.default_role: HIDE, staff: SHOW, me: SHOW})
+    # The owner can read the source, as /digest set requires (a run checks that too).
+    secret = world.guild.create_text_channel("staff", overwrites={world.guild.default_role: HIDE, staff: SHOW, me: SHOW,
+                                                                  world.admin: SHOW})
     target = world.guild.create_text_channel("staff-digest", overwrites={world.guild.default_role: HIDE, staff: SHOW, me: SHOW})
     record = await add_digest(world, secret, target)
     # Someone opens the target to everyone after the digest was set up.
@@ -420,7 +422,9 @@ async def test_permission_change_between_runs_skips_and_tells_the_owner(world: W
 async def test_owner_with_closed_dms_is_told_in_the_target_without_details(world: World) -> None:
     staff = world.guild.create_role("Staff")
     me = world.env.bot.user
-    secret = world.guild.create_text_channel("staff", overwrites={world.guild.default_role: HIDE, staff: SHOW, me: SHOW})
+    # The owner can read the source, as /digest set requires (a run checks that too).
+    secret = world.guild.create_text_channel("staff", overwrites={world.guild.default_role: HIDE, staff: SHOW, me: SHOW,
+                                                                  world.admin: SHOW})
     target = world.guild.create_text_channel("staff-digest", overwrites={world.guild.default_role: HIDE, staff: SHOW, me: SHOW})
     record = await add_digest(world, secret, target)
     world.env.backend.delete_overwrite(target.id, world.guild.id)  # the target is opened to everyone
@@ -472,3 +476,48 @@ async def test_a_digest_due_while_the_model_loads_waits_for_it(world: World) -> 
     await run_at(world, stored.next_run_at)
     posts = digest_posts(target)
     assert len(posts) == 1 and "2 messages" in posts[0].content
+
+
+async def test_owner_losing_read_access_skips_every_later_run(world: World) -> None:
+    staff = world.guild.create_role("Staff")
+    me = world.env.bot.user
+    source = world.guild.create_text_channel("staff", overwrites={world.guild.default_role: HIDE, staff: SHOW,
+                                                                  world.admin: SHOW, me: SHOW})
+    target = world.guild.create_text_channel("staff-digest", overwrites={world.guild.default_role: HIDE, staff: SHOW,
+                                                                         world.admin: SHOW, me: SHOW})
+    record = await add_digest(world, source, target)
+    # The owner loses the source and the target alike, so nobody who sees the target is exposed;
+    # the digest must still stop: it reads the source on the owner's behalf.
+    world.env.backend.set_overwrite(source.id, Overwrite(target_id=world.admin.id, type=OverwriteType.MEMBER, allow=0, deny=VIEW))
+    world.env.backend.set_overwrite(target.id, Overwrite(target_id=world.admin.id, type=OverwriteType.MEMBER, allow=0, deny=VIEW))
+    await world.env.settle()
+    await world.say(world.bob, "staff only news")  # said elsewhere; the window of the source is empty anyway
+    await run_at(world, record.next_run_at)
+    stored = await get(world, record.id)
+    assert stored.last_status.startswith("skipped:") and "set it up" in stored.last_status
+    assert digest_posts(target) == []
+
+
+async def test_owner_who_left_the_server_gets_no_more_digests_posted(world: World) -> None:
+    target = world.guild.create_text_channel("digests")
+    record = await add_digest(world, world.channel, target)
+    world.guild.remove_member(world.admin)
+    await world.env.settle()
+    await world.say(world.alice, "news after the owner left")
+    await run_at(world, record.next_run_at)
+    assert digest_posts(target) == []
+    assert (await get(world, record.id)).last_status.startswith("skipped:")
+
+
+async def test_digest_id_autocomplete_names_no_channel_the_member_cannot_see(world: World) -> None:
+    hidden = world.guild.create_text_channel("secret-plans", overwrites={world.guild.default_role: HIDE,
+                                                                         world.env.bot.user: SHOW})
+    target = world.guild.create_text_channel("digests")
+    await add_digest(world, hidden, target)
+    choices = await world.admin.autocomplete(world.channel, "digest remove", "id", "")
+    assert len(choices) == 1 and "secret-plans" not in choices[0]["name"]
+    try:
+        from_member = await world.alice.autocomplete(world.channel, "digest remove", "id", "")
+    except simcord.SetupError:
+        return  # hidden by default_permissions, as in Discord
+    assert from_member == []  # no Manage Server: no list at all

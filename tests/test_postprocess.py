@@ -107,3 +107,8 @@ def test_list_styles_get_normalized_bullets_and_lose_a_cut_last_line():
     out = clean("* Bob fixes the crash [2]\n1. Carol updates the changelog\n- Alice moves the rel", finished=False, listing=True)
     assert out.text == "- Bob fixes the crash\n- Carol updates the changelog"
     assert out.citations == [2]
+
+
+def test_numbered_items_after_a_bullet_are_renumbered_and_empty_items_dropped():
+    out = clean("- 1. Bob fixes the crash\n- 2.\n- 3) Carol updates the changelog", listing=True)
+    assert out.text == "- Bob fixes the crash\n- Carol updates the changelog"

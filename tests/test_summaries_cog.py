@@ -15,6 +15,10 @@ from cogs.summaries import followup_view
 from storage import SummaryRecord, open_database
 from storage import summaries as summary_store
 
+from simcord.backend.models.channel import Overwrite
+from simcord.enums import OverwriteType
+
+from cogs.utils.errors import NO_ACCESS
 from simcord_helpers import BOT_EXTENSIONS, World, recap_world, reply_text  # noqa: F401
 
 EXTENSIONS = (*BOT_EXTENSIONS, "cogs.summaries")
@@ -151,12 +155,12 @@ async def test_buttons_work_after_a_restart(recap_world: World) -> None:
         assert [r.length for r in rows][:1] == ["short"] and len(rows) == 2
 
 
-async def posted_summary(world: World, length: str = "medium") -> tuple[int, discord.Message]:
+async def posted_summary(world: World, length: str = "medium", private: bool = False) -> tuple[int, discord.Message]:
     """A stored summary of alice's real (stored) messages, posted with its buttons, without the model."""
     spoken = await world.say(world.alice, "Let's plan the launch for Monday.", "Who drafts the announcement?")
     record = SummaryRecord(
         guild_id=world.guild.id, channel_id=world.channel.id, requester_id=world.alice.id, text="Launch planning.",
-        length=length, style="paragraph", source_ids=[m.id for m in spoken],
+        length=length, style="paragraph", source_ids=[m.id for m in spoken], private=private,
     )
     summary_id = await world.db.writing(summary_store.insert_summary, record)
     channel = world.env.bot.get_channel(world.channel.id)
@@ -260,3 +264,49 @@ async def test_presses_share_the_summarize_cooldown(recap_world: World) -> None:
     pressed = await recap_world.alice.click(result.response.message, label="Shorter")
     assert pressed.ephemeral and "too often" in reply_text(pressed)
     assert len(await all_summaries(recap_world)) == 1
+
+
+def deny_history(world: World, channel, who_id: int) -> None:
+    deny = discord.Permissions(read_message_history=True).value
+    world.env.backend.set_overwrite(channel.id, Overwrite(target_id=who_id, type=OverwriteType.MEMBER, allow=0, deny=deny))
+
+
+async def test_a_private_summary_is_its_requesters_alone_even_for_a_manager(recap_world: World) -> None:
+    # Buttons of a private summary are only ever shown to its requester; a press by anyone else
+    # (a forged or leaked custom_id) learns nothing, not even who asked for it.
+    _, message = await posted_summary(recap_world, private=True)
+    pressed = await recap_world.admin.click(message, label="Action items")
+    text = reply_text(pressed)
+    assert pressed.ephemeral and "no longer exists" in text and str(recap_world.alice.id) not in text
+    assert len(await all_summaries(recap_world)) == 1
+
+
+async def test_a_press_checks_access_before_saying_the_channel_is_turned_off(recap_world: World) -> None:
+    world = recap_world
+    _, message = await posted_summary(world)
+    await world.admin.slash(world.channel, "settings set", scope="channel", enabled=False)
+    deny_history(world, world.channel, world.alice.id)
+    await world.env.settle()
+    pressed = await world.alice.click(message, label="Shorter")
+    assert pressed.ephemeral and reply_text(pressed) == NO_ACCESS
+
+
+async def test_summaries_needs_the_bot_to_read_the_channel_too(recap_world: World) -> None:
+    world = recap_world
+    await stored(world, 1)
+    deny_history(world, world.channel, world.env.bot.user.id)
+    await world.env.settle()
+    result = await world.bob.slash(world.channel, "summaries")
+    assert result.ephemeral and "whose history you can read" in reply_text(result)
+    assert "Summary number 0" not in reply_text(result)
+
+
+async def test_turning_a_page_rechecks_access(recap_world: World) -> None:
+    world = recap_world
+    await stored(world, 7)
+    listing = await world.bob.slash(world.channel, "summaries")
+    deny_history(world, world.channel, world.bob.id)  # bob loses access while the list is open
+    await world.env.settle()
+    page2 = await world.bob.click(listing.response.message, label="Next")
+    assert page2.ephemeral and "whose history you can read" in reply_text(page2)
+    assert "Summary number" not in reply_text(page2)

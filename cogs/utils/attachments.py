@@ -7,6 +7,8 @@ from pathlib import PurePath
 
 import discord
 
+from storage.messages import MAX_ATTACHMENT_TEXT_CHARS
+
 log = logging.getLogger(__name__)
 
 TEXT_EXTENSIONS = frozenset(
@@ -34,6 +36,9 @@ async def read_text_attachment(attachment: discord.Attachment, max_bytes: int) -
     """The text of a small text attachment, or ``None`` (named only) for anything else or any failure."""
     if not looks_like_text(attachment.filename, attachment.content_type):
         return None
+    # Never more than storage keeps (a decoded byte is at most one character): a larger text would make
+    # storing the whole message fail, whatever ATTACHMENT_MAX_BYTES says.
+    max_bytes = min(max_bytes, MAX_ATTACHMENT_TEXT_CHARS)
     if attachment.size > max_bytes:
         return None
     try:

@@ -9,6 +9,7 @@ and ``send_summary`` (the reply), and attach buttons through ``view_factory``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -25,6 +26,7 @@ from .errors import NO_ACCESS, AccessDenied, ChannelDisabled, NotReady, UserFaci
 from .progress import NO_PINGS, ProgressMessage
 from .reading import Conversation, Scope, read_conversation
 from .render import ReplyContext, build_summary_messages, progress_text
+from .visibility import find_leaks
 from .server_settings import load_settings, settings_channel_id  # noqa: F401  (re-exported for other cogs)
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ class SummaryJob:
     style: str | None = None
     private: bool | None = None
     generation: GenerationSettings | None = None  # overrides the channel's settings (follow-up Regenerate)
+    notes: tuple[str, ...] = ()  # shown under the summary (e.g. why it was sent privately)
 
 
 @dataclass
@@ -89,8 +92,26 @@ async def require_message(source: Any, message_id: int) -> None:
     """``from_message`` must name a message of the source; a wrong id gets the same answer as no access."""
     try:
         await source.fetch_message(message_id)
-    except (discord.NotFound, discord.Forbidden):
-        raise AccessDenied(NO_ACCESS) from None
+    except discord.HTTPException as exc:
+        if exc.status >= 500:  # Discord itself failed: an internal error, not an answer about the message
+            raise
+        raise AccessDenied(NO_ACCESS) from None  # 404, 403, or 400 for an id Discord won't take
+
+
+async def reply_would_leak(source: Any, destination: Any) -> bool:
+    """Would a public reply in ``destination`` show ``source``'s content to someone who can't read it?
+
+    Runs before the defer, so it is bounded: an answer that takes too long counts as a leak.
+    """
+    if destination is None or getattr(destination, "id", None) == getattr(source, "id", None):
+        return False
+    if isinstance(destination, discord.Thread) and destination.parent_id == getattr(source, "id", None):
+        # A thread's readers are a subset of its parent's, except private threads, which are stricter still.
+        return False
+    try:
+        return bool(await asyncio.wait_for(find_leaks(source, destination), timeout=1.5))
+    except (asyncio.TimeoutError, discord.HTTPException):
+        return True
 
 
 async def run_summary(
@@ -109,11 +130,15 @@ async def run_summary(
     if not bot.executor.ready:
         raise NotReady("I'm still starting up (loading the model). Try again in a minute.")
     resolved = await load_settings(bot, job.source)
+    # Access first: any other answer about a channel she can't read (e.g. "turned off") would reveal it.
+    # Checks that need no Discord request run before the defer, so their refusals stay ephemeral.
+    await require_readable(interaction.user, guild.me, job.source)
     if not resolved["enabled"]:
         raise ChannelDisabled("Summaries are turned off in this channel. A server manager can turn them on with `/settings set enabled:True`.")
     private = resolved["private_default"] if job.private is None else job.private
-    # Checks that need no Discord request run before the defer, so their refusals stay ephemeral.
-    await require_readable(interaction.user, guild.me, job.source)
+    if not private and await reply_would_leak(job.source, interaction.channel):
+        private = True
+        job.notes += ("Sent only to you: some people who can see this channel can't read the one summarized.",)
     bot.cooldowns.hit(interaction.user.id)
     try:
         with bot.guild_slots.slot(guild.id):
@@ -177,6 +202,7 @@ async def summarize_conversation(
         style=style,
         capped_at=conversation.capped_at,
         skipped_files=tuple(conversation.skipped_files),
+        notes=job.notes,
     )
     factory = view_factory or bot.summary_view_factory
     view = factory(outcome) if factory is not None and summary_id is not None else None

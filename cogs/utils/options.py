@@ -5,12 +5,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal
 
 import discord
 from discord import app_commands
 
 from .errors import AccessDenied, BadOption, NO_ACCESS
+from .render import neutralize_mentions
+
+# Option choices shared by /summarize, /settings and /digest (the engine's lengths and styles).
+LengthChoice = Literal["short", "medium", "long"]
+StyleChoice = Literal["paragraph", "bullets", "topics", "action_items", "key_messages"]
 
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 _SINCE = re.compile(r"^(\d{1,4})\s*(m|min|h|d|w)$")
@@ -18,6 +23,8 @@ MAX_SINCE = timedelta(days=90)
 SINCE_HELP = "Use a number and a unit, like `30m`, `2h`, `1d` or `1w`, or `yesterday`."
 
 _LINK = re.compile(r"^<?https?://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/channels/(\d+|@me)/(\d+)/(\d+)>?$")
+MAX_SNOWFLAKE = 2**63 - 1  # Discord answers 400 (not 404) for anything larger
+MESSAGE_REF_HELP = "`from_message` must be a message link (right-click a message → Copy Message Link) or a message id."
 
 
 @dataclass(frozen=True)
@@ -53,21 +60,27 @@ class MessageRef:
 def parse_message_ref(text: str, guild_id: int | None) -> MessageRef:
     """A message link or a bare message id. A link to another server is refused like an unreadable channel."""
     raw = text.strip()
-    if raw.isdigit() and 15 <= len(raw) <= 21:
-        return MessageRef(int(raw), None)
+    if raw.isdecimal() and 15 <= len(raw) <= 21:  # isdigit() would let "²" through to int()
+        return MessageRef(_snowflake(raw), None)
     match = _LINK.match(raw)
     if not match:
-        raise BadOption(
-            "`from_message` must be a message link (right-click a message → Copy Message Link) or a message id."
-        )
+        raise BadOption(MESSAGE_REF_HELP)
     link_guild, channel_id, message_id = match.groups()
     if link_guild == "@me" or guild_id is None or int(link_guild) != guild_id:
         raise AccessDenied(NO_ACCESS)
-    return MessageRef(int(message_id), int(channel_id))
+    return MessageRef(_snowflake(message_id), _snowflake(channel_id))
+
+
+def _snowflake(digits: str) -> int:
+    value = int(digits)
+    if not 0 < value <= MAX_SNOWFLAKE:
+        raise BadOption(MESSAGE_REF_HELP)
+    return value
 
 
 def _clip(text: str, limit: int = 40) -> str:
-    text = text.replace("`", "'")
+    """The member's own text, quoted back safely: short, no code-span breakouts, no mentions."""
+    text = neutralize_mentions(text.replace("`", "'"))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

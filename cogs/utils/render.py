@@ -27,13 +27,15 @@ EMBED_TOTAL_LIMIT = 6000  # summed over every embed of one message
 ZWSP = "\u200b"
 _MASS_MENTION = re.compile(r"@(everyone|here)")
 _ROLE_MENTION = re.compile(r"<@&(\d+)>")
+_USER_MENTION = re.compile(r"<@(!?\d+)>")
 EMBED_COLOUR = discord.Colour.blurple()
 
 
 def neutralize_mentions(text: str) -> str:
-    """Break ``@everyone``, ``@here`` and role mentions so they can never ping, even if copied."""
+    """Break ``@everyone``, ``@here``, role and user mentions so they can never ping, even if copied."""
     text = _MASS_MENTION.sub(lambda m: f"@{ZWSP}{m.group(1)}", text)
-    return _ROLE_MENTION.sub(lambda m: f"<@{ZWSP}&{m.group(1)}>", text)
+    text = _ROLE_MENTION.sub(lambda m: f"<@{ZWSP}&{m.group(1)}>", text)
+    return _USER_MENTION.sub(lambda m: f"<@{ZWSP}{m.group(1)}>", text)
 
 
 def jump_url(guild_id: int | None, channel_id: int, message_id: int) -> str:
@@ -139,6 +141,7 @@ class ReplyContext:
     style: str
     capped_at: int | None = None  # max_messages cut the window to this many
     skipped_files: tuple[str, ...] = ()  # attachments named but not read
+    notes: tuple[str, ...] = ()  # anything else the reader should know (e.g. sent privately, and why)
 
 
 def _footer(summary: SummaryLike, ctx: ReplyContext) -> str:
@@ -172,13 +175,13 @@ def _range_links(summary: SummaryLike, ctx: ReplyContext) -> str:
 
 
 def _notes(summary: SummaryLike, ctx: ReplyContext) -> list[str]:
-    notes: list[str] = []
+    notes: list[str] = list(ctx.notes)
     if ctx.capped_at is not None:
         notes.append(f"Only the latest {ctx.capped_at:,} messages were read (this server's max_messages limit).")
     if summary.truncated:
         notes.append("The conversation was too long for the model, so the oldest part was cut.")
     if ctx.skipped_files:
-        names = ", ".join(ctx.skipped_files[:10]) + ("…" if len(ctx.skipped_files) > 10 else "")
+        names = ", ".join(neutralize_mentions(name) for name in ctx.skipped_files[:10]) + ("…" if len(ctx.skipped_files) > 10 else "")
         notes.append(f"Attachments named but not read: {names}")
     return notes
 
@@ -190,7 +193,7 @@ def _fields(name: str, lines: list[str]) -> list[tuple[str, str]]:
 
 def build_summary_embeds(summary: SummaryLike, ctx: ReplyContext) -> list[discord.Embed]:
     """All embeds of one summary, each within Discord's per-embed limits, in reading order."""
-    title = truncate(f"Summary of #{ctx.channel_name}", TITLE_LIMIT)
+    title = truncate(f"Summary of #{neutralize_mentions(ctx.channel_name)}", TITLE_LIMIT)  # thread names are free text
     text = neutralize_mentions(summary.text.strip() or "(empty summary)")
     embeds: list[discord.Embed] = []
     for i, chunk in enumerate(split_text(text, DESCRIPTION_LIMIT)):

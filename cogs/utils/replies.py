@@ -17,8 +17,10 @@ from discord import app_commands
 
 from bot.generation import GenerationError, Overloaded
 from storage import StorageError
+from storage.errors import MigrationError, SchemaTooNew
 
 from .errors import TryLater, UserFacingError
+from .render import neutralize_mentions
 
 log = logging.getLogger(__name__)
 NO_PINGS = discord.AllowedMentions.none()
@@ -44,7 +46,7 @@ def describe_error(error: BaseException) -> ErrorReply:
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
     if isinstance(error, app_commands.TransformerError):
-        return ErrorReply(f"`{error.value}` is not a valid value for that option.")
+        return ErrorReply(f"`{_clip(str(error.value))}` is not a valid value for that option.")
     if isinstance(error, TryLater):
         return ErrorReply(error.message)
     if isinstance(error, UserFacingError):
@@ -63,13 +65,26 @@ def describe_error(error: BaseException) -> ErrorReply:
         return ErrorReply(f"{error.user_message} Try again in {_retry(error.retry_after)}.")
     if isinstance(error, GenerationError):
         return ErrorReply(error.user_message)
-    if isinstance(error, StorageError):
+    if isinstance(error, StorageError) and _meant_for_users(error):
         return ErrorReply(str(error))
     if isinstance(error, discord.Forbidden):
         return ErrorReply("Discord didn't let me do that here: I'm missing a permission in this channel.")
     reference = secrets.token_hex(4)
     log.error("internal error %s", reference, exc_info=(type(error), error, error.__traceback__))
+    if isinstance(error, StorageError):
+        return ErrorReply(f"My database couldn't do that just now. Try again in a moment; if it keeps happening, "
+                          f"tell the bot's admin: reference `{reference}`.", reference)
     return ErrorReply(f"Something went wrong on my side. If it keeps happening, tell the bot's admin: reference `{reference}`.", reference)
+
+
+def _meant_for_users(error: StorageError) -> bool:
+    """Refusals (bad setting, digest limit) are; wrapped SQLite failures and schema problems carry internals."""
+    return error.__cause__ is None and not isinstance(error, (MigrationError, SchemaTooNew))
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    text = neutralize_mentions(text.replace("`", "'"))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 async def send_error(interaction: discord.Interaction, reply: ErrorReply) -> None:

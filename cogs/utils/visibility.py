@@ -61,7 +61,7 @@ def _member_overwrite_ids(channels: Iterable[Any]) -> set[int]:
     return members
 
 
-async def _resolve_member(guild: discord.Guild, member_id: int) -> discord.Member | None:
+async def resolve_member(guild: discord.Guild, member_id: int) -> discord.Member | None:
     member = guild.get_member(member_id)
     if member is not None:
         return member
@@ -90,7 +90,7 @@ async def find_leaks(source: Any, target: Any) -> list[Exposed]:
     member_ids = _member_overwrite_ids((source, target))
     candidates: list[discord.Member] = []
     for member_id in sorted(member_ids):
-        member = await _resolve_member(guild, member_id)
+        member = await resolve_member(guild, member_id)
         if member is not None:
             candidates.append(member)
     candidates.extend(guild.members[:MAX_MEMBERS_CHECKED])
