@@ -215,6 +215,7 @@ class StoredSummaryView:
     truncated: bool
     model: str
     settings: GenerationSettings | None
+    source_ids: list[int]
 
     @classmethod
     def of(cls, record: SummaryRecord) -> "StoredSummaryView":
@@ -235,6 +236,7 @@ class StoredSummaryView:
             truncated=bool(data.get("truncated", False)),
             model=str(data.get("model", "unknown model")),
             settings=settings,
+            source_ids=list(record.source_ids),
         )
 
 

@@ -68,7 +68,7 @@ async def test_values_keep_their_types(db) -> None:
         ("default_window", True, "1 to 1000"),
         ("max_messages", 0, "1 to 5000"),
         ("length", "huge", "short, medium, long"),
-        ("style", "poem", "paragraph, bullets, topics, action_items"),
+        ("style", "poem", "paragraph, bullets, topics, action_items, key_messages"),
         ("sampling", "maybe", "true or false"),
         ("retention_days", 3651, "0 to 3650"),
     ],
