@@ -1,7 +1,7 @@
 """Throughput of the executor (dynamic batching) against plain one-at-a-time ``model.generate``.
 
 Usage:
-  python bench/executor.py [--model embedded|PATH] [--requests 16] [--max-new-tokens 64] [--device auto]
+  python bench/executor.py [--model embedded|PATH] [--requests 16] [--max-new-tokens N] [--device auto]
                            [--max-batch-size 8] [--make-random-model llama-1b|llama-small]
 
 In one process, on one loaded model, with the same greedy settings: N chat-summary
@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bot.executor import Executor  # noqa: E402
 from bot.generation import GenerationRequest, GenerationResult, GenerationSettings, Prompt  # noqa: E402
 from bot.models import ModelBackend, load_backend, save_tiny_model  # noqa: E402
+from bot.prompts import LENGTHS  # noqa: E402
 
 RANDOM_SHAPES: dict[str, dict[str, Any]] = {
     "llama-1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
@@ -152,7 +153,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     ap.add_argument("--model", default="embedded", help="embedded, a local model directory, or a hub id")
     ap.add_argument("--requests", type=int, default=16)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument(
+        "--max-new-tokens", type=int, default=LENGTHS["medium"].max_new_tokens,
+        help="tokens generated per request (default: the medium length preset, what /summarize uses by default)",
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--max-batch-size", type=int, default=8, help="executor batch size (8 measured faster than 16 on a 2-core CPU)")
