@@ -180,7 +180,7 @@ def run_demo(settings: Settings) -> int:
     except ExportError as exc:  # only a broken install gets here
         print(f"error: the bundled sample conversation can't be read: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    return summarize_and_print(conversation, settings, "medium", "bullets", generation_for("medium"), as_json=False)
+    return summarize_and_print(conversation, settings, "medium", "paragraph", generation_for("medium"), as_json=False)
 
 
 def summarize_and_print(
