@@ -17,6 +17,8 @@ Keys are ``start_world``'s keywords; ``settings`` are raw strings by ``Settings`
 
 from __future__ import annotations
 
+import asyncio
+
 import functools
 import hashlib
 import inspect
@@ -233,3 +235,33 @@ def database_bytes(world: World) -> bytes:
     """Every byte of the database files (main file, WAL), to prove erased text is really gone."""
     path = Path(world.bot.settings.database_path)
     return b"".join(p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+
+
+def declare_model_waits(world: "World") -> None:
+    """The executor answers from its worker thread; tell SimCord that wait is intentional, not a hang."""
+    executor = world.bot.executor
+    if getattr(executor.submit, "declared", False):
+        return
+    submit = executor.submit
+
+    async def submit_as_external_wait(request):
+        return await world.env.external_wait(submit(request), reason="generation on the executor's worker thread")
+
+    submit_as_external_wait.declared = True  # type: ignore[attr-defined]
+    executor.submit = submit_as_external_wait
+
+
+async def until(world: "World", condition, timeout: float = 180.0) -> None:
+    """Let the bot work (including generation on the worker thread) until ``condition()`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        await world.env.settle()
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"the bot did not finish in time; errors: {world.env.errors}")
+        await asyncio.sleep(0.05)

@@ -23,7 +23,7 @@ from storage import digests as store
 from storage import summaries as summary_store
 from storage.digests import DigestRecord
 
-from simcord_helpers import World, recap_world  # noqa: F401
+from simcord_helpers import World, declare_model_waits, recap_world, until  # noqa: F401
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -39,31 +39,8 @@ def recap_options() -> dict:
     return {"extensions": ("cogs.errors", "cogs.digests", "cogs.summaries")}
 
 
-def declare_model_waits(world: World) -> None:
-    """The executor answers from its worker thread; tell SimCord that wait is intentional, not a hang."""
-    executor = world.bot.executor
-    submit = executor.submit
-
-    async def submit_as_external_wait(request):
-        return await world.env.external_wait(submit(request), reason="generation on the executor's worker thread")
-
-    executor.submit = submit_as_external_wait
 
 
-async def until(world: World, condition, timeout: float = 180.0) -> None:
-    """Let the bot work (including generation on the worker thread) until ``condition()`` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        await world.env.settle()
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"the bot did not finish in time; errors: {world.env.errors}")
-        await asyncio.sleep(0.05)
 
 
 def generation_idle(world: World):

@@ -19,7 +19,7 @@ from simcord.backend.models.channel import Overwrite
 from simcord.enums import OverwriteType
 
 from cogs.utils.errors import NO_ACCESS
-from simcord_helpers import BOT_EXTENSIONS, World, recap_world, reply_text  # noqa: F401
+from simcord_helpers import BOT_EXTENSIONS, World, declare_model_waits, recap_world, reply_text, until  # noqa: F401
 
 EXTENSIONS = (*BOT_EXTENSIONS, "cogs.summaries")
 UTC = timezone.utc
@@ -30,34 +30,8 @@ def recap_options() -> dict:
     return {"extensions": EXTENSIONS}
 
 
-def declare_model_waits(world: World) -> None:
-    """The executor answers from its worker thread; tell SimCord that wait is intentional, not a hang."""
-    executor = world.bot.executor
-    if getattr(executor.submit, "declared", False):
-        return
-    submit = executor.submit
-
-    async def submit_as_external_wait(request):
-        return await world.env.external_wait(submit(request), reason="generation on the executor's worker thread")
-
-    submit_as_external_wait.declared = True  # type: ignore[attr-defined]
-    executor.submit = submit_as_external_wait
 
 
-async def until(world: World, condition, timeout: float = 180.0) -> None:
-    """Let the bot work (including generation on the worker thread) until ``condition()`` holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        await world.env.settle()
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError("the bot did not finish in time")
-        await asyncio.sleep(0.05)
 
 
 def generation_idle(world: World):
