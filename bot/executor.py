@@ -239,6 +239,10 @@ class Executor:
     async def count_tokens(self, text: str) -> int:
         return await self._on_tokenizer_thread(self.backend.count_tokens, text)
 
+    async def prompt_tokens(self, prompt: Prompt) -> int:
+        """Tokens of ``prompt`` as the model will see it (chat template included), off the event loop."""
+        return await self._on_tokenizer_thread(self.backend.prompt_tokens, prompt)
+
     async def submit(self, request: GenerationRequest) -> GenerationResult:
         """Generate for one request. Raises ``Overloaded`` at once when the queue is full, or another
         ``GenerationError``: ``InvalidRequest``, ``RequestTimeout``, ``OutOfMemory``, ``EngineDead``, ``ExecutorClosed``."""

@@ -59,6 +59,8 @@ class Executor(Protocol):
 
     async def count_tokens(self, text: str) -> int: ...
 
+    async def prompt_tokens(self, prompt: Prompt) -> int: ...
+
 
 @dataclass(frozen=True)
 class SummaryOptions:
@@ -206,8 +208,8 @@ class _Run:
 
     # ---- generation with checks ----
 
-    def _overhead(self, prompt: Prompt) -> int:
-        return int(self.executor.backend.prompt_tokens(prompt)) + PROMPT_MARGIN
+    async def _overhead(self, prompt: Prompt) -> int:
+        return int(await self.executor.prompt_tokens(prompt)) + PROMPT_MARGIN
 
     async def _generate(self, prompt: Prompt, settings: GenerationSettings, transcript: Transcript, *,
                         echo_source: str | None, listing: bool, keep_markers: bool) -> postprocess.Cleaned:
@@ -245,7 +247,7 @@ class _Run:
         backend = self.executor.backend
         context = int(backend.context_window)
         empty_final = summary_prompt("", transcript.participants, length, style, n_lines)
-        room = context - self.settings.max_new_tokens - self._overhead(empty_final)
+        room = context - self.settings.max_new_tokens - await self._overhead(empty_final)
         notes: list[str] = []
         if sum(counts) <= min(room, self.owner.max_chunk_tokens):
             await self._report("summarizing", 0, 1)
@@ -269,7 +271,7 @@ class _Run:
         backend = self.executor.backend
         context = int(backend.context_window)
         notes_settings = self.settings.with_(max_new_tokens=max(32, min(192, context // 6)))
-        overhead = self._overhead(notes_prompt("", transcript.participants))
+        overhead = await self._overhead(notes_prompt("", transcript.participants))
         limit = min(self.owner.max_chunk_tokens, context - notes_settings.max_new_tokens - overhead)
         if limit < 32:
             raise _user_error(InvalidRequest, f"The model's context ({context} tokens) is too small to summarize in parts.")
@@ -308,7 +310,7 @@ class _Run:
         while True:
             round_no += 1
             counts = list(await asyncio.gather(*(self.executor.count_tokens(f"Part 99: {n}") for n in notes)))
-            final_overhead = self._overhead(combine_prompt([], transcript.participants, length, style, n_lines, final=True))
+            final_overhead = await self._overhead(combine_prompt([], transcript.participants, length, style, n_lines, final=True))
             if sum(counts) <= context - self.settings.max_new_tokens - final_overhead:
                 await self._report("combining", 0, 1)
                 final = await self._generate(
@@ -316,7 +318,7 @@ class _Run:
                     self.settings, transcript, echo_source=None, listing=style in LISTING_STYLES, keep_markers=True)
                 await self._report("combining", 1, 1)
                 return final
-            merge_overhead = self._overhead(combine_prompt([], transcript.participants, length, style, n_lines, final=False))
+            merge_overhead = await self._overhead(combine_prompt([], transcript.participants, length, style, n_lines, final=False))
             limit = min(self.owner.max_chunk_tokens, context - merge_settings.max_new_tokens - merge_overhead)
             groups = chunking.group_for_combine(counts, limit)
             if len(groups) >= len(notes):
