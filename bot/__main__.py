@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "run": ("bot.runner", "run the Discord bot"),
     "summarize": ("bot.cli_summarize", "summarize a DiscordChatExporter JSON export or a plain transcript"),
     "eval": ("bot.cli_eval", "score the summarizer with ROUGE on a dialogue data set"),
+    "finetune": ("bot.cli_finetune", "fine-tune the model (LoRA) on dialogue/summary pairs, then score base vs tuned"),
     "db": ("bot.cli_db", "database maintenance: migrate, stats, vacuum"),
 }
 

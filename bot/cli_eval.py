@@ -15,7 +15,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TextIO
 
 from .cli_summarize import (
     EXIT_FAILED,
@@ -31,7 +31,7 @@ from .evaluation import EvalDataError, EvalRecord, RougeScorer, absent_names, le
 from .exports import ExportError, parse_transcript
 from .generation import GenerationError, GenerationSettings, InvalidRequest, Overloaded
 from .models import ModelLoadError
-from .prompts import LENGTHS, STYLES
+from .prompts import LENGTHS, STYLES, generation_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N records")
     parser.add_argument("--json", action="store_true", help="end the output with one JSON line of the results")
     parser.add_argument("--length", choices=list(LENGTHS), default="short", help="summary length (default: short)")
-    parser.add_argument("--style", choices=list(STYLES), default="paragraph", help="summary style (default: paragraph)")
+    parser.add_argument("--style", choices=[*STYLES, "all"], default="paragraph",
+                        help="summary style, or `all` for one row per style (default: paragraph)")
     add_model_arguments(parser)
 
 
@@ -61,7 +62,7 @@ def concurrency_for(settings: Settings) -> int:
 
 async def summarize_all(
     dialogues: list[list[ChatMessage]], settings: Settings, length: str, style: str, generation: GenerationSettings,
-    progress_every: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> EvalRun:
     """Summarize every dialogue concurrently through one executor; failures become empty predictions."""
     from .executor import Executor  # the model stack loads only when asked
@@ -90,8 +91,8 @@ async def summarize_all(
                 else:
                     failures.append("the executor stayed overloaded")
             done += 1
-            if progress_every and (done % progress_every == 0 or done == len(dialogues)):
-                print(f"summarized {done}/{len(dialogues)}", file=sys.stderr, flush=True)
+            if progress is not None:
+                progress(done, len(dialogues))
             return text
 
         started = time.perf_counter()
@@ -130,19 +131,75 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+class EvalProgress:
+    """``summarized 12/200 [###.....] 0.8/s ETA 0:03:40`` on stderr: one updating line on a terminal,
+    a line per tenth otherwise."""
+
+    def __init__(self, label: str = "", stream: TextIO | None = None) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.tty and done % max(1, total // 10) and done != total:
+            return
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        rate = done / elapsed
+        eta = int((total - done) / rate) if rate else 0
+        filled = 24 * done // max(total, 1)
+        line = (f"{self.label}summarized {done}/{total} [{'#' * filled}{'.' * (24 - filled)}] {rate:.2f}/s "
+                f"ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}")
+        self.stream.write(("\r" + line + ("\n" if done == total else "")) if self.tty else line + "\n")
+        self.stream.flush()
+
+
+def evaluate(records: list[EvalRecord], settings: Settings, length: str, style: str,
+             generation: GenerationSettings | None = None, label: str = "") -> dict[str, Any]:
+    """Summarize and score ``records``; raises ``ExportError``, ``ModelLoadError``, ``GenerationError``."""
+    dialogues = [parse_transcript(r.dialogue, f"record on line {r.line}").messages for r in records]
+    generation = generation or generation_for(length)
+    run = asyncio.run(summarize_all(dialogues, settings, length, style, generation, progress=EvalProgress(label)))
+    results = score(records, run.predictions)
+    results["dialogues_per_s"] = round(len(records) / run.seconds, 3) if run.seconds > 0 else 0.0
+    results["failed"] = run.failed
+    results["model"] = run.model
+    results["style"] = style
+    return results
+
+
+def format_styles(rows: list[dict[str, Any]]) -> str:
+    """One row per style, baselines once."""
+    lines = [f"{'':<14}{'ROUGE-1':>9}{'ROUGE-2':>9}{'ROUGE-L':>9}{'absent':>8}{'failed':>8}"]
+    for row in rows:
+        s = row["pipeline"]
+        lines.append(f"{row['style']:<14}{s['rouge1']:>9.2f}{s['rouge2']:>9.2f}{s['rougeL']:>9.2f}"
+                     f"{row['absent_names']:>8}{row['failed']:>8}")
+    for label, key in (("lead-2", "lead2"), ("lead-3", "lead3")):
+        s = rows[0][key]
+        lines.append(f"{label:<14}{s['rouge1']:>9.2f}{s['rouge2']:>9.2f}{s['rougeL']:>9.2f}")
+    lines.append("")
+    lines.append(f"dialogues: {rows[0]['n']}   model: {rows[0]['model']}")
+    return "\n".join(lines)
+
+
 def main(args: argparse.Namespace, settings: Settings) -> int:
     try:
         records = load_records(args.data, args.limit)
-        dialogues = [parse_transcript(r.dialogue, f"{args.data}: record on line {r.line}").messages for r in records]
+        for r in records:  # fail on a bad dialogue before the model loads
+            parse_transcript(r.dialogue, f"{args.data}: record on line {r.line}")
         settings = apply_model_overrides(settings, args)
         generation = generation_from_args(args, args.length)
     except (EvalDataError, ExportError, ConfigError, InvalidRequest) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    styles = list(STYLES) if args.style == "all" else [args.style]
     print(f"Loading model {settings.model} and summarizing {len(records)} dialogues...", file=sys.stderr)
+    rows = []
     try:
-        run = asyncio.run(summarize_all(dialogues, settings, args.length, args.style, generation,
-                                        progress_every=max(1, len(records) // 10)))
+        for style in styles:
+            rows.append(evaluate(records, settings, args.length, style, generation,
+                                 label=f"{style}: " if len(styles) > 1 else ""))
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -152,12 +209,11 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         print("stopped.", file=sys.stderr)
         return 130
-    results = score(records, run.predictions)
-    results["dialogues_per_s"] = round(len(records) / run.seconds, 3) if run.seconds > 0 else 0.0
-    results["failed"] = run.failed
-    results["model"] = run.model
-    print(format_table(results))
+    print(format_table(rows[0]) if len(rows) == 1 else format_styles(rows))
     if args.json:
         keys = ("pipeline", "lead2", "lead3", "dialogues_per_s", "n", "absent_names", "failed", "model")
-        print(json.dumps({k: results[k] for k in keys}, ensure_ascii=False))
+        if len(rows) == 1:
+            print(json.dumps({k: rows[0][k] for k in keys}, ensure_ascii=False))
+        else:
+            print(json.dumps({row["style"]: {k: row[k] for k in keys} for row in rows}, ensure_ascii=False))
     return 0

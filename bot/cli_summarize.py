@@ -46,6 +46,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and generation (default: the settings / the length preset)")
     group.add_argument("--model", help="`embedded`, a Hugging Face hub id, or a local directory (overrides MODEL)")
     group.add_argument("--model-file", help="GGUF file inside the model directory or repo (overrides MODEL_FILE)")
+    group.add_argument("--adapter", help="fine-tuned adapter directory, `none` or `auto` (overrides MODEL_ADAPTER)")
     group.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (overrides DEVICE)")
     group.add_argument("--max-new-tokens", type=int, help="most tokens generated (default: set by --length)")
     group.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (with --sample)")
@@ -75,6 +76,8 @@ def apply_model_overrides(settings: Settings, args: argparse.Namespace) -> Setti
         changes["model_file"] = FIELDS["model_file"].parse("--model-file", args.model_file)
     if args.device is not None:
         changes["device"] = FIELDS["device"].parse("--device", args.device)
+    if getattr(args, "adapter", None) is not None:
+        changes["model_adapter"] = FIELDS["model_adapter"].parse("--adapter", args.adapter)
     return dataclasses.replace(settings, **changes) if changes else settings
 
 

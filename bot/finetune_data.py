@@ -1,0 +1,144 @@
+"""Training examples for ``finetune``: dialogue/summary pairs turned into exactly what serving sees.
+
+Each record goes through the bot's own path: ``parse_transcript`` ->
+``build_transcript`` -> ``summary_prompt`` (or ``notes_prompt``) -> the
+backend's ``render``. Only the answer differs from serving: it is the
+reference summary, not a generation. DialogSum's ``#Person1#`` tags are
+replaced by names (consistent within a record, varied across records,
+seeded), so the model learns to name people the way a chat shows them.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from .evaluation import EvalRecord
+from .exports import ExportError, parse_transcript
+from .prompts import LENGTHS, notes_prompt, summary_prompt, target_words
+from .transcript import Transcript, build_transcript, content_words
+
+# Given names from many languages, for the #PersonN# tags. Short and unambiguous as words.
+NAMES = tuple(
+    """Amara Ben Chloe Dmitri Elena Farid Grace Hiro Ines Jamal Keiko Liam Maya Noah Olga Pedro Quinn Rosa Sami Tara
+    Umar Vera Wei Ximena Yusuf Zoe Aisha Bruno Carmen Diego Emma Felix Gita Hugo Ivy Jonas Kofi Lena Marco Nadia
+    Oscar Priya Rafael Sofia Tomas Uma Victor Wanda Yara Zane Anya Boris Clara Dev Eliza Finn Hana Igor Julia Kai
+    Lucia Mateo Nora Omar Paula Ravi Sana Theo Ana Bilal Daria Eric Fatima Goran Helen Ali Jin Karin Leo Mira Nils
+    Ola Pablo Rina Sven Tiago Ulla Vik Wren Yosef Zara Arjun Bea Cyrus Dana Emil Freya Gus Hilde Ibrahim Jade""".split()
+)
+TAG_RE = re.compile(r"#([A-Za-z]+\d*)#")
+# A sentence ends at . ! ? before a capital, except after a title ("Mr. Smith").
+_SENTENCE_SPLIT = re.compile(
+    r"(?<!\bMr\.)(?<!\bMrs\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bSt\.)(?<!\bJr\.)(?<!\bSr\.)(?<!\bProf\.)"
+    r"(?<=[.!?])\s+(?=[A-Z0-9#\"'])"
+)
+_CITE_MIN_SHARED = 2  # content words a sentence must share with a message to cite it
+
+# What share of the records is also used for the other honest variants (each record once per variant).
+BULLETS_SHARE = 0.15  # bullets made from the reference's sentences (only for references of 2+ sentences)
+NOTES_SHARE = 0.10  # the map stage's notes prompt, answered with the reference
+
+
+class FinetuneDataError(ValueError):
+    """The training data can't be used. The message names the file and line."""
+
+
+@dataclass(frozen=True)
+class TextExample:
+    """One training pair as text: the rendered prompt's parts and the answer the model should write."""
+
+    line: int  # record line in the data file
+    kind: str  # "paragraph", "bullets" or "notes"
+    length: str
+    prompt_system: str
+    prompt_user: str
+    answer: str
+
+
+def name_map(dialogue: str, summary: str, rng: random.Random) -> dict[str, str]:
+    """``#Person1#`` -> a name, distinct within the record and absent from its text."""
+    tags = list(dict.fromkeys(TAG_RE.findall(dialogue) + TAG_RE.findall(summary)))
+    text_words = {w.lower() for w in re.findall(r"[A-Za-z]+", TAG_RE.sub(" ", dialogue + " " + summary))}
+    pool = [n for n in NAMES if n.lower() not in text_words]
+    chosen = rng.sample(pool, k=min(len(tags), len(pool)))
+    return {f"#{tag}#": name for tag, name in zip(tags, chosen)}
+
+
+def substitute(text: str, names: dict[str, str]) -> str:
+    return TAG_RE.sub(lambda m: names.get(m.group(0), m.group(0)), text)
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_SPLIT.split(text.strip()) if s.strip()]
+
+
+def cite(summary_sentences: list[str], transcript: Transcript) -> list[str]:
+    """Each sentence with ``[n]`` of the message it shares most content words with (at least two),
+    the citation style the prompt asks for; sentences with no clear source stay uncited."""
+    line_words = [set(content_words(line.body)) for line in transcript.lines]
+    out = []
+    for sentence in summary_sentences:
+        wanted = set(content_words(sentence))
+        best, best_shared = 0, _CITE_MIN_SHARED - 1
+        for index, have in enumerate(line_words, 1):
+            shared = len(wanted & have)
+            if shared > best_shared:
+                best, best_shared = index, shared
+        if best:
+            match = re.search(r"[.!?]+[\"')]*$", sentence)
+            cut = match.start() if match else len(sentence)
+            sentence = f"{sentence[:cut]} [{best}]{sentence[cut:]}"
+        out.append(sentence)
+    return out
+
+
+def length_for(summary: str, line_count: int) -> str:
+    """The smallest preset whose word target holds the reference, so the instruction tells the truth."""
+    words = len(summary.split())
+    for name in LENGTHS:
+        if words <= target_words(name, line_count):
+            return name
+    return list(LENGTHS)[-1]
+
+
+def examples_for(record: EvalRecord, seed: int) -> list[TextExample]:
+    """The training pairs one record yields: always a paragraph; sometimes bullets and notes.
+
+    The serving prompt's written answer start ("A and B discuss") is left out: it steers the base
+    model, but references do not start that way. An adapter records this (``ADAPTER_META``) and
+    the summarizer then writes no answer start for it."""
+    rng = random.Random(f"{seed}:{record.line}")
+    reference = record.references[0]
+    names = name_map(record.dialogue, reference, rng)
+    dialogue, summary = substitute(record.dialogue, names), substitute(reference, names)
+    try:
+        messages = parse_transcript(dialogue, f"record on line {record.line}").messages
+    except ExportError as exc:
+        raise FinetuneDataError(str(exc)) from None
+    transcript = build_transcript(messages)
+    if not transcript.lines:
+        raise FinetuneDataError(f"line {record.line}: the dialogue has no messages")
+    text, n = transcript.render(), len(transcript.lines)
+    parts = cite(sentences(summary), transcript)
+    out: list[TextExample] = []
+
+    def add(kind: str, length: str, prompt, answer: str) -> None:  # noqa: ANN001 - a Prompt
+        out.append(TextExample(record.line, kind, length, prompt.system, prompt.user, answer))
+
+    length = length_for(summary, n)
+    add("paragraph", length, summary_prompt(text, transcript.participants, length, "paragraph", n), " ".join(parts))
+    if len(parts) >= 2 and rng.random() < BULLETS_SHARE:
+        bullets = "\n".join(f"- {p}" for p in parts)
+        add("bullets", length, summary_prompt(text, transcript.participants, length, "bullets", n), bullets)
+    if rng.random() < NOTES_SHARE:
+        add("notes", "notes", notes_prompt(text, transcript.participants), " ".join(parts))
+    return out
+
+
+def build_examples(records: Iterable[EvalRecord], seed: int) -> list[TextExample]:
+    out: list[TextExample] = []
+    for record in records:
+        out.extend(examples_for(record, seed))
+    return out

@@ -1,0 +1,340 @@
+"""Fine-tuning: training data built by the serving code, LoRA training through peft on tiny models,
+exact resume, adapters merged at load, and ``python -m bot finetune`` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.evaluation import EvalRecord
+from bot.exports import parse_transcript
+from bot.finetune import IGNORE, Interrupted, TrainConfig, Trainer, epoch_batches, tokenize
+from bot.finetune_data import build_examples, cite, examples_for, length_for, name_map, sentences
+from bot.generation import GenerationSettings, Prompt
+from bot.models import ADAPTER_META, EMBEDDED_ADAPTER_DIR, ModelLoadError, load_backend, resolve_adapter
+from bot.prompts import summary_prompt
+from bot.transcript import build_transcript
+from fixtures.lowercase_model import lowercase_model
+
+ROOT = Path(__file__).parents[1]
+
+# Written for these tests, in DialogSum's shape.
+RECORDS = [
+    {"dialogue": "#Person1#: Did you book the train tickets for Saturday?\n#Person2#: Not yet, the website was down.\n"
+                 "#Person1#: Then I'll call the station this afternoon.\n#Person2#: Thanks, get two window seats.",
+     "summary": "#Person2# hasn't booked the train tickets because the website was down. #Person1# will call the station."},
+    {"dialogue": "#Person1#: The printer on floor two is jammed again.\n#Person2#: I'll ask facilities to replace the roller.\n"
+                 "#Person1#: Please do, it jams every morning.",
+     "summary": "#Person1# reports the jammed printer and #Person2# will ask facilities to replace the roller."},
+    {"dialogue": "#Person1#: What time does the pool open?\n#Person2#: At seven, but lanes are reserved until eight.\n"
+                 "#Person1#: I'll come at eight then.",
+     "summary": "#Person1# will come to the pool at eight because lanes are reserved until then."},
+    {"dialogue": "#Person1#: Mr. Lee asked for the budget by Friday.\n#Person2#: I can draft it tomorrow morning.\n"
+                 "#Person1#: Great, send it to me first.\n#Person2#: Will do.",
+     "summary": "#Person2# will draft the budget Mr. Lee asked for and send it to #Person1# first."},
+]
+
+
+def records(n: int = len(RECORDS)) -> list[EvalRecord]:
+    return [EvalRecord(i + 1, r["dialogue"], (r["summary"],)) for i, r in enumerate(RECORDS[:n])]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, str]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def words_model(tiny_causal_dir: Path) -> Path:
+    return lowercase_model(tiny_causal_dir)
+
+
+def fast_config(**kw) -> TrainConfig:  # noqa: ANN003
+    base = dict(rank=4, lr=5e-3, batch_size=2, seed=1, max_steps=4, checkpoint_every=2, max_tokens=2048)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def test_names_replace_tags_consistently_and_vary_with_the_record() -> None:
+    first = examples_for(records(1)[0], seed=3)[0]
+    assert "#Person" not in first.prompt_user and "#Person" not in first.answer
+    names = name_map(RECORDS[0]["dialogue"], RECORDS[0]["summary"], random.Random("3:1"))
+    assert set(names) == {"#Person1#", "#Person2#"} and len(set(names.values())) == 2
+    # The same person has the same name in the chat and in the summary.
+    assert first.answer.startswith(names["#Person2#"]) and f"] {names['#Person1#']}: Did you book" in first.prompt_user
+    assert examples_for(records(1)[0], seed=3) == examples_for(records(1)[0], seed=3)  # seeded
+    chosen = {tuple(sorted(name_map(RECORDS[0]["dialogue"], "", random.Random(f"{s}:1")).values())) for s in range(20)}
+    assert len(chosen) > 10  # varied across seeds (and records)
+
+
+def test_training_prompt_is_the_serving_prompt() -> None:
+    example = examples_for(records(2)[1], seed=0)[0]
+    dialogue = example.prompt_user.split("<<<CHAT>>>\n", 1)[1].split("\n<<<END OF CHAT>>>", 1)[0]
+    # Rebuild what the summarizer sends for the same chat (names as the chat shows them).
+    lines = [line.split("] ", 1)[1] for line in dialogue.splitlines()]
+    transcript = build_transcript(parse_transcript("\n".join(lines)).messages)
+    served = summary_prompt(transcript.render(), transcript.participants, example.length, "paragraph", len(transcript.lines))
+    assert (example.prompt_system, example.prompt_user) == (served.system, served.user)
+
+
+def test_answers_cite_messages_and_keep_titles_in_one_sentence() -> None:
+    assert sentences("Mr. Lee asked. Dr. Ng agrees! Then Ann left.") == ["Mr. Lee asked.", "Dr. Ng agrees!", "Then Ann left."]
+    example = examples_for(records(4)[3], seed=0)[0]
+    assert example.answer.endswith("first [3].") or "[" in example.answer  # cited by shared content words
+    transcript = build_transcript(parse_transcript("Ann: the printer jammed on floor two\nBo: ok").messages)
+    assert cite(["The printer on floor two jammed.", "Nobody spoke of lunch."], transcript) == [
+        "The printer on floor two jammed [1].", "Nobody spoke of lunch."]
+
+
+def test_length_preset_holds_the_reference_and_bullets_come_from_its_sentences() -> None:
+    assert length_for("one two three", 4) == "short"
+    assert length_for(" ".join(["word"] * 60), 30) == "medium"
+    many = [EvalRecord(i, RECORDS[0]["dialogue"], (RECORDS[0]["summary"],)) for i in range(1, 200)]
+    built = build_examples(many, seed=0)
+    kinds = {e.kind for e in built}
+    assert kinds == {"paragraph", "bullets", "notes"}
+    for e in built:
+        if e.kind == "bullets":
+            assert e.answer.count("\n- ") == 1 and e.answer.startswith("- ")
+            assert "bullet list" in e.prompt_user
+
+
+# --- tokenizing and batching -----------------------------------------------------------------
+
+
+def test_tokens_are_what_generation_feeds_and_loss_covers_only_the_answer(tiny_causal_dir: Path) -> None:
+    backend = load_backend(str(tiny_causal_dir), device="cpu")
+    texts = build_examples(records(2), seed=0)
+    examples, skipped = tokenize(backend, texts, 4096)
+    assert skipped == 0 and len(examples) == len(texts)
+    ex, text = examples[0], texts[0]
+    rendered = backend.render(Prompt(text.prompt_system, text.prompt_user))
+    prompt_ids = backend.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    assert ex.ids[: len(prompt_ids)] == prompt_ids
+    assert ex.labels[: len(prompt_ids)] == [IGNORE] * len(prompt_ids)
+    answer = [t for t in ex.labels if t != IGNORE]
+    assert backend.tokenizer.decode(answer[:-1]) == text.answer
+    assert answer[-1] == backend.model.generation_config.eos_token_id  # the model learns to stop
+    _, skipped = tokenize(backend, texts, 50)
+    assert skipped == len(texts)
+
+
+def test_epoch_batches_are_seeded_complete_and_grouped_by_length() -> None:
+    lengths = [random.Random(i).randint(10, 500) for i in range(100)]
+    batches = epoch_batches(lengths, 4, seed=5, epoch=0)
+    assert batches == epoch_batches(lengths, 4, seed=5, epoch=0)
+    assert batches != epoch_batches(lengths, 4, seed=5, epoch=1)
+    assert sorted(i for b in batches for i in b) == list(range(100))
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    assert spread < 60  # random batches of 4 would spread ~250
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def _adapter_tensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def _train(model_dir: Path, out: Path, config: TrainConfig, **train_kw):  # noqa: ANN003
+    backend = load_backend(str(model_dir), device="cpu")
+    examples, _ = tokenize(backend, build_examples(records(), seed=0), config.max_tokens)
+    trainer = Trainer(backend, examples, config, out)
+    return trainer, trainer.train(**train_kw)
+
+
+def test_lora_training_lowers_the_loss_and_writes_an_adapter(tiny_causal_dir: Path, tmp_path: Path) -> None:
+    trainer, result = _train(tiny_causal_dir, tmp_path / "a", fast_config(max_steps=12, lr=2e-2), progress_stream=open(os.devnull, "w"))
+    assert result.steps == 12 and len(result.losses) == 12
+    first, last = sum(l for _, l in result.losses[:3]) / 3, sum(l for _, l in result.losses[-3:]) / 3
+    assert last < first
+    trainer.save_adapter("tiny-test", "tiny")
+    meta = json.loads((tmp_path / "a" / ADAPTER_META).read_text())
+    assert meta["answer_prefix"] is False and meta["base"]["model_type"] == "llama" and meta["name"] == "tiny-test"
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any("mlp" in n for n in trainable) and any("self_attn" in n for n in trainable)  # all linear layers
+
+
+def test_resume_continues_exactly(tiny_causal_dir: Path, tmp_path: Path) -> None:
+    quiet = open(os.devnull, "w")
+    straight, _ = _train(tiny_causal_dir, tmp_path / "straight", fast_config(), progress_stream=quiet)
+    straight.save_adapter("s", "tiny")
+
+    def stop_after_two(step: int) -> None:
+        if step == 2:
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C does: finish the step, checkpoint, stop
+
+    with pytest.raises(Interrupted) as stopped:
+        _train(tiny_causal_dir, tmp_path / "resumed", fast_config(checkpoint_every=100), progress_stream=quiet, on_step=stop_after_two)
+    assert stopped.value.step == 2
+    resumed, result = _train(tiny_causal_dir, tmp_path / "resumed", fast_config(checkpoint_every=100), progress_stream=quiet, resume=True)
+    assert result.steps == 4
+    resumed.save_adapter("r", "tiny")
+    a, b = _adapter_tensors(tmp_path / "straight"), _adapter_tensors(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    assert all(bool((a[k] == b[k]).all()) for k in a)
+    assert [l for _, l in resumed.losses] == [l for _, l in straight.losses]
+
+
+def test_resume_with_other_settings_is_refused(tiny_causal_dir: Path, tmp_path: Path) -> None:
+    from bot.finetune import FinetuneError
+
+    _train(tiny_causal_dir, tmp_path / "a", fast_config(max_steps=2), progress_stream=open(os.devnull, "w"))
+    with pytest.raises(FinetuneError, match="other settings"):
+        _train(tiny_causal_dir, tmp_path / "a", fast_config(max_steps=2, lr=1e-3), resume=True)
+
+
+def test_seq2seq_model_trains_and_its_adapter_loads(tiny_seq2seq_dir: Path, tmp_path: Path) -> None:
+    trainer, result = _train(tiny_seq2seq_dir, tmp_path / "s2s", fast_config(max_steps=2, max_tokens=4096), progress_stream=open(os.devnull, "w"))
+    assert result.steps == 2
+    trainer.save_adapter("s2s", "tiny-bart")
+    backend = load_backend(str(tiny_seq2seq_dir), device="cpu", adapter=str(tmp_path / "s2s"))
+    assert backend.adapter == "s2s" and "adapter s2s" in backend.name
+    out = backend.generate_batch([Prompt("sys", "Ann: hello there")], GenerationSettings(max_new_tokens=4))
+    assert len(out) == 1
+
+
+# --- adapters at load ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def causal_adapter(tiny_causal_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("adapter") / "tiny-adapter"
+    trainer, _ = _train(tiny_causal_dir, out, fast_config(max_steps=3, lr=5e-2), progress_stream=open(os.devnull, "w"))
+    trainer.save_adapter("tiny-adapter", "tiny")
+    return out
+
+
+def test_adapter_is_merged_named_and_changes_the_weights(tiny_causal_dir: Path, causal_adapter: Path) -> None:
+    import torch
+
+    base = load_backend(str(tiny_causal_dir), device="cpu")
+    tuned = load_backend(str(tiny_causal_dir), device="cpu", adapter=str(causal_adapter))
+    assert tuned.adapter == "tiny-adapter" and tuned.name.endswith("+ adapter tiny-adapter")
+    assert tuned.describe()["adapter"] == "tiny-adapter"
+    assert tuned.prefill_answer is False and base.prefill_answer is True
+    assert not any("lora" in n for n, _ in tuned.model.named_modules())  # merged: plain layers, same speed
+    assert type(tuned.model) is type(base.model)
+    prompt = [Prompt("Summarize.", "Ann: the printer jammed again")]
+    ids = base.tokenizer(base.render(prompt[0]), return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        assert not torch.allclose(base.model(ids).logits, tuned.model(ids).logits)
+
+
+def test_wrong_or_incomplete_adapter_stops_with_one_line(tiny_seq2seq_dir: Path, causal_adapter: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="trained for another base model") as err:
+        load_backend(str(tiny_seq2seq_dir), device="cpu", adapter=str(causal_adapter))
+    assert "\n" not in str(err.value)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="adapter_model.safetensors, recap_adapter.json missing"):
+        load_backend(str(tiny_seq2seq_dir), device="cpu", adapter=str(broken))
+    with pytest.raises(ModelLoadError, match="no such directory"):
+        load_backend(str(tiny_seq2seq_dir), device="cpu", adapter=str(tmp_path / "nowhere"))
+
+
+def test_model_adapter_setting_values(tmp_path: Path) -> None:
+    assert resolve_adapter("embedded", "none") is None
+    assert resolve_adapter("some/hub-model", "auto") is None
+    shipped = EMBEDDED_ADAPTER_DIR if (EMBEDDED_ADAPTER_DIR / ADAPTER_META).is_file() else None
+    assert resolve_adapter("embedded", "auto") == shipped
+    assert resolve_adapter("embedded", str(tmp_path)) == tmp_path
+
+
+def test_summarizer_writes_no_answer_start_for_a_tuned_adapter(tiny_causal_dir: Path, causal_adapter: Path) -> None:
+    """The adapter learned to answer without "A and B discuss": the prompt must not prefill it."""
+    import asyncio
+
+    from bot.executor import Executor
+    from bot.summarizer import Summarizer
+
+    seen: list[Prompt] = []
+
+    async def run() -> None:
+        backend = load_backend(str(tiny_causal_dir), device="cpu", adapter=str(causal_adapter))
+        original = backend.generate_batch
+
+        def spy(prompts, settings, **kw):  # noqa: ANN001, ANN003 - records what reaches the model
+            seen.extend(prompts)
+            return original(prompts, settings, **kw)
+
+        backend.generate_batch = spy
+        async with Executor(lambda: backend, max_batch_wait_ms=1) as executor:
+            try:
+                await Summarizer(executor).summarize(parse_transcript("Ann: hi\nBo: the roller is broken").messages)
+            except Exception:  # noqa: BLE001 - a random model may write nothing usable; the prompt is what counts
+                pass
+
+    asyncio.run(run())
+    assert seen and all(p.prefix == "" for p in seen)
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def run_finetune(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("DISCORD_TOKEN", "MODEL", "MODEL_FILE", "DEVICE", "MODEL_ADAPTER")}
+    environ.update(env)
+    return subprocess.run([sys.executable, "-m", "bot", "--env-file", os.devnull, "finetune", *args],
+                          cwd=ROOT, env=environ, capture_output=True, text=True, timeout=600)
+
+
+def test_finetune_command_end_to_end(words_model: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "dialogsum_train.jsonl", RECORDS)
+    dev = write_jsonl(tmp_path / "dev.jsonl", RECORDS[:2])
+    out = tmp_path / "adapter"
+    env = {"MODEL": str(words_model), "DEVICE": "cpu", "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+           "LOG_LEVEL": "WARNING", "MAX_BATCH_WAIT_MS": "5"}
+    result = run_finetune("--data", str(data), "--out", str(out), "--max-steps", "3", "--batch-size", "2",
+                          "--rank", "4", "--eval", str(dev), "--eval-limit", "2", "--checkpoint-every", "1", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "step 3/3" in result.stderr and "tok/s" in result.stderr and "ETA" in result.stderr
+    assert "| base (" in result.stdout and "| tuned (" in result.stdout and "+ adapter adapter)" in result.stdout
+    card = (out / "README.md").read_text()
+    assert "CC BY-NC-SA 4.0" in card and "3 steps" in card and "--max-steps 3" in card and "| lead-2 |" in card
+    assert {"adapter_config.json", "adapter_model.safetensors", ADAPTER_META} <= {p.name for p in out.iterdir()}
+    # The adapter serves: eval with --adapter names it.
+    evaluated = subprocess.run([sys.executable, "-m", "bot", "--env-file", os.devnull, "eval", "--data", str(dev),
+                                "--adapter", str(out), "--json", "--max-new-tokens", "8"],
+                               cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["model"].endswith("+ adapter adapter")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"dialogue": "A: hi"}\n', "bad.jsonl: line 1: no reference summary"),
+        ('{"dialogue": "A: hi", "summary": "x"}\nnot json\n', "bad.jsonl: line 2, column 1: invalid JSON"),
+        ("", "bad.jsonl: no records"),
+        ('{"dialogue": "just prose", "summary": "x"}\n', "line 1: unknown format"),
+    ],
+)
+def test_finetune_bad_data_is_one_clear_line(tmp_path: Path, content: str, expected: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content, encoding="utf-8")
+    result = run_finetune("--data", str(path), "--out", str(tmp_path / "o"), env={"MODEL": "/nonexistent/model"})
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_finetune_skips_examples_over_the_budget_and_says_so(words_model: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", RECORDS)
+    result = run_finetune("--data", str(data), "--out", str(tmp_path / "o"), "--max-tokens", "20", "--max-steps", "1",
+                          env={"MODEL": str(words_model), "DEVICE": "cpu", "LOG_LEVEL": "WARNING"})
+    assert result.returncode == 1 and "skipped as longer than --max-tokens 20" in result.stderr
+    assert "error: no training examples are left" in result.stderr and "Traceback" not in result.stderr
