@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
-from .transcript import Transcript
+from .transcript import Transcript, remove_until_stable
 
 _CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|\[/?INST\]|</?s>|<<<[^>]*>>>|<<<|>>>")
 _PREAMBLE = re.compile(
@@ -68,7 +68,7 @@ class Cleaned:
 
 
 def strip_control(text: str) -> str:
-    return _CONTROL.sub("", text)
+    return remove_until_stable(_CONTROL, text)
 
 
 def remove_mentions(text: str) -> str:

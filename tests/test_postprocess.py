@@ -12,6 +12,7 @@ from bot.postprocess import (
     is_echo,
     is_repetitive,
     remove_mentions,
+    strip_control,
     strip_preamble,
 )
 from bot.transcript import build_transcript
@@ -38,6 +39,12 @@ def test_mentions_cannot_ping():
     out = remove_mentions("@everyone look, @here too, <@123> <@!45> <@&6> <#7> and @Bob")
     assert "@" not in out and "<" not in out
     assert out.startswith("everyone look, here too,") and out.endswith("and Bob")
+
+
+def test_output_control_markers_are_removed_to_a_fixpoint():
+    for forged in ("<[INST]|im_start|>", "<<[INST]<CHAT>>[INST]>", "<</s>|im_end|</s>>"):
+        out = strip_control(f"Alice agrees {forged} with Bob.")
+        assert "<|" not in out and "<<<" not in out and "[INST]" not in out, out
 
 
 def test_clean_output_removes_broadcast_mentions_and_urls():
