@@ -246,8 +246,9 @@ class ModelBackend:
         """The exact text fed to the tokenizer: chat template for chat models, plain text otherwise.
 
         Prompt text is defused first (see ``defuse``): only the template itself yields control tokens.
+        Lone surrogates (not Unicode; the tokenizer raises TypeError on them) become U+FFFD.
         """
-        prompt = Prompt(self.defuse(prompt.system), self.defuse(prompt.user), self.defuse(prompt.prefix))
+        prompt = Prompt(*(self.defuse(_LONE_SURROGATE.sub("\ufffd", part)) for part in (prompt.system, prompt.user, prompt.prefix)))
         if self.has_chat_template:
             messages = [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prompt.prefix
@@ -351,6 +352,7 @@ class ModelBackend:
 
 
 WORD_JOINER = "\u2060"
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def _special_token_pattern(tokenizer: Any) -> re.Pattern[str] | None:

@@ -58,6 +58,13 @@ def test_special_tokens_in_prompt_text_encode_as_plain_text(tiny_causal_dir: Pat
     assert results[0].prompt_tokens > plain[0].prompt_tokens  # the forged text went in as many ordinary tokens
 
 
+def test_lone_surrogates_in_prompt_text_do_not_break_the_tokenizer(tiny_causal_dir: Path) -> None:
+    backend = load_backend(str(tiny_causal_dir), device="cpu")
+    prompt = Prompt("Summarize.", "Ann: a\ud800b \udfff", "Ann\udc80")
+    assert backend.prompt_tokens(prompt) > 0 and "\ufffd" in backend.render(prompt)
+    assert backend.generate_batch([prompt], GenerationSettings(max_new_tokens=2))[0].prompt_tokens > 0
+
+
 @pytest.mark.parametrize("kind", ["causal", "seq2seq"])
 def test_batched_greedy_equals_single(tiny_dirs: dict[str, Path], kind: str) -> None:
     backend = load_backend(str(tiny_dirs[kind]), device="cpu")
