@@ -40,9 +40,10 @@ _KIND_BY_EXTENSION = {
 TRANSCRIPT_START = "<<<CHAT>>>"
 TRANSCRIPT_END = "<<<END OF CHAT>>>"
 
-_USER_MENTION = re.compile(r"<@!?(\d+)>")
-_ROLE_MENTION = re.compile(r"<@&(\d+)>")
-_CHANNEL_MENTION = re.compile(r"<#(\d+)>")
+# At most 20 digits (a snowflake): int() refuses thousands of digits.
+_USER_MENTION = re.compile(r"<@!?([0-9]{1,20})>")
+_ROLE_MENTION = re.compile(r"<@&([0-9]{1,20})>")
+_CHANNEL_MENTION = re.compile(r"<#([0-9]{1,20})>")
 _CUSTOM_EMOJI = re.compile(r"<a?:(\w{1,40}):\d+>")
 _TIMESTAMP = re.compile(r"<t:(-?\d{1,13})(?::[tTdDfFR])?>")
 _CODE_BLOCK = re.compile(r"\s*```(?:[\w+-]*\n)?(.*?)```", re.DOTALL)
