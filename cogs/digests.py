@@ -401,7 +401,7 @@ async def post_digest(bot: Any, record: DigestRecord, source: Any, target: disco
         return 0
     summary = await bot.summarizer.summarize(
         conversation.messages,
-        SummaryOptions(length=record.length, style=record.style, generation=generation_settings(resolved)),
+        SummaryOptions(length=record.length, style=record.style, generation=generation_settings(resolved, record.length)),
         guild=str(record.guild_id),
         user=str(record.owner_id),
         priority=1,  # background: interactive /summarize requests go first

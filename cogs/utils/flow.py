@@ -181,7 +181,7 @@ async def summarize_conversation(
     length = job.length or resolved["length"]
     style = job.style or resolved["style"]
     progress = progress or ProgressMessage(interaction)
-    options = SummaryOptions(length=length, style=style, generation=job.generation or generation_settings(resolved))
+    options = SummaryOptions(length=length, style=style, generation=job.generation or generation_settings(resolved, length))
     try:
         summary = await bot.summarizer.summarize(
             conversation.messages,
