@@ -201,11 +201,13 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise self.fail(where, f"not a Discord id (found {_kind(value)})")
         # ASCII digits only, and few of them: str.isdigit() accepts "²", and int() refuses 5,000 digits.
-        text = value.strip() if isinstance(value, str) else None
-        if text is None:
-            text = str(value) if 0 <= value < 2**64 else ""
+        if isinstance(value, int):
+            if not 0 <= value < 2**64:
+                raise self.fail(where, "not a Discord id (out of range)")
+            return value
+        text = value.strip()
         if not _SNOWFLAKE.fullmatch(text) or int(text) >= 2**64:
-            raise self.fail(where, f"not a Discord id: {text[:40] if text else 'out of range'!r}")
+            raise self.fail(where, f"not a Discord id: {text[:40]!r}")
         return int(text)
 
     def opt_snowflake(self, parent: dict[str, Any] | None, key: str, where: str) -> int | None:
