@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import math
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PER_REQUEST_S = 2.0  # retry hint before any batch has been timed
 CLOSE_WAIT_S = 30.0
+MIN_ETA_S = 0.1  # a queued request always has some wait ahead of it, however fast recent batches were
 VALIDATION_WAIT_S = 0.25  # most a batch waits for requests admitted with it that are still being tokenized  # how long aclose waits for the worker thread to finish its current step
 
 
@@ -422,7 +424,7 @@ class Executor:
                 entry.position = position
                 continue
             entry.position = position
-            eta = None if per_request is None else round(remaining + per_request * position, 1)
+            eta = None if per_request is None else queue_eta(remaining, per_request, position)
             try:
                 outcome = entry.request.on_queue(QueueStatus(position, eta))
                 if inspect.isawaitable(outcome):  # an async callback (e.g. editing a Discord message)
@@ -554,3 +556,13 @@ def _note_release_failure(future: asyncio.Future[None]) -> None:
 def _note_callback_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("on_queue callback failed", exc_info=task.exception())
+
+
+def queue_eta(remaining_s: float, per_request_s: float, position: int) -> float:
+    """Seconds until a queued request at ``position`` (1-based) is served, rounded up to 0.1 s.
+
+    Plain rounding turned a fast model's estimate (a few ms per request) into 0.0, an ETA that says
+    "no wait" to someone who is in fact queued.
+    """
+    seconds = remaining_s + per_request_s * position
+    return max(MIN_ETA_S, math.ceil(round(seconds * 10, 6)) / 10)  # round first: 0.3 * 10 is 3.0000000000000004

@@ -4,8 +4,8 @@ Both become a list of ``ChatMessage``. The format is detected from the text;
 every problem raises ``ExportError`` with a message that names the source and
 the place (``export.json: messages[12].timestamp: not an ISO 8601 time``), so
 the command line can print it as it is. Nothing here touches the network:
-attachment URLs are never fetched, only local files named by exports made with
-local media are read.
+attachment URLs are never fetched, and of the local files named by exports made
+with local media only small text files inside the export's own folder are read.
 """
 
 from __future__ import annotations
@@ -48,10 +48,17 @@ _TEXT_SUFFIXES = {
 # times like 12:30 out), or DialogSum's "#Person1#: text".
 _SPEAKER_RE = re.compile(r"^\s*(#[A-Za-z]+\d*#|[^\s:#][^:\n]{0,63}?)\s*:(?:\s+|$)(.*)$")
 _SPEAKER_NAME_MAX_WORDS = 5
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")  # JSON "\ud800" escapes and undecodable stdin bytes
+_SNOWFLAKE = re.compile(r"[0-9]{1,20}")
 
 
 class ExportError(ValueError):
     """The input can't be read as a conversation. The message names the source and the place."""
+
+
+def clean_str(text: str) -> str:
+    """``text`` with lone surrogates replaced: they are not Unicode, and tokenizers and printing fail on them."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 @dataclass
@@ -79,7 +86,8 @@ def load_conversation(
             text = stream.read()
         except UnicodeDecodeError as exc:
             raise ExportError(f"<stdin>: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        return parse_text(text, "<stdin>", base_dir=Path.cwd(), attachment_max_bytes=attachment_max_bytes)
+        # No folder to confine local media to: the working directory may hold .env, so none is read.
+        return parse_text(text, "<stdin>", base_dir=None, attachment_max_bytes=attachment_max_bytes)
     file = Path(path).expanduser()
     if not file.exists():
         raise ExportError(f"{path}: no such file")
@@ -108,8 +116,12 @@ def parse_text(
             data = json.loads(text.lstrip("\ufeff"))
         except json.JSONDecodeError as exc:
             raise ExportError(f"{source}: line {exc.lineno}, column {exc.colno}: invalid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise ExportError(f"{source}: invalid JSON (nested too deeply)") from None
+        except ValueError as exc:  # e.g. a number with more digits than Python converts
+            raise ExportError(f"{source}: invalid JSON ({str(exc)[:120]})") from None
         return parse_export(data, source, base_dir=base_dir, attachment_max_bytes=attachment_max_bytes)
-    return parse_transcript(text, source)
+    return parse_transcript(clean_str(text), source)
 
 
 # --- plain transcripts ---------------------------------------------------------------
@@ -183,14 +195,19 @@ class _Reader:
             return None
         if not isinstance(value, str):
             raise self.fail(f"{where}.{key}", f"expected text, found {_kind(value)}")
-        return value
+        return clean_str(value)
 
     def snowflake(self, value: Any, where: str) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise self.fail(where, f"not a Discord id (found {_kind(value)})")
-        text = str(value).strip()
-        if not text.isdigit() or not (0 <= int(text) < 2**64):
-            raise self.fail(where, f"not a Discord id: {str(value)[:40]!r}")
+        # ASCII digits only, and few of them: str.isdigit() accepts "²", and int() refuses 5,000 digits.
+        if isinstance(value, int):
+            if not 0 <= value < 2**64:
+                raise self.fail(where, "not a Discord id (out of range)")
+            return value
+        text = value.strip()
+        if not _SNOWFLAKE.fullmatch(text) or int(text) >= 2**64:
+            raise self.fail(where, f"not a Discord id: {text[:40]!r}")
         return int(text)
 
     def opt_snowflake(self, parent: dict[str, Any] | None, key: str, where: str) -> int | None:
@@ -206,11 +223,13 @@ class _Reader:
             raise self.fail(f"{where}.{key}", f"not an ISO 8601 time (found {_kind(value)})")
         try:
             moment = datetime.fromisoformat(value.strip())
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)  # exports write offsets; a bare time is taken as UTC
+            return moment.astimezone(timezone.utc)
         except ValueError:
             raise self.fail(f"{where}.{key}", f"not an ISO 8601 time: {value[:40]!r}") from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)  # exports write offsets; a bare time is taken as UTC
-        return moment.astimezone(timezone.utc)
+        except OverflowError:  # 9999-12-31T23:59:59-05:00 is past the last UTC time Python has
+            raise self.fail(f"{where}.{key}", f"time out of range: {value[:40]!r}") from None
 
 
 def _kind(value: Any) -> str:
@@ -329,12 +348,12 @@ def _embed_or_sticker_text(r: _Reader, msg: dict[str, Any], where: str) -> str:
         for key in ("title", "description"):
             value = embed.get(key)
             if isinstance(value, str) and value.strip():
-                parts.append(value.strip())
+                parts.append(clean_str(value.strip()))
     for i, item in enumerate(r.opt_list(msg, "stickers", where)):
         sticker = r.obj(item, f"{where}.stickers[{i}]")
         name = sticker.get("name")
         if isinstance(name, str) and name.strip():
-            parts.append(f"[sticker: {name.strip()}]")
+            parts.append(f"[sticker: {clean_str(name.strip())}]")
     return "\n".join(parts)
 
 
@@ -343,48 +362,80 @@ def _parse_attachment(
 ) -> Attachment:
     item = r.obj(raw, where)
     url = r.opt_str(item, "url", where) or ""
-    filename = r.opt_str(item, "fileName", where) or (Path(urlparse(url).path).name if url else "") or "attachment"
+    filename = r.opt_str(item, "fileName", where) or (_url_name(url) if url else "") or "attachment"
     size = item.get("fileSizeBytes", 0)
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise r.fail(f"{where}.fileSizeBytes", f"expected a whole number of bytes, found {_kind(size)}")
     content_type = mimetypes.guess_type(filename)[0]
     text = None
-    local = _local_file(url, base_dir)
-    if local is not None and Path(filename).suffix.lower() in _TEXT_SUFFIXES:
-        text = _read_text_file(local, max_bytes)
+    local = _local_path(url)
+    found = _inside(base_dir, local) if local is not None and base_dir is not None else None
+    claims_text = local is not None and bool({local.suffix.lower(), Path(filename).suffix.lower()} & _TEXT_SUFFIXES)
+    if found is None and claims_text:
+        why = "no such file inside the export's folder" if base_dir is not None else "local files are read only from a file's folder, not stdin"
+        conversation.warnings.append(f"{where}: {filename} was named, not read ({why})")
+    # The real file decides, never the export's fileName: its own suffix, then its bytes.
+    if found is not None and found.suffix.lower() in _TEXT_SUFFIXES:
+        text = _read_text_file(found, max_bytes)
         if text is None:
             conversation.warnings.append(f"{where}: {filename} was named, not read (too large or not text)")
+        else:
+            content_type = "text/plain"  # what was read is text, whatever the export called it
     return Attachment(filename=filename, size=size, content_type=content_type, text=text)
 
 
-def _local_file(url: str, base_dir: Path | None) -> Path | None:
-    """The file an export made with local media points to, if it exists. URLs are never fetched."""
-    if not url:
+def _url_name(url: str) -> str:
+    try:
+        return Path(urlparse(url).path).name
+    except ValueError:  # "http://[" and friends
+        return ""
+
+
+def _local_path(url: str) -> Path | None:
+    """The local path an export made with local media names; None for remote URLs (never fetched)."""
+    if not url or "\x00" in url:
         return None
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+    except ValueError:
+        return None
     if parsed.scheme == "file":
-        candidates = [Path(unquote(parsed.path))]
-    elif parsed.scheme and len(parsed.scheme) > 1:  # http(s) and friends; one letter is a Windows drive
+        return Path(unquote(parsed.path)) if parsed.netloc in ("", "localhost") else None
+    if parsed.scheme and len(parsed.scheme) > 1:  # http(s) and friends; one letter is a Windows drive
         return None
-    else:
-        # DiscordChatExporter writes media paths relative to the export file, sometimes percent-encoded.
-        candidates = [Path(url), Path(unquote(url))]
-    for candidate in candidates:
-        if not candidate.is_absolute() and base_dir is not None:
-            candidate = base_dir / candidate
-        if candidate.is_file():
-            return candidate
+    # DiscordChatExporter writes media paths relative to the export file, sometimes percent-encoded.
+    return Path(url)
+
+
+def _inside(base_dir: Path, path: Path) -> Path | None:
+    """``path`` (relative to ``base_dir``, or absolute) as a real regular file inside ``base_dir``, else None.
+
+    An untrusted export must not pull in other files (``.env`` with the token): absolute paths, ``..``
+    and symlinks are all judged by where they really lead.
+    """
+    candidates = [path]
+    decoded = Path(unquote(str(path)))
+    if decoded != path:
+        candidates.append(decoded)
+    try:
+        root = base_dir.resolve(strict=True)
+        for candidate in candidates:
+            real = (root / candidate).resolve()  # an absolute candidate replaces root
+            if real.is_relative_to(root) and real.is_file():
+                return real
+    except (OSError, ValueError, RuntimeError):  # unreadable, embedded NUL, symlink loop
+        return None
     return None
 
 
 def _read_text_file(path: Path, max_bytes: int) -> str | None:
+    """The file's text when it is small UTF-8 without NUL bytes; None otherwise."""
     try:
-        if path.stat().st_size > max_bytes:
-            return None
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
     except OSError:
         return None
-    if b"\x00" in data:
+    if len(data) > max_bytes or b"\x00" in data:
         return None
     try:
         return data.decode("utf-8-sig")

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -282,6 +283,7 @@ class ModelBackend:
             tokenizer.pad_token = tokenizer.eos_token
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None)) and not self.is_encoder_decoder
         self.context_window = self._context_window()
+        self._special_text = _special_token_pattern(tokenizer)
         # generate_batch changes the tokenizer's padding state; a fast tokenizer used from another
         # thread meanwhile fails with "Already borrowed". Every tokenizer call holds this lock briefly.
         self.tokenizer_lock = threading.RLock()
@@ -301,8 +303,29 @@ class ModelBackend:
     def dtype_name(self) -> str:
         return str(self.dtype).replace("torch.", "")
 
+    def defuse(self, text: str) -> str:
+        """``text`` with every spelling of this tokenizer's special or added tokens broken up.
+
+        The tokenizer turns such a string into the real control token wherever it appears, so text
+        from messages could otherwise open a new turn (``<|im_start|>``) or end the prompt. A word
+        joiner after the first character keeps the text readable and makes it ordinary tokens.
+        """
+        if self._special_text is None:
+            return text
+        # Repeated: a token can only reappear if one was split, and each split removes one match.
+        while True:
+            defused = self._special_text.sub(lambda m: m.group(0)[0] + WORD_JOINER + m.group(0)[1:], text)
+            if defused == text:
+                return text
+            text = defused
+
     def render(self, prompt: Prompt) -> str:
-        """The exact text fed to the tokenizer: chat template for chat models, plain text otherwise."""
+        """The exact text fed to the tokenizer: chat template for chat models, plain text otherwise.
+
+        Prompt text is defused first (see ``defuse``): only the template itself yields control tokens.
+        Lone surrogates (not Unicode; the tokenizer raises TypeError on them) become U+FFFD.
+        """
+        prompt = Prompt(*(self.defuse(_LONE_SURROGATE.sub("\ufffd", part)) for part in (prompt.system, prompt.user, prompt.prefix)))
         if self.has_chat_template:
             messages = [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prompt.prefix
@@ -404,6 +427,19 @@ class ModelBackend:
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "adapter": self.adapter, "device": self.device, "dtype": self.dtype_name,
                 "context_window": self.context_window}
+
+
+WORD_JOINER = "\u2060"
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _special_token_pattern(tokenizer: Any) -> re.Pattern[str] | None:
+    """A pattern matching any special or added token's text, longest first; None if there are none."""
+    added = getattr(tokenizer, "added_tokens_encoder", None) or {}
+    tokens = {t for t in [*added, *getattr(tokenizer, "all_special_tokens", [])] if isinstance(t, str) and len(t) > 1}
+    if not tokens:
+        return None
+    return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
 
 
 def save_tiny_model(folder: str | os.PathLike[str], kind: str = "causal", **config_overrides: Any) -> Path:

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
-from .transcript import Transcript
+from .transcript import Transcript, remove_until_stable
 
 _CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|\[/?INST\]|</?s>|<<<[^>]*>>>|<<<|>>>")
 _PREAMBLE = re.compile(
@@ -27,7 +27,13 @@ _PREAMBLE = re.compile(
 _BROADCAST = re.compile(r"@(everyone|here)\b", re.IGNORECASE)
 _MENTION_SYNTAX = re.compile(r"<@[!&]?\d+>|<#\d+>")
 _AT_NAME = re.compile(r"(?<![\w.])@(?=\w)")
-_URL = re.compile(r"\(?\b(?:https?://|www\.)[^\s)\]]+\)?|\b[\w-]+(?:\.[\w-]+)*\.[a-z]{2,6}…", re.IGNORECASE)
+# Markdown links keep their text (which then loses any URL of its own).
+_MARKDOWN_LINK = re.compile(r"\[([^\]\n]*)\]\(\s*<?[^)\s>]*>?(?:\s+\"[^\"\n]*\")?\s*\)")
+# Any "scheme://" or "www." link, wherever it starts: "_https://x_" and "1https://x" are links to Discord
+# too, so no word boundary is asked for. Shortened "domain…" forms come from the transcript.
+_URL = re.compile(
+    r"[(<]?(?:[a-z][a-z0-9+.\-]*://|www\.)(?:(?!\[\d)\S)*|\b[\w-]+(?:\.[\w-]+)*\.[a-z]{2,6}…", re.IGNORECASE
+)
 _CITATION = re.compile(r"\[\s*(\d{1,6}(?:\s*(?:,|-|–|and)\s*\d{1,6})*)\s*\]")
 _SENTENCE_END = re.compile(r"[.!?…](?:[\"')\]]*)(?=\s|$)")
 _BULLET = re.compile(r"^\s*(?:[-*•·]|\d{1,2}[.)])\s+")
@@ -68,7 +74,7 @@ class Cleaned:
 
 
 def strip_control(text: str) -> str:
-    return _CONTROL.sub("", text)
+    return remove_until_stable(_CONTROL, text)
 
 
 def remove_mentions(text: str) -> str:
@@ -79,8 +85,13 @@ def remove_mentions(text: str) -> str:
 
 
 def remove_urls(text: str) -> str:
-    """The model never writes links; any it produces is invented or copied noise."""
-    return _URL.sub("", text)
+    """No reply carries a link: the model's are invented, and message text (key messages quote it)
+    must not put one into the bot's mouth. Repeated, so removing one cannot join the rest into another."""
+    while True:  # each pass shortens the text or changes nothing
+        stripped = _URL.sub("", _MARKDOWN_LINK.sub(r"\1", text))
+        if stripped == text:
+            return text
+        text = stripped
 
 
 def strip_preamble(text: str) -> str:

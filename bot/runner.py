@@ -10,33 +10,70 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, Mapping
 
-from .config import Settings
+from .config import ConfigError, Settings
 
 log = logging.getLogger("bot.runner")
 
 # TEST ONLY: point discord.py at a fake Discord server (end-to-end tests). Never set these in production.
+# They send the bot token wherever they point, so they work only together with TEST_MODE_ENV=1 and only
+# for a loopback host; anything else stops start-up.
 API_BASE_ENV = "RECAP_DISCORD_API_BASE"  # e.g. http://127.0.0.1:8080/api/v10
 GATEWAY_ENV = "RECAP_DISCORD_GATEWAY"  # e.g. ws://127.0.0.1:8080/gateway
+TEST_MODE_ENV = "RECAP_TEST_MODE"
+_LOOPBACK_NAMES = {"localhost"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force-sync", action="store_true", help="sync slash commands at start even if unchanged")
 
 
-def apply_test_endpoints(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
-    """Redirect REST and gateway when the test-only variables are set (see the comment above)."""
+def _loopback_url(variable: str, raw: str, schemes: tuple[str, ...]) -> str:
+    """``raw`` when it is a plain URL to this machine; raises ``ConfigError`` naming ``variable`` otherwise."""
+    import yarl
+
+    try:
+        url = yarl.URL(raw)
+        host = url.host or ""
+    except ValueError:
+        raise ConfigError(f"{variable} is not a URL") from None
+    if url.scheme not in schemes or url.user is not None or url.password is not None:
+        raise ConfigError(f"{variable} must be a {' or '.join(schemes)} URL without user info")
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = host.lower().rstrip(".") in _LOOPBACK_NAMES
+    if not loopback:
+        raise ConfigError(f"{variable} may only point at this machine (127.0.0.1, ::1 or localhost), not {host!r}")
+    return raw
+
+
+def apply_test_endpoints(environ: Mapping[str, str] = os.environ) -> None:
+    """Redirect REST and gateway when the test-only variables are set (see the comment above).
+
+    Raises ``ConfigError`` when they are set without ``RECAP_TEST_MODE=1`` or point off this machine.
+    """
     import discord.gateway
     import discord.http
     import yarl
 
     api = environ.get(API_BASE_ENV, "").strip()
     gateway = environ.get(GATEWAY_ENV, "").strip()
+    if not api and not gateway:
+        return
+    if environ.get(TEST_MODE_ENV, "").strip() != "1":
+        names = " and ".join(name for name, value in ((API_BASE_ENV, api), (GATEWAY_ENV, gateway)) if value)
+        raise ConfigError(f"{names} is for tests only and needs {TEST_MODE_ENV}=1; unset it to connect to Discord")
+    if api:
+        api = _loopback_url(API_BASE_ENV, api, ("http", "https"))
+    if gateway:
+        gateway = _loopback_url(GATEWAY_ENV, gateway, ("ws", "wss"))
     if api:
         discord.http.Route.BASE = api.rstrip("/")
         log.warning("TEST MODE: Discord REST calls go to %s", api)
@@ -53,7 +90,11 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    apply_test_endpoints()
+    try:
+        apply_test_endpoints()
+    except ConfigError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(run(settings, force_sync=getattr(args, "force_sync", False)))
     except KeyboardInterrupt:

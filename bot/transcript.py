@@ -40,9 +40,10 @@ _KIND_BY_EXTENSION = {
 TRANSCRIPT_START = "<<<CHAT>>>"
 TRANSCRIPT_END = "<<<END OF CHAT>>>"
 
-_USER_MENTION = re.compile(r"<@!?(\d+)>")
-_ROLE_MENTION = re.compile(r"<@&(\d+)>")
-_CHANNEL_MENTION = re.compile(r"<#(\d+)>")
+# At most 20 digits (a snowflake): int() refuses thousands of digits.
+_USER_MENTION = re.compile(r"<@!?([0-9]{1,20})>")
+_ROLE_MENTION = re.compile(r"<@&([0-9]{1,20})>")
+_CHANNEL_MENTION = re.compile(r"<#([0-9]{1,20})>")
 _CUSTOM_EMOJI = re.compile(r"<a?:(\w{1,40}):\d+>")
 _TIMESTAMP = re.compile(r"<t:(-?\d{1,13})(?::[tTdDfFR])?>")
 _CODE_BLOCK = re.compile(r"\s*```(?:[\w+-]*\n)?(.*?)```", re.DOTALL)
@@ -50,6 +51,24 @@ _URL = re.compile(r"<?(https?://[^\s<>]+)>?")
 # Chat-template control tokens (<|im_start|>, <|endoftext|>, [INST], <s>) and our own delimiters.
 _CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|\[/?INST\]|</?s>|<<<|>>>")
 _SPACES = re.compile(r"[ \t\u00a0]+")
+
+
+def remove_until_stable(pattern: re.Pattern[str], text: str) -> str:
+    """Delete every match of ``pattern``, again and again until none is left.
+
+    One pass is not enough: removing the inner marker of ``<[INST]|im_start|>`` joins the outer
+    pieces into ``<|im_start|>``. Each pass shortens the text, so this ends.
+    """
+    while True:
+        stripped = pattern.sub("", text)
+        if stripped == text:
+            return text
+        text = stripped
+
+
+def strip_control(text: str) -> str:
+    """Message text without anything that could pass for prompt structure."""
+    return remove_until_stable(_CONTROL, text)
 
 
 @dataclass(frozen=True)
@@ -85,7 +104,7 @@ class Transcript:
 
 def clean_name(name: str) -> str:
     """A speaker name on one line, without characters that would break the line format."""
-    name = _CONTROL.sub("", name)
+    name = strip_control(name)
     name = re.sub(r"[\r\n\t:\[\]]+", " ", name)
     name = _SPACES.sub(" ", name).strip()
     return name[:MAX_NAME_CHARS].strip() or "someone"
@@ -118,7 +137,7 @@ def _timestamp(match: re.Match[str]) -> str:
 
 def clean_text(message: ChatMessage) -> str:
     """Message text as a reader would see it, on one line, markup reduced, size capped."""
-    text = _CONTROL.sub("", message.text or "")
+    text = strip_control(message.text or "")
     text = _USER_MENTION.sub(lambda m: "@" + clean_name(message.mentions.get(int(m.group(1)), "someone")), text)
     text = _ROLE_MENTION.sub(lambda m: "@" + clean_name(message.role_mentions.get(int(m.group(1)), "a role")), text)
     text = _CHANNEL_MENTION.sub(
@@ -129,7 +148,8 @@ def clean_text(message: ChatMessage) -> str:
     text = _CODE_BLOCK.sub(lambda m: " `" + _trim(" ".join(m.group(1).split()), MAX_CODE_CHARS, "[code trimmed]") + "` ", text)
     text = _URL.sub(lambda m: shorten_url(m.group(1)), text)
     text = " / ".join(part.strip() for part in text.splitlines() if part.strip())
-    text = _SPACES.sub(" ", text).strip()
+    # Again at the end: the rewrites above can join pieces into a marker ("<|a<:x:1>|>" -> "<|a:x:|>").
+    text = _SPACES.sub(" ", strip_control(text)).strip()
     return _trim(text, MAX_MESSAGE_CHARS, "[message trimmed]")
 
 
@@ -155,8 +175,8 @@ def attachment_kind(attachment: Attachment) -> str:
 def render_attachment(attachment: Attachment) -> str:
     name = clean_name(attachment.filename)
     if attachment.text is not None and is_text_attachment(attachment):
-        body = _CONTROL.sub("", attachment.text)
-        body = " / ".join(part.strip() for part in body.splitlines() if part.strip())
+        body = strip_control(attachment.text)
+        body = strip_control(" / ".join(part.strip() for part in body.splitlines() if part.strip()))
         body = _trim(_SPACES.sub(" ", body), ATTACHMENT_TEXT_CHARS, "[file trimmed]")
         return f'[attached file {name}: "{body}"]'
     return f"[attached {attachment_kind(attachment)}: {name}]"

@@ -39,6 +39,7 @@ from storage.digests import DigestRecord
 from storage.errors import StorageError
 from storage.settings import SPECS
 
+from .utils.channel_names import Readers
 from .utils.checks import can_read
 from .utils.options import LengthChoice, StyleChoice
 from .utils.flow import SummaryJob, SummaryOutcome, generation_settings, load_settings, store_summary
@@ -394,12 +395,13 @@ def window_scope(plan: RunPlan) -> Scope:
 async def post_digest(bot: Any, record: DigestRecord, source: Any, target: discord.TextChannel,
                       plan: RunPlan, resolved: Any) -> int:
     """Summarize the window and post it in ``target``; returns the messages read (0: nothing posted)."""
-    conversation = await read_conversation(bot, source, window_scope(plan), int(resolved["max_messages"]))
+    conversation = await read_conversation(bot, source, window_scope(plan), int(resolved["max_messages"]),
+                                           readers=Readers(audiences=(source, target)))
     if not conversation.messages:
         return 0
     summary = await bot.summarizer.summarize(
         conversation.messages,
-        SummaryOptions(length=record.length, style=record.style, generation=generation_settings(resolved)),
+        SummaryOptions(length=record.length, style=record.style, generation=generation_settings(resolved, record.length)),
         guild=str(record.guild_id),
         user=str(record.owner_id),
         priority=1,  # background: interactive /summarize requests go first

@@ -23,6 +23,7 @@ from bot.generation import GenerationError, GenerationSettings, InvalidRequest
 from bot.prompts import generation_for
 from storage import SummaryRecord, summaries
 
+from .utils.channel_names import summary_readers
 from .utils.checks import can_read, require_readable
 from .utils.errors import ChannelDisabled, NotReady, UserFacingError
 from .utils.flow import SummaryJob, SummaryOutcome, acknowledge, load_settings, summarize_conversation
@@ -179,7 +180,8 @@ async def _followup(bot: "RecapBot", interaction: discord.Interaction, action: s
     try:
         with bot.guild_slots.slot(guild.id):
             await acknowledge(interaction, ephemeral=record.private)
-            conversation = await read_by_ids(bot, source, record.source_ids)
+            readers = summary_readers(member, source, interaction.channel, record.private)
+            conversation = await read_by_ids(bot, source, record.source_ids, readers)
             if not conversation.messages:
                 raise UserFacingError(GONE)
             job = SummaryJob(source=source, scope=Scope(), length=plan.length, style=plan.style,

@@ -66,9 +66,44 @@ def test_test_endpoints_are_applied_only_when_set(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
     runner.apply_test_endpoints({})
     assert discord.http.Route.BASE == "https://discord.com/api/v10"
-    runner.apply_test_endpoints({runner.API_BASE_ENV: "http://127.0.0.1:9/api/v10/", runner.GATEWAY_ENV: "ws://127.0.0.1:9/gateway"})
+    runner.apply_test_endpoints({runner.API_BASE_ENV: "http://127.0.0.1:9/api/v10/", runner.GATEWAY_ENV: "ws://127.0.0.1:9/gateway",
+                                 runner.TEST_MODE_ENV: "1"})
     assert discord.http.Route.BASE == "http://127.0.0.1:9/api/v10"
     assert str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY) == "ws://127.0.0.1:9/gateway"
+    runner.apply_test_endpoints({runner.API_BASE_ENV: "http://[::1]:9/api", runner.GATEWAY_ENV: "ws://localhost:9/g",
+                                 runner.TEST_MODE_ENV: "1"})
+    assert discord.http.Route.BASE == "http://[::1]:9/api"
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"RECAP_DISCORD_API_BASE": "http://127.0.0.1:9/api"}, "RECAP_DISCORD_API_BASE is for tests only and needs RECAP_TEST_MODE=1"),
+        ({"RECAP_DISCORD_GATEWAY": "ws://127.0.0.1:9/g", "RECAP_TEST_MODE": "yes"}, "RECAP_DISCORD_GATEWAY is for tests only"),
+        ({"RECAP_DISCORD_API_BASE": "https://evil.example.com/api", "RECAP_TEST_MODE": "1"}, "may only point at this machine"),
+        ({"RECAP_DISCORD_API_BASE": "http://127.0.0.1@evil.example.com/api", "RECAP_TEST_MODE": "1"}, "without user info"),
+        ({"RECAP_DISCORD_API_BASE": "http://localhost.evil.example.com/api", "RECAP_TEST_MODE": "1"}, "may only point at this machine"),
+        ({"RECAP_DISCORD_API_BASE": "http://10.0.0.5/api", "RECAP_TEST_MODE": "1"}, "may only point at this machine"),
+        ({"RECAP_DISCORD_GATEWAY": "wss://gateway.evil.example.com", "RECAP_TEST_MODE": "1"}, "RECAP_DISCORD_GATEWAY may only point"),
+        ({"RECAP_DISCORD_API_BASE": "ftp://127.0.0.1/api", "RECAP_TEST_MODE": "1"}, "must be a http or https URL"),
+    ],
+)
+def test_api_redirect_needs_the_test_flag_and_a_loopback_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], environ: dict[str, str], expected: str
+) -> None:
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+    monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+    for name in (runner.API_BASE_ENV, runner.GATEWAY_ENV, runner.TEST_MODE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    settings = make_settings(tmp_path, discord_token="the-token-value")
+    assert runner.main(argparse.Namespace(), settings) == 2  # stops before connecting anywhere
+    err = capsys.readouterr().err
+    assert err.startswith("Configuration error: ") and expected in err and err.count("\n") == 1
+    assert "the-token-value" not in err
+    assert discord.http.Route.BASE == "https://discord.com/api/v10"
+    assert str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY) != "wss://gateway.evil.example.com"
 
 
 async def test_run_loads_the_model_first_and_reports_a_refused_token(

@@ -397,3 +397,25 @@ async def test_summary_of_a_channel_with_the_same_readers_stays_public(recap_wor
     result = await w.alice.slash(w.channel, "summarize", channel=lounge)
     assert summary_embeds(result)[0].title == "Summary of #lounge"
     assert not result.ephemeral
+
+
+async def test_channel_mentions_name_only_channels_every_reader_can_see(recap_world: World) -> None:
+    w = recap_world
+    admin_only = {w.admin: discord.PermissionOverwrite(view_channel=True, read_message_history=True)}
+    hidden = w.guild.create_text_channel(
+        "launch-codes", overwrites={w.guild.default_role: discord.PermissionOverwrite(view_channel=False), **admin_only})
+    lounge = w.guild.create_text_channel("lounge")
+    await w.env.settle()
+    await w.say(w.alice, f"The release plan moved into <#{hidden.id}> yesterday, everyone should read it carefully.",
+                f"Lunch plans for the release party are in <#{lounge.id}> today, bring snacks please.")
+
+    public = reply_text(await w.alice.slash(w.channel, "summarize", style="key_messages", length="long"))
+    assert "#hidden-channel" in public and "launch-codes" not in public
+    assert "#lounge" in public  # a channel everyone can see keeps its name
+
+    # The admin sees the channel, but a public reply is read by everyone in #general: still hidden.
+    admin_public = reply_text(await w.admin.slash(w.channel, "summarize", style="key_messages", length="long"))
+    assert "launch-codes" not in admin_public and "#hidden-channel" in admin_public
+    # A private reply is read by the admin alone, who can see it: named.
+    admin_private = reply_text(await w.admin.slash(w.channel, "summarize", style="key_messages", length="long", private=True))
+    assert "#launch-codes" in admin_private

@@ -64,6 +64,13 @@ def model_env(model: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
         ("prose.txt", "no speakers here\nat all", "error: prose.txt: line 1: unknown format"),
         ("time.json", json.dumps({"messages": [{"id": "5", "timestamp": "noon", "content": "x"}]}),
          "error: time.json: messages[0].timestamp: not an ISO 8601 time: 'noon'"),
+        # Hostile exports: each is one line, never a traceback.
+        ("deep.json", "[" * 200_000 + "]" * 200_000, "error: deep.json: invalid JSON (nested too deeply)"),
+        ("digits.json", '{"messages": [{"id": ' + "9" * 5000 + "}]}", "error: digits.json: invalid JSON ("),
+        ("longid.json", json.dumps({"messages": [{"id": "9" * 5000, "content": "x"}]}),
+         "error: longid.json: messages[0].id: not a Discord id: '9999"),
+        ("far.json", json.dumps({"messages": [{"id": "5", "timestamp": "9999-12-31T23:59:59-05:00", "content": "x"}]}),
+         "error: far.json: messages[0].timestamp: time out of range: '9999-12-31T23:59:59-05:00'"),
     ],
 )
 def test_malformed_input_is_explained(tmp_path: Path, name: str, content: str, expected: str) -> None:
@@ -122,6 +129,18 @@ def test_text_output_for_an_export(words_model: Path, tmp_path: Path) -> None:
     assert f"Model: {words_model.name}" in out
     body = out.split("\n\n")[1]
     assert len(body.split()) >= 2  # the model's words, after the summarizer's checks
+
+
+def test_lone_surrogates_in_an_export_are_replaced_not_fatal(words_model: Path, tmp_path: Path) -> None:
+    data = json.loads(SMALL.read_text("utf-8"))
+    data["messages"][0]["content"] = "deploy \ud800 moved to friday \udfff ok"
+    data["messages"][0]["author"]["nickname"] = "Ada\udc80"
+    path = tmp_path / "surrogates.json"
+    path.write_text(json.dumps(data), encoding="utf-8")  # json.dumps writes the \\ud800 escapes
+    result = run_bot("summarize", str(path), "--json", "--max-new-tokens", "8", env=model_env(words_model, tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Ada\ufffd" in json.loads(result.stdout)["participants"]
 
 
 def test_json_output_shape_with_limit_on_stdin(words_model: Path, tmp_path: Path) -> None:

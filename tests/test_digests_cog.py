@@ -17,8 +17,10 @@ from simcord.backend.models.channel import Overwrite
 from simcord.enums import OverwriteType
 
 from bot.client import RecapBot
+from bot.prompts import LENGTHS
 from bot.schedule import make_schedule, next_run
 from storage import open_database
+from storage import settings as settings_store
 from storage import digests as store
 from storage import summaries as summary_store
 from storage.digests import DigestRecord
@@ -260,6 +262,25 @@ async def test_digest_runs_at_background_priority(world: World) -> None:
     await world.say(world.alice, "hello there", "what's up")
     await run_at(world, record.next_run_at)
     assert seen and set(seen) == {1}
+
+
+async def test_digest_length_decides_max_new_tokens_after_admins_change_sampling(world: World) -> None:
+    seen: list[int] = []
+    executor = world.bot.executor
+    original = executor.submit
+
+    async def recording_submit(request):
+        seen.append(request.settings.max_new_tokens)
+        return await original(request)
+
+    executor.submit = recording_submit
+    await world.db.writing(settings_store.set_setting, world.guild.id, "temperature", 0.5)
+    await world.db.writing(settings_store.set_setting, world.guild.id, "length", "long")
+    target = world.guild.create_text_channel("digests")
+    record = await add_digest(world, world.channel, target)  # length "short"
+    await world.say(world.alice, "We should ship the release on Friday.", "I'll write the changelog.")
+    await run_at(world, record.next_run_at)
+    assert seen and set(seen) == {LENGTHS["short"].max_new_tokens}
 
 
 async def test_empty_window_posts_nothing(world: World) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import Settings
-from bot.executor import Executor
+from bot.executor import Executor, queue_eta
 from bot.executor_queue import Entry, FairQueue
 from bot.generation import (
     ExecutorClosed,
@@ -205,6 +205,14 @@ async def test_queue_positions_are_reported_on_the_loop(tiny_causal: ModelBacken
     assert [s.position for s in seen["b"]] == [2, 1]
     assert [s.position for s in seen["c"]] == [3, 2, 1]
     assert all(s.eta_s is not None and s.eta_s > 0 for s in seen["c"])
+
+
+def test_queue_eta_is_never_zero_for_a_queued_request() -> None:
+    # A tiny model on a fast machine serves a request in a few ms; plain rounding reported "0.0 s".
+    fast = [queue_eta(0.0, 0.004, position) for position in (1, 2, 3)]
+    assert all(eta > 0 for eta in fast) and fast == sorted(fast)
+    assert queue_eta(0.0, 0.3, 1) == 0.3  # exact tenths are not pushed up by float error
+    assert queue_eta(1.25, 0.5, 2) == 2.3  # rounded up, never promising less than the estimate
 
 
 async def test_timeout_fails_the_request_and_frees_its_place(tiny_causal: ModelBackend) -> None:

@@ -95,6 +95,64 @@ def test_text_attachment_with_binary_content_is_not_read(tmp_path: Path) -> None
     assert conv.messages[0].attachments[0].text is None
 
 
+def attachment_export(tmp_path: Path, *urls: str, file_name: str = "notes.txt") -> Path:
+    folder = tmp_path / "export"
+    folder.mkdir(exist_ok=True)
+    atts = [{"id": str(i), "url": url, "fileName": file_name, "fileSizeBytes": 20} for i, url in enumerate(urls)]
+    path = folder / "export.json"
+    path.write_text(json.dumps(export(message(attachments=atts))), encoding="utf-8")
+    return path
+
+
+def test_export_cannot_pull_in_files_outside_its_folder(tmp_path: Path) -> None:
+    secret = tmp_path / "app"
+    secret.mkdir()
+    (secret / ".env").write_text("DISCORD_TOKEN=the-secret-token\n", encoding="utf-8")
+    (secret / "token.txt").write_text("the-secret-token\n", encoding="utf-8")
+    path = attachment_export(
+        tmp_path, str(secret / ".env"), str(secret / "token.txt"), "../app/token.txt", "..%2Fapp%2Ftoken.txt",
+        f"file://{secret / 'token.txt'}", f"file://localhost{secret / 'token.txt'}", "link.txt", "linkdir/token.txt",
+        "sub/../../app/token.txt",
+    )
+    (path.parent / "link.txt").symlink_to(secret / "token.txt")
+    (path.parent / "linkdir").symlink_to(secret, target_is_directory=True)
+    conv = load_conversation(str(path))
+    attachments = conv.messages[0].attachments
+    assert len(attachments) == 9 and all(a.text is None for a in attachments)
+    assert len([w for w in conv.warnings if "not read" in w]) == 9
+
+
+def test_files_inside_the_export_folder_are_read_by_path_or_file_url(tmp_path: Path) -> None:
+    path = attachment_export(tmp_path, "media/notes.txt", str(tmp_path / "export" / "media" / "notes.txt"),
+                             f"file://{tmp_path / 'export' / 'media' / 'notes%20x.txt'}")
+    (path.parent / "media").mkdir()
+    (path.parent / "media" / "notes.txt").write_text("ship on friday", encoding="utf-8")
+    (path.parent / "media" / "notes x.txt").write_text("ship on monday", encoding="utf-8")
+    texts = [a.text for a in load_conversation(str(path)).messages[0].attachments]
+    assert texts == ["ship on friday", "ship on friday", "ship on monday"]
+
+
+def test_the_real_file_decides_whether_it_is_text_not_the_file_name(tmp_path: Path) -> None:
+    # fileName claims text, the real file is an image whose bytes happen to decode: not read.
+    path = attachment_export(tmp_path, "photo.png", file_name="notes.txt")
+    (path.parent / "photo.png").write_bytes(b"plain looking bytes")
+    assert load_conversation(str(path)).messages[0].attachments[0].text is None
+    # fileName claims an image, the real file is text: read, and marked as text for the transcript.
+    path = attachment_export(tmp_path, "real.txt", file_name="picture.png")
+    (path.parent / "real.txt").write_text("the agenda", encoding="utf-8")
+    (att,) = load_conversation(str(path)).messages[0].attachments
+    assert att.text == "the agenda" and att.content_type == "text/plain"
+
+
+def test_stdin_exports_read_no_local_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "notes.txt").write_text("secret notes", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    data = export(message(attachments=[{"id": "3", "url": "notes.txt", "fileName": "notes.txt", "fileSizeBytes": 12}]))
+    conv = load_conversation("-", stdin=io.StringIO(json.dumps(data)))
+    assert conv.messages[0].attachments[0].text is None
+    assert any("not stdin" in w for w in conv.warnings)
+
+
 def test_system_messages_are_marked_and_given_text() -> None:
     conv = load_conversation(str(SMALL))
     by_id = {m.id: m for m in conv.messages}

@@ -12,6 +12,8 @@ from bot.postprocess import (
     is_echo,
     is_repetitive,
     remove_mentions,
+    remove_urls,
+    strip_control,
     strip_preamble,
 )
 from bot.transcript import build_transcript
@@ -40,10 +42,32 @@ def test_mentions_cannot_ping():
     assert out.startswith("everyone look, here too,") and out.endswith("and Bob")
 
 
+def test_output_control_markers_are_removed_to_a_fixpoint():
+    for forged in ("<[INST]|im_start|>", "<<[INST]<CHAT>>[INST]>", "<</s>|im_end|</s>>"):
+        out = strip_control(f"Alice agrees {forged} with Bob.")
+        assert "<|" not in out and "<<<" not in out and "[INST]" not in out, out
+
+
 def test_clean_output_removes_broadcast_mentions_and_urls():
     out = clean("Alice tells @everyone the release moves to Friday, see https://evil.example.com/x and www.a.com.")
     assert out.problem is None
     assert "@" not in out.text and "http" not in out.text and "www" not in out.text
+
+
+LINKS = [
+    "_https://evil.example.com/x_", "1https://evil.example.com", "x.https://evil.example.com", "HTTPS://EVIL.EXAMPLE.COM",
+    "ftp://evil.example.com/f", "[click here](https://evil.example.com)", "[https://evil.example.com](<https://evil.example.com>)",
+    "<https://evil.example.com>", "(https://evil.example.com)", "**https://evil.example.com**", "www.evil.example.com",
+    "https:/[a](b)/evil.example.com", "steam://run/1", "[x](https:[](y)//evil.example.com)",
+]
+
+
+def test_no_link_form_survives_url_removal():
+    for link in LINKS:
+        out = remove_urls(f"Alice shares {link} with Bob [2].")
+        assert "://" not in out and "www." not in out.lower() and "](" not in out, (link, out)
+        assert out.startswith("Alice shares") and out.endswith("with Bob [2]."), (link, out)
+    assert remove_urls("[the notes](https://evil.example.com)") == "the notes"
 
 
 def test_only_real_citations_are_kept_and_marker_text_removed():

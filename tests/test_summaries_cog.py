@@ -11,6 +11,7 @@ import pytest
 import simcord
 
 from bot.client import RecapBot
+from bot.prompts import LENGTHS
 from cogs.summaries import followup_view
 from storage import SummaryRecord, open_database
 from storage import summaries as summary_store
@@ -72,6 +73,30 @@ async def all_summaries(world: World) -> list[SummaryRecord]:
 
 
 # --- follow-up buttons -----------------------------------------------------------------------
+
+
+async def newest_summary(world: World) -> SummaryRecord:
+    newest = max(await all_summaries(world), key=lambda r: r.id)
+    record = await world.db.reading(summary_store.get_summary, newest.id)
+    assert record is not None
+    return record
+
+
+async def test_requested_length_decides_max_new_tokens_after_admins_change_sampling(recap_world: World) -> None:
+    w = recap_world
+    # An admin changed a sampling knob (not max_new_tokens), and the channel's stored length is short.
+    await w.admin.slash(w.channel, "settings set", scope="server", length="short", temperature=0.5)
+    result = await summarize(w, length="long")
+    made = await newest_summary(w)
+    assert made.length == "long" and made.settings["max_new_tokens"] == LENGTHS["long"].max_new_tokens
+    assert made.settings["temperature"] == 0.5  # the admin's setting still applies
+    await press(w, w.alice, result.response.message, "Shorter")
+    shorter = await newest_summary(w)
+    assert shorter.length == "medium" and shorter.settings["max_new_tokens"] == LENGTHS["medium"].max_new_tokens
+    # An explicit max_new_tokens set by an admin wins over every preset.
+    await w.admin.slash(w.channel, "settings set", scope="server", max_new_tokens=48)
+    await summarize(w, length="long")
+    assert (await newest_summary(w)).settings["max_new_tokens"] == 48
 
 
 async def test_every_summary_gets_persistent_buttons(recap_world: World) -> None:

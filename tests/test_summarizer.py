@@ -234,6 +234,16 @@ def test_generation_for_presets_and_override():
         generation_for("gigantic")
 
 
+async def test_key_messages_never_carry_a_link_from_message_text(words_executor: Recording):
+    hostile = ["_https://evil.example.com/a_", "1https://evil.example.com", "[docs](https://evil.example.com)",
+               "x.HTTPS://evil.example.com"]
+    messages = [ChatMessage(20 + i, name, f"I moved the release notes to {link} for the review team today")
+                for i, (name, link) in enumerate(zip(["Ann", "Bob", "Cy", "Dee"], hostile))]
+    summary = await Summarizer(words_executor).summarize(messages, SummaryOptions("long", "key_messages"))
+    assert summary.citations == [20, 21, 22, 23]  # every hostile message was quoted
+    assert "://" not in summary.text and "](" not in summary.text, summary.text
+
+
 async def test_key_messages_style_is_faithful_cited_and_needs_no_generation(words_executor: Recording):
     messages = [
         ChatMessage(11, "Ann", "hello"),

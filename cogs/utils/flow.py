@@ -24,6 +24,7 @@ from storage import SummaryRecord, summaries
 from .checks import require_readable
 from .errors import NO_ACCESS, AccessDenied, ChannelDisabled, NotReady, UserFacingError
 from .progress import NO_PINGS, ProgressMessage
+from .channel_names import summary_readers
 from .reading import Conversation, Scope, read_conversation
 from .render import ReplyContext, build_summary_messages, progress_text
 from .visibility import find_leaks
@@ -152,6 +153,7 @@ async def run_summary(
                 job.scope,
                 int(resolved["max_messages"]),
                 progress=lambda stage, done, total: progress.update(progress_text(stage, done, total)),
+                readers=summary_readers(interaction.user, job.source, interaction.channel, private),
             )
             await progress.settle()
             if not conversation.messages:
@@ -179,7 +181,7 @@ async def summarize_conversation(
     length = job.length or resolved["length"]
     style = job.style or resolved["style"]
     progress = progress or ProgressMessage(interaction)
-    options = SummaryOptions(length=length, style=style, generation=job.generation or generation_settings(resolved))
+    options = SummaryOptions(length=length, style=style, generation=job.generation or generation_settings(resolved, length))
     try:
         summary = await bot.summarizer.summarize(
             conversation.messages,

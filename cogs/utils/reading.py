@@ -20,6 +20,7 @@ from bot.conversation import Attachment, ChatMessage
 from storage import StoredAttachment, StoredMessage, messages, privacy
 
 from .attachments import looks_like_text, read_text_attachment
+from .channel_names import Readers, channel_names
 
 if TYPE_CHECKING:
     from bot.client import RecapBot
@@ -27,9 +28,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_ID = 2**63 - 1
-_USER_MENTION = re.compile(r"<@!?(\d+)>")
-_ROLE_MENTION = re.compile(r"<@&(\d+)>")
-_CHANNEL_MENTION = re.compile(r"<#(\d+)>")
+# At most 20 digits (a snowflake): int() refuses thousands of digits.
+_USER_MENTION = re.compile(r"<@!?([0-9]{1,20})>")
+_ROLE_MENTION = re.compile(r"<@&([0-9]{1,20})>")
+_CHANNEL_MENTION = re.compile(r"<#([0-9]{1,20})>")
 # Message types that are people talking; everything else (joins, pins, boosts...) is a system message.
 _CONVERSATION_TYPES = frozenset({discord.MessageType.default, discord.MessageType.reply})
 
@@ -111,8 +113,11 @@ async def to_stored(message: discord.Message, attachment_max_bytes: int) -> Stor
     )
 
 
-def to_chat(stored: StoredMessage, names: dict[int, str], guild: discord.Guild | None) -> ChatMessage:
-    """The summarizer's form. ``names``: user id -> display name, for resolving ``<@id>``."""
+def to_chat(
+    stored: StoredMessage, names: dict[int, str], guild: discord.Guild | None, channels: dict[int, str] | None = None
+) -> ChatMessage:
+    """The summarizer's form. ``names``: user id -> display name, for resolving ``<@id>``; ``channels``:
+    channel id -> the name the summary's readers may see (``channel_names``), for ``<#id>``."""
     text = stored.content
     mentions: dict[int, str] = {}
     for raw in _USER_MENTION.findall(text):
@@ -130,10 +135,9 @@ def to_chat(stored: StoredMessage, names: dict[int, str], guild: discord.Guild |
             role = guild.get_role(int(raw))
             if role is not None:
                 role_mentions[role.id] = role.name
-        for raw in _CHANNEL_MENTION.findall(text):
-            ch = guild.get_channel_or_thread(int(raw))
-            if ch is not None:
-                channel_mentions[ch.id] = ch.name
+    for raw in _CHANNEL_MENTION.findall(text):
+        if channels is not None and int(raw) in channels:
+            channel_mentions[int(raw)] = channels[int(raw)]
     return ChatMessage(
         id=stored.id,
         author=stored.author_name,
@@ -150,6 +154,15 @@ def to_chat(stored: StoredMessage, names: dict[int, str], guild: discord.Guild |
         guild_id=stored.guild_id,
         channel_id=stored.channel_id,
     )
+
+
+async def mentioned_channels(guild: discord.Guild, stored: list[StoredMessage], readers: Readers | None) -> dict[int, str]:
+    """Names for the ``<#id>`` mentions in ``stored`` as the summary's readers may see them. Without
+    ``readers``, the audience of the conversation's own channel stands for them."""
+    ids = {int(raw) for m in stored for raw in _CHANNEL_MENTION.findall(m.content)}
+    if readers is None:
+        readers = Readers(audiences=tuple({m.channel_id: guild.get_channel_or_thread(m.channel_id) for m in stored}.values()))
+    return await channel_names(guild, ids, readers)
 
 
 def skipped_files(stored: list[StoredMessage]) -> list[str]:
@@ -213,11 +226,13 @@ async def read_conversation(
     scope: Scope,
     max_messages: int,
     progress: Progress | None = None,
+    readers: Readers | None = None,
 ) -> Conversation:
     """The conversation in ``scope``, oldest first, at most ``max_messages`` (the newest ones).
 
     Stored history is used for the range the listeners saw live (``bot.coverage``);
-    the rest is fetched from Discord and stored, so the next read is local.
+    the rest is fetched from Discord and stored, so the next read is local. ``readers``: who will read
+    the summary, which decides the channel names ``<#id>`` may show (see ``channel_names``).
     """
     guild: discord.Guild = channel.guild
     wanted = min(scope.last, max_messages) if scope.last else max_messages
@@ -252,7 +267,8 @@ async def read_conversation(
         if scope.last is None or scope.last > max_messages:
             capped_at = max_messages
     names = {m.author_id: m.author_name for m in ordered}
-    chat = [to_chat(m, names, guild) for m in ordered]
+    channels = await mentioned_channels(guild, ordered, readers)
+    chat = [to_chat(m, names, guild, channels) for m in ordered]
     await _report(progress, "reading", len(chat), len(chat))
     return Conversation(
         channel_id=channel.id,
@@ -264,7 +280,7 @@ async def read_conversation(
     )
 
 
-async def read_by_ids(bot: "RecapBot", channel: Any, source_ids: list[int]) -> Conversation:
+async def read_by_ids(bot: "RecapBot", channel: Any, source_ids: list[int], readers: Readers | None = None) -> Conversation:
     """The stored messages of an earlier summary (for Shorter/Longer/Regenerate); missing ones are skipped."""
     if not source_ids:
         return Conversation(channel_id=channel.id, guild_id=channel.guild.id, messages=[])
@@ -277,9 +293,10 @@ async def read_by_ids(bot: "RecapBot", channel: Any, source_ids: list[int]) -> C
     opted_out = await bot.db.reading(privacy.opted_out_users, {m.author_id for m in rows})
     kept = [m for m in rows if m.id in wanted and m.author_id not in opted_out]
     names = {m.author_id: m.author_name for m in kept}
+    channels = await mentioned_channels(channel.guild, kept, readers)
     return Conversation(
         channel_id=channel.id,
         guild_id=channel.guild.id,
-        messages=[to_chat(m, names, channel.guild) for m in kept],
+        messages=[to_chat(m, names, channel.guild, channels) for m in kept],
         skipped_files=skipped_files(kept),
     )

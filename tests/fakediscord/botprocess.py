@@ -30,6 +30,7 @@ class BotProcess:
             "MODEL_CACHE_DIR": str(model_cache), "DEVICE": "cpu", "DEV_GUILD_ID": str(fake.world.guild_id),
             "LOG_LEVEL": "INFO", "METRICS_PORT": "0", "PYTHONUNBUFFERED": "1",
             "RECAP_DISCORD_API_BASE": fake.api_base, "RECAP_DISCORD_GATEWAY": fake.gateway_url,
+            "RECAP_TEST_MODE": "1",  # the redirect works only with this flag, and only to loopback
         })
         self.env.update(extra_env or {})
         self.proc: asyncio.subprocess.Process | None = None
