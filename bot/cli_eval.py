@@ -27,7 +27,16 @@ from .cli_summarize import (
 )
 from .config import ConfigError, Settings
 from .conversation import ChatMessage
-from .evaluation import EvalDataError, EvalRecord, RougeScorer, absent_names, lead_k, load_records, speaker_names
+from .evaluation import (
+    EvalDataError,
+    EvalRecord,
+    RougeScorer,
+    absent_names,
+    copies_a_message,
+    lead_k,
+    load_records,
+    speaker_names,
+)
 from .exports import ExportError, parse_transcript
 from .generation import GenerationError, GenerationSettings, InvalidRequest, Overloaded
 from .models import ModelLoadError
@@ -115,6 +124,7 @@ def score(records: list[EvalRecord], predictions: list[str]) -> dict[str, Any]:
         "lead3": scorer.corpus([lead_k(r.dialogue, 3) for r in records], references),
         "n": len(records),
         "absent_names": absent,
+        "copies": sum(1 for r, p in zip(records, predictions) if copies_a_message(p, r.dialogue)),
     }
 
 
@@ -126,6 +136,7 @@ def format_table(results: dict[str, Any]) -> str:
     rows.append("")
     rows.append(f"dialogues: {results['n']}   dialogues/s: {results['dialogues_per_s']:.2f}   model: {results['model']}")
     rows.append(f"summaries naming someone absent from the conversation: {results['absent_names']} of {results['n']}")
+    rows.append(f"summaries that copy one message: {results['copies']} of {results['n']}")
     if results["failed"]:
         rows.append(f"dialogues the model could not summarize (scored as empty): {results['failed']}")
     return "\n".join(rows)
@@ -170,11 +181,11 @@ def evaluate(records: list[EvalRecord], settings: Settings, length: str, style: 
 
 def format_styles(rows: list[dict[str, Any]]) -> str:
     """One row per style, baselines once."""
-    lines = [f"{'':<14}{'ROUGE-1':>9}{'ROUGE-2':>9}{'ROUGE-L':>9}{'absent':>8}{'failed':>8}"]
+    lines = [f"{'':<14}{'ROUGE-1':>9}{'ROUGE-2':>9}{'ROUGE-L':>9}{'absent':>8}{'copies':>8}{'failed':>8}"]
     for row in rows:
         s = row["pipeline"]
         lines.append(f"{row['style']:<14}{s['rouge1']:>9.2f}{s['rouge2']:>9.2f}{s['rougeL']:>9.2f}"
-                     f"{row['absent_names']:>8}{row['failed']:>8}")
+                     f"{row['absent_names']:>8}{row['copies']:>8}{row['failed']:>8}")
     for label, key in (("lead-2", "lead2"), ("lead-3", "lead3")):
         s = rows[0][key]
         lines.append(f"{label:<14}{s['rouge1']:>9.2f}{s['rouge2']:>9.2f}{s['rougeL']:>9.2f}")
@@ -211,7 +222,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         return 130
     print(format_table(rows[0]) if len(rows) == 1 else format_styles(rows))
     if args.json:
-        keys = ("pipeline", "lead2", "lead3", "dialogues_per_s", "n", "absent_names", "failed", "model")
+        keys = ("pipeline", "lead2", "lead3", "dialogues_per_s", "n", "absent_names", "copies", "failed", "model")
         if len(rows) == 1:
             print(json.dumps({k: rows[0][k] for k in keys}, ensure_ascii=False))
         else:

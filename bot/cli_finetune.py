@@ -153,14 +153,14 @@ def compare(records: list[Any], settings: Settings, adapter: Path) -> dict[str, 
 
 def compare_table(rows: dict[str, Any]) -> str:
     base = rows["base"]
-    lines = ["| model | ROUGE-1 | ROUGE-2 | ROUGE-L | absent names |", "|---|---|---|---|---|"]
+    lines = ["| model | ROUGE-1 | ROUGE-2 | ROUGE-L | absent names | copies of one message |", "|---|---|---|---|---|---|"]
     for label, key in (("lead-2", "lead2"), ("lead-3", "lead3")):
         s = base[key]
-        lines.append(f"| {label} | {s['rouge1']:.2f} | {s['rouge2']:.2f} | {s['rougeL']:.2f} | |")
+        lines.append(f"| {label} | {s['rouge1']:.2f} | {s['rouge2']:.2f} | {s['rougeL']:.2f} | | |")
     for label, result in rows.items():
         s = result["pipeline"]
         lines.append(f"| {label} ({result['model']}) | {s['rouge1']:.2f} | {s['rouge2']:.2f} | {s['rougeL']:.2f} | "
-                     f"{result['absent_names']} of {result['n']} |")
+                     f"{result['absent_names']} of {result['n']} | {result.get('copies', '?')} of {result['n']} |")
     return "\n".join(lines)
 
 

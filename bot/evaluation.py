@@ -121,6 +121,23 @@ def speaker_names(dialogue: str) -> set[str]:
     return names
 
 
+def copies_a_message(summary: str, dialogue: str) -> bool:
+    """The summary is (mostly) one message copied: a shared run of words covering 80% of it."""
+    from difflib import SequenceMatcher
+
+    from .exports import speaker_of
+
+    out = [w.lower() for w in _WORD_RE.findall(summary)]
+    if len(out) < 4:
+        return False
+    for line in dialogue.splitlines():
+        found = speaker_of(line)
+        src = [w.lower() for w in _WORD_RE.findall(found[1] if found else line)]
+        if src and SequenceMatcher(None, out, src, autojunk=False).find_longest_match(0, len(out), 0, len(src)).size >= 0.8 * len(out):
+            return True
+    return False
+
+
 def absent_names(summary: str, dialogue: str, participants: Iterable[str] = ()) -> list[str]:
     """Names in ``summary`` that appear nowhere in the conversation: a rough hallucination check.
 

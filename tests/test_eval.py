@@ -173,3 +173,12 @@ def test_eval_command_dialogue_that_is_not_a_transcript(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "d.jsonl", [{"dialogue": "just prose here", "summary": "x"}])
     result = run_eval("--data", str(path))
     assert result.returncode == 2 and "record on line 1" in result.stderr and "unknown format" in result.stderr
+
+
+def test_copies_a_message() -> None:
+    from bot.evaluation import copies_a_message
+
+    dialogue = "Ann: the printer on floor two is jammed again today\nBo: I'll call facilities."
+    assert copies_a_message("The printer on floor two is jammed again.", dialogue)
+    assert not copies_a_message("Ann reports a jammed printer and Bo will call facilities.", dialogue)
+    assert not copies_a_message("Jammed.", dialogue)
