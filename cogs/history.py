@@ -32,7 +32,6 @@ class History(commands.Cog):
         self.bot = bot
         self.buffer = MessageBuffer(bot.db)
         self._enabled: dict[tuple[int, int], tuple[bool, float]] = {}  # (guild, channel) -> (enabled, expires)
-        self._erased = False  # something was deleted since the last WAL checkpoint
 
     async def cog_load(self) -> None:
         # A discord.ext.tasks loop flushes the buffer (rather than MessageBuffer.start()'s own task) so the
@@ -52,10 +51,9 @@ class History(commands.Cog):
     async def flusher(self) -> None:
         try:
             await self.buffer.flush()
-            if self._erased:
-                # Deleted text lingers in old WAL pages until a checkpoint; erase it within a second.
-                self._erased = False
-                await self.bot.db.checkpoint()
+            # Deleted text lingers in old WAL pages until a checkpoint; erase it within a second,
+            # and keep retrying one that failed (a busy reader) until it succeeds.
+            await self.bot.erasure.run()
         except Exception:  # kept buffered / flagged; the next round retries
             log.exception("flushing %d buffered messages failed", len(self.buffer))
 
@@ -98,31 +96,31 @@ class History(commands.Cog):
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         if payload.guild_id is not None:
             await self.buffer.delete(payload.message_id)
-            self._erased = True
+            self.bot.erasure.request()
 
     @commands.Cog.listener()
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
         if payload.guild_id is not None:
             await self.buffer.delete(list(payload.message_ids))
-            self._erased = True
+            self.bot.erasure.request()
 
     @commands.Cog.listener()
     async def on_guild_channel_delete(self, channel: discord.abc.GuildChannel) -> None:
         await self.buffer.write_after_flush(messages.delete_threads_of, channel.id)
         await self.buffer.write_after_flush(messages.delete_channel, channel.id)
         self.bot.coverage.forget_channel(channel.id)
-        self._erased = True
+        self.bot.erasure.request()
 
     @commands.Cog.listener()
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
         await self.buffer.write_after_flush(messages.delete_channel, payload.thread_id)
         self.bot.coverage.forget_channel(payload.thread_id)
-        self._erased = True
+        self.bot.erasure.request()
 
     @commands.Cog.listener()
     async def on_guild_remove(self, guild: discord.Guild) -> None:
         result = await self.buffer.write_after_flush(guilds.delete_guild, guild.id)
-        await self.bot.db.checkpoint()
+        await self.bot.erasure.now()  # a failure stays pending: the flush loop retries it
         log.info("removed from server %s: deleted %d messages, %d summaries", guild.id, result.messages, result.summaries)
 
 
