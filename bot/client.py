@@ -39,6 +39,7 @@ EXTENSIONS: tuple[str, ...] = (
     "cogs.admin",
     "cogs.digests",
     "cogs.summaries",
+    "cogs.retention",
 )
 
 
