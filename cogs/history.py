@@ -144,6 +144,8 @@ class History(commands.Cog):
         message = payload.message
         if payload.guild_id is None or message is None or message.edited_at is None:
             return  # link-preview updates carry no edit time: nothing the author changed
+        if not await self.buffer.knows(message.id):
+            return  # never stored: nothing to update, so no attachment is downloaded for it
         stored = await to_stored(message, self.bot.settings.attachment_max_bytes)
         await self.buffer.edit(message.id, stored.content, message.edited_at, stored.attachments)
 

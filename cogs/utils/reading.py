@@ -19,7 +19,7 @@ import discord
 from bot.conversation import Attachment, ChatMessage
 from storage import StoredAttachment, StoredMessage, messages, privacy
 
-from .attachments import looks_like_text, read_text_attachment
+from .attachments import AttachmentBudget, looks_like_text, read_text_attachment
 
 if TYPE_CHECKING:
     from bot.client import RecapBot
@@ -82,8 +82,11 @@ def is_conversation(message: discord.Message, bot_user_id: int | None) -> bool:
     return message.type in _CONVERSATION_TYPES and not is_own(message, bot_user_id)
 
 
-async def to_stored(message: discord.Message, attachment_max_bytes: int) -> StoredMessage:
-    """The stored form of a guild message; text attachments are downloaded and decoded here, once."""
+async def to_stored(
+    message: discord.Message, attachment_max_bytes: int, budget: AttachmentBudget | None = None
+) -> StoredMessage:
+    """The stored form of a guild message; text attachments are downloaded and decoded here, once
+    (within ``budget``, when a read of history shares one)."""
     channel = message.channel
     parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
     attachments = [
@@ -91,7 +94,7 @@ async def to_stored(message: discord.Message, attachment_max_bytes: int) -> Stor
             filename=a.filename,
             size=a.size,
             content_type=a.content_type,
-            text=await read_text_attachment(a, attachment_max_bytes),
+            text=await read_text_attachment(a, attachment_max_bytes, budget),
         )
         for a in message.attachments
     ]
@@ -216,6 +219,7 @@ async def _scan(
     # Messages posted after the first request are not in its answer: never erase above this.
     ceiling = min(top, discord.utils.time_snowflake(discord.utils.utcnow(), high=False))
     limit = wanted + SCAN_SLACK
+    budget = AttachmentBudget(bot.settings.attachment_read_max_bytes)
     found: list[StoredMessage] = []
     page: list[StoredMessage] = []
     seen: set[int] = set()
@@ -227,7 +231,7 @@ async def _scan(
         seen.add(message.id)
         if not is_conversation(message, me):
             continue
-        stored = await to_stored(message, bot.settings.attachment_max_bytes)
+        stored = await to_stored(message, bot.settings.attachment_max_bytes, budget)
         found.append(stored)
         page.append(stored)
         if len(page) >= 100:
