@@ -3,7 +3,6 @@ the next time the bot reads that range from Discord, or at start-up."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from simcord_helpers import BOT_EXTENSIONS, World, database_bytes, declare_model_waits, recap_world, reply_text, until  # noqa: F401
