@@ -19,6 +19,7 @@ from discord.ext import commands
 
 from cogs.utils.cooldowns import GuildSlots, UserCooldown
 from cogs.utils.coverage import Coverage
+from cogs.utils.erasure import ErasureCheckpoints
 
 if TYPE_CHECKING:
     from storage import Database, MessageBuffer
@@ -38,6 +39,7 @@ EXTENSIONS: tuple[str, ...] = (
     "cogs.admin",
     "cogs.digests",
     "cogs.summaries",
+    "cogs.retention",
 )
 
 
@@ -75,6 +77,8 @@ class RecapBot(commands.Bot):
         self.extension_names = tuple(extensions)
         self.failed_extensions: dict[str, BaseException] = {}
         self.coverage = Coverage()
+        # Every erasure asks for a WAL checkpoint here; cogs.history's loop retries failed ones.
+        self.erasure = ErasureCheckpoints(db)
         self.cooldowns = UserCooldown(settings.user_cooldown_s)
         self.guild_slots = GuildSlots(settings.guild_max_concurrent)
         self.message_buffer: "MessageBuffer | None" = None  # set by cogs.history while it is loaded

@@ -181,6 +181,7 @@ FIELDS: dict[str, _Field] = {
     "request_timeout_s": _Field("REQUEST_TIMEOUT_S", "600", _float(1, 86_400), "A generation request older than this fails with a timeout."),
     "input_token_budget": _Field("INPUT_TOKEN_BUDGET", "24000", _int(256, 10_000_000), "Most transcript tokens one summary reads; older messages beyond it are cut and the reply says so."),
     "attachment_max_bytes": _Field("ATTACHMENT_MAX_BYTES", "262144", _int(0, 25_000_000), "Text attachments larger than this are named, not read."),
+    "attachment_read_max_bytes": _Field("ATTACHMENT_READ_MAX_BYTES", "4194304", _int(0, 1_000_000_000), "Text attachment bytes one read of history downloads in all; beyond it, more attachments are named, not read."),
     "user_cooldown_s": _Field("USER_COOLDOWN_S", "20", _float(0, 86_400), "Seconds a member waits between summaries."),
     "guild_max_concurrent": _Field("GUILD_MAX_CONCURRENT", "3", _int(1, 1000), "Summaries one server may run at once."),
     "metrics_port": _Field("METRICS_PORT", "0", _int(0, 65535), "Prometheus metrics on this port (127.0.0.1). 0: off."),
@@ -210,6 +211,7 @@ class Settings:
     request_timeout_s: float
     input_token_budget: int
     attachment_max_bytes: int
+    attachment_read_max_bytes: int
     user_cooldown_s: float
     guild_max_concurrent: int
     metrics_port: int

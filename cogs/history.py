@@ -8,6 +8,7 @@ channels where Recap is disabled.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ from discord.ext import commands, tasks
 
 from cogs.utils.server_settings import settings_channel_id
 from cogs.utils.reading import is_conversation, to_stored
-from storage import MessageBuffer, guilds, messages, settings as settings_store
+from storage import MessageBuffer, digests, guilds, messages, settings as settings_store
 
 if TYPE_CHECKING:
     from bot.client import RecapBot
@@ -32,7 +33,7 @@ class History(commands.Cog):
         self.bot = bot
         self.buffer = MessageBuffer(bot.db)
         self._enabled: dict[tuple[int, int], tuple[bool, float]] = {}  # (guild, channel) -> (enabled, expires)
-        self._erased = False  # something was deleted since the last WAL checkpoint
+        self._sweep: asyncio.Task[None] | None = None  # the start-up purge of vanished servers and channels
 
     async def cog_load(self) -> None:
         # A discord.ext.tasks loop flushes the buffer (rather than MessageBuffer.start()'s own task) so the
@@ -43,6 +44,8 @@ class History(commands.Cog):
             self.bot.coverage.connected()
 
     async def cog_unload(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
         self.bot.message_buffer = None
         self.flusher.cancel()
         await self.buffer.aclose()  # writes whatever is still buffered
@@ -52,10 +55,9 @@ class History(commands.Cog):
     async def flusher(self) -> None:
         try:
             await self.buffer.flush()
-            if self._erased:
-                # Deleted text lingers in old WAL pages until a checkpoint; erase it within a second.
-                self._erased = False
-                await self.bot.db.checkpoint()
+            # Deleted text lingers in old WAL pages until a checkpoint; erase it within a second,
+            # and keep retrying one that failed (a busy reader) until it succeeds.
+            await self.bot.erasure.run()
         except Exception:  # kept buffered / flagged; the next round retries
             log.exception("flushing %d buffered messages failed", len(self.buffer))
 
@@ -77,6 +79,57 @@ class History(commands.Cog):
     async def on_ready(self) -> None:
         # A new gateway session: events before it may have been missed, so only what follows is complete.
         self.bot.coverage.connected()
+        # Servers left and channels deleted while the bot was offline sent no event: sweep them now.
+        if self._sweep is None or self._sweep.done():
+            self._sweep = asyncio.create_task(self._sweep_vanished(), name="recap-sweep-vanished")
+
+    async def _sweep_vanished(self) -> None:
+        try:
+            await self.sweep_vanished()
+        except Exception:
+            log.exception("sweeping servers and channels deleted while offline failed; the next start retries")
+
+    async def sweep_vanished(self) -> int:
+        """Erase servers the bot is no longer in, and channels and threads that no longer exist.
+
+        Returns how many servers and channels were erased. Unavailable servers (an outage) are left alone.
+        """
+        erased = 0
+        present = {g.id for g in self.bot.guilds}
+        for guild_id in sorted(await self.bot.db.reading(guilds.stored_guild_ids) - present):
+            self.buffer.forget_places([guild_id])
+            await self.buffer.write_after_flush(guilds.delete_guild, guild_id)
+            await self.bot.db.writing(digests.delete_guild_digests, guild_id)
+            erased += 1
+        for guild in list(self.bot.guilds):
+            if guild.unavailable:
+                continue
+            for channel_id in sorted(await self.bot.db.reading(guilds.stored_channel_ids, guild.id)):
+                if guild.get_channel_or_thread(channel_id) is not None or await self._still_exists(guild, channel_id):
+                    continue
+                await self._erase_channel(channel_id)
+                await self.bot.db.writing(digests.delete_channel_digests, channel_id)
+                erased += 1
+        if erased:
+            log.info("erased %d servers, channels and threads deleted while offline", erased)
+            await self.bot.erasure.now()
+        return erased
+
+    async def _still_exists(self, guild: discord.Guild, channel_id: int) -> bool:
+        """Archived threads are not cached: ask Discord. Only a 404 means gone; any doubt keeps the data."""
+        try:
+            await guild.fetch_channel(channel_id)
+        except discord.NotFound:
+            return False
+        except (discord.HTTPException, discord.InvalidData):
+            return True  # no access (403), another server's id, or Discord failing: not proof of deletion
+        return True
+
+    async def _erase_channel(self, channel_id: int) -> None:
+        self.buffer.forget_places([channel_id])
+        await self.buffer.write_after_flush(messages.delete_threads_of, channel_id)
+        await self.buffer.write_after_flush(messages.delete_channel, channel_id)
+        self.bot.coverage.forget_channel(channel_id)
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -91,6 +144,8 @@ class History(commands.Cog):
         message = payload.message
         if payload.guild_id is None or message is None or message.edited_at is None:
             return  # link-preview updates carry no edit time: nothing the author changed
+        if not await self.buffer.knows(message.id):
+            return  # never stored: nothing to update, so no attachment is downloaded for it
         stored = await to_stored(message, self.bot.settings.attachment_max_bytes)
         await self.buffer.edit(message.id, stored.content, message.edited_at, stored.attachments)
 
@@ -98,31 +153,35 @@ class History(commands.Cog):
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         if payload.guild_id is not None:
             await self.buffer.delete(payload.message_id)
-            self._erased = True
+            self.bot.erasure.request()
 
     @commands.Cog.listener()
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
         if payload.guild_id is not None:
             await self.buffer.delete(list(payload.message_ids))
-            self._erased = True
+            self.bot.erasure.request()
 
     @commands.Cog.listener()
     async def on_guild_channel_delete(self, channel: discord.abc.GuildChannel) -> None:
-        await self.buffer.write_after_flush(messages.delete_threads_of, channel.id)
-        await self.buffer.write_after_flush(messages.delete_channel, channel.id)
-        self.bot.coverage.forget_channel(channel.id)
-        self._erased = True
+        await self._erase_channel(channel.id)
+        self.bot.erasure.request()
 
     @commands.Cog.listener()
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
+        self.buffer.forget_places([payload.thread_id])
         await self.buffer.write_after_flush(messages.delete_channel, payload.thread_id)
         self.bot.coverage.forget_channel(payload.thread_id)
-        self._erased = True
+        self.bot.erasure.request()
+
+    @commands.Cog.listener()
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        self.buffer.revive_place(guild.id)
 
     @commands.Cog.listener()
     async def on_guild_remove(self, guild: discord.Guild) -> None:
+        self.buffer.forget_places([guild.id])
         result = await self.buffer.write_after_flush(guilds.delete_guild, guild.id)
-        await self.bot.db.checkpoint()
+        await self.bot.erasure.now()  # a failure stays pending: the flush loop retries it
         log.info("removed from server %s: deleted %d messages, %d summaries", guild.id, result.messages, result.summaries)
 
 

@@ -26,7 +26,7 @@ from storage import SummaryRecord, summaries
 from .utils.channel_names import summary_readers
 from .utils.checks import can_read, require_readable
 from .utils.errors import ChannelDisabled, NotReady, UserFacingError
-from .utils.flow import SummaryJob, SummaryOutcome, acknowledge, load_settings, summarize_conversation
+from .utils.flow import SummaryJob, SummaryOutcome, acknowledge, load_settings, reply_would_leak, summarize_conversation
 from .utils.progress import NO_PINGS
 from .utils.reading import Scope, read_by_ids
 from .utils.render import ReplyContext, build_summary_messages, truncate
@@ -47,6 +47,8 @@ ACTIONS: dict[str, tuple[str, discord.ButtonStyle]] = {
 }
 PAGE_SIZE = 5
 NO_HISTORY_ACCESS = "You can only see the summaries of a channel whose history you can read (and I can too)."
+LEAK_NOTE = ("Sent only to you: some people who can see this channel can't read the one summarized "
+             "(or I couldn't check everyone who can).")
 GONE = ("That summary no longer exists: the messages it was built from were deleted, "
         "or it was erased. Run `/summarize` again for a fresh one.")
 
@@ -176,18 +178,23 @@ async def _followup(bot: "RecapBot", interaction: discord.Interaction, action: s
     resolved = await load_settings(bot, source)
     if not resolved["enabled"]:
         raise ChannelDisabled("Summaries are turned off in that channel.")
+    # The no-leak rule, now: the channel the button sits in (a digest's target, or where the summary was
+    # posted) may have widened its audience since; a public answer would show the source to them.
+    private, notes = record.private, ()
+    if not private and await reply_would_leak(source, interaction.channel):
+        private, notes = True, (LEAK_NOTE,)
     bot.cooldowns.hit(member.id)
     try:
         with bot.guild_slots.slot(guild.id):
-            await acknowledge(interaction, ephemeral=record.private)
-            readers = summary_readers(member, source, interaction.channel, record.private)
+            await acknowledge(interaction, ephemeral=private)
+            readers = summary_readers(member, source, interaction.channel, private)
             conversation = await read_by_ids(bot, source, record.source_ids, readers)
             if not conversation.messages:
                 raise UserFacingError(GONE)
             job = SummaryJob(source=source, scope=Scope(), length=plan.length, style=plan.style,
-                             private=record.private, generation=plan.generation)
+                             private=private, generation=plan.generation, notes=notes)
             await summarize_conversation(
-                bot, interaction, conversation, job, resolved, private=record.private, view_factory=view_for_outcome
+                bot, interaction, conversation, job, resolved, private=private, view_factory=view_for_outcome
             )
     except (GenerationError, UserFacingError):
         bot.cooldowns.reset(member.id)  # nothing was made: let them try again at once

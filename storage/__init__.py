@@ -8,7 +8,7 @@ See docs/storage-api.md. This package imports neither discord nor torch.
 from . import guilds, messages, migrations, privacy, settings, summaries
 from .buffer import MessageBuffer
 from .db import Database, open_database
-from .errors import InvalidSetting, MigrationError, SchemaTooNew, StorageError
+from .errors import InvalidSetting, MigrationError, SchemaTooNew, SourcesGone, StorageError
 from .messages import DeleteResult, StoredAttachment, StoredMessage
 from .summaries import SummaryRecord
 
@@ -19,6 +19,7 @@ __all__ = [
     "MessageBuffer",
     "MigrationError",
     "SchemaTooNew",
+    "SourcesGone",
     "StorageError",
     "StoredAttachment",
     "StoredMessage",

@@ -4,6 +4,9 @@ A batch is written in ONE transaction when it reaches ``max_batch`` messages or 
 after its first message, whichever comes first. Edits and deletes of buffered messages act on
 the buffered copy, and every write path takes the buffer's lock, so the database never sees a
 message resurrected or reverted by a late flush.
+
+Pages fetched from Discord (backfill) are written through ``write_fetched``, under the same lock,
+and skip ids deleted since (tombstones): a delete handled between the fetch and the write stays done.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
@@ -19,8 +23,10 @@ from .db import Database
 from .errors import StorageError
 from .messages import (
     ATTACHMENTS,
+    CHANNEL_ID,
     CONTENT,
     EDITED_AT,
+    GUILD_ID,
     ID,
     MAX_CONTENT_CHARS,
     DeleteResult,
@@ -29,6 +35,7 @@ from .messages import (
     StoredMessage,
     attachments_in,
     delete_messages,
+    delete_missing,
     edit_message,
     message_row,
     write_rows,
@@ -36,6 +43,9 @@ from .messages import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Deleted message ids remembered so a page fetched before the delete cannot write them back.
+# A fetched page is written right after its fetch, so recent deletes are the ones that matter.
+MAX_TOMBSTONES = 100_000
 
 
 class MessageBuffer:
@@ -54,6 +64,8 @@ class MessageBuffer:
         self._inflight: asyncio.Task[int] | None = None
         self._closed = False
         self.written = 0  # messages written so far (for metrics)
+        self._gone: OrderedDict[int, None] = OrderedDict()  # recently deleted message ids, oldest first
+        self._gone_places: set[int] = set()  # deleted channels, threads and servers (ids never reused)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -162,9 +174,62 @@ class MessageBuffer:
         """Drop buffered copies and delete stored messages (with their summaries)."""
         id_list = [check_id(i, "message id") for i in ([ids] if isinstance(ids, int) else ids)]
         async with self._lock:
+            self._bury(id_list)
             dropped = sum(self._pending.pop(i, None) is not None for i in id_list)
             result = await self._db.writing(delete_messages, id_list)
         return DeleteResult(messages=result.messages + dropped, summaries=result.summaries)
+
+    def _bury(self, ids: Iterable[int]) -> None:
+        for i in ids:
+            self._gone[i] = None
+            self._gone.move_to_end(i)
+        while len(self._gone) > MAX_TOMBSTONES:
+            self._gone.popitem(last=False)
+
+    def forget_places(self, ids: Iterable[int]) -> None:
+        """Channels, threads or servers that were deleted: a page fetched from them is never written."""
+        self._gone_places.update(check_id(i, "channel or server id") for i in ids)
+
+    def revive_place(self, place_id: int) -> None:
+        """A server the bot was invited back to (server ids, unlike channel ids, can come back)."""
+        self._gone_places.discard(place_id)
+
+    def is_deleted(self, message_id: int) -> bool:
+        return message_id in self._gone
+
+    async def knows(self, message_id: int) -> bool:
+        """Is this message buffered or stored (an edit of anything else has nothing to change)?"""
+        mid = check_id(message_id, "message id")
+        if mid in self._pending:
+            return True
+        async with self._db.read() as conn:
+            rows = await conn.execute_fetchall("SELECT 1 FROM messages WHERE id = ?", (mid,))
+        return bool(rows)
+
+    async def write_fetched(self, msgs: Iterable[StoredMessage]) -> int:
+        """Write a page fetched from Discord, in order with live deletes: ids deleted since are skipped.
+
+        A buffered (live) copy of a message is newer than a fetched one and is kept.
+        """
+        rows = [message_row(m) for m in msgs]
+        async with self._lock:
+            rows = [
+                r for r in rows
+                if r[ID] not in self._gone and r[ID] not in self._pending
+                and r[CHANNEL_ID] not in self._gone_places and r[GUILD_ID] not in self._gone_places
+            ]
+            if not rows:
+                return 0
+            return await self._db.writing(write_rows, rows)
+
+    async def reconcile(self, channel_id: int, after_id: int, upto_id: int, present: Iterable[int]) -> DeleteResult:
+        """Discord was read for ``(after_id, upto_id]`` of a channel: stored messages there that it did not
+        return were deleted while nobody listened, and are deleted now (see ``messages.delete_missing``)."""
+        present_ids = set(present)
+        async with self._lock:
+            result, gone = await self._db.writing(delete_missing, channel_id, after_id, upto_id, present_ids)
+            self._bury(gone)
+        return result
 
     async def write_after_flush(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Flush, then run ``fn(conn, ...)`` in a write transaction before anything else is buffered-written.

@@ -31,3 +31,11 @@ class InvalidSetting(StorageError):
         self.name = name
         self.allowed = allowed
         super().__init__(message)
+
+
+class SourcesGone(StorageError):
+    """A summary's source messages were deleted (or their author opted out) while it was being made."""
+
+    def __init__(self, missing: int) -> None:
+        self.missing = missing
+        super().__init__(f"{missing} of the summary's source messages no longer exist; the summary was not stored.")

@@ -47,6 +47,27 @@ async def delete_guild(conn: aiosqlite.Connection, guild_id: int) -> GuildDelete
     return GuildDeleteResult(messages=deleted.messages, summaries=deleted.summaries, settings=settings.rowcount)
 
 
+async def stored_guild_ids(conn: aiosqlite.Connection) -> set[int]:
+    """Every server anything is stored for (messages, summaries, settings, digests)."""
+    rows = await conn.execute_fetchall(
+        "SELECT DISTINCT guild_id FROM messages UNION SELECT guild_id FROM summaries "
+        "UNION SELECT guild_id FROM settings UNION SELECT guild_id FROM digests"
+    )
+    return {r[0] for r in rows}
+
+
+async def stored_channel_ids(conn: aiosqlite.Connection, guild_id: int) -> set[int]:
+    """Every channel or thread of a server with stored messages, summaries or setting overrides."""
+    gid = check_id(guild_id, "guild id")
+    rows = await conn.execute_fetchall(
+        "SELECT DISTINCT channel_id FROM messages WHERE guild_id = ? "
+        "UNION SELECT channel_id FROM summaries WHERE guild_id = ? "
+        "UNION SELECT channel_id FROM settings WHERE guild_id = ? AND channel_id != 0",
+        (gid, gid, gid),
+    )
+    return {r[0] for r in rows}
+
+
 async def guild_stats(conn: aiosqlite.Connection, guild_id: int) -> GuildStats:
     gid = check_id(guild_id, "guild id")
     rows = await conn.execute_fetchall(

@@ -350,6 +350,26 @@ async def delete_messages(conn: aiosqlite.Connection, ids: Iterable[int] | int) 
     return DeleteResult(messages=cur.rowcount, summaries=summaries.rowcount)
 
 
+async def delete_missing(
+    conn: aiosqlite.Connection, channel_id: int, after_id: int, upto_id: int, present: Iterable[int]
+) -> tuple[DeleteResult, list[int]]:
+    """A range Discord was just read for is the truth: delete the channel's stored messages with an id in
+    ``(after_id, upto_id]`` that are not in ``present`` (deleted while nobody listened), with their summaries.
+
+    Returns the delete counts and the ids deleted.
+    """
+    cid = check_id(channel_id, "channel id")
+    rows = await conn.execute_fetchall(
+        "SELECT id FROM messages WHERE channel_id = ? AND id > ? AND id <= ? "
+        "AND id NOT IN (SELECT value FROM json_each(?))",
+        (cid, int(after_id), int(upto_id), _id_list(present)),
+    )
+    gone = [r[0] for r in rows]
+    if not gone:
+        return DeleteResult(0, 0), []
+    return await delete_messages(conn, gone), gone
+
+
 async def delete_channel(conn: aiosqlite.Connection, channel_id: int) -> DeleteResult:
     """A deleted channel: its messages, its summaries and its setting overrides."""
     cid = check_id(channel_id, "channel id")

@@ -93,11 +93,11 @@ async def _retention_by_guild(conn: aiosqlite.Connection) -> dict[int, int]:
     return days
 
 
-async def purge_expired(db: "Database", now: datetime | None = None, *, chunk: int = 5000) -> PurgeResult:
+async def purge_expired(db: "Database", now: datetime | None = None, *, chunk: int = 500) -> PurgeResult:
     """Delete messages (and summaries) older than each server's ``retention_days``; 0 keeps forever.
 
-    Works in chunks of ``chunk`` messages, one write transaction each, so a large purge never
-    holds the writer long enough to stall ingest.
+    Works in chunks of ``chunk`` messages (then summaries), one write transaction each, so a large
+    purge never holds the writer long enough to stall ingest (500 rows: a few ms each).
     """
     now = now or utc_now()
     to_ms(now, "now")  # refuses a naive datetime before anything is deleted
@@ -121,10 +121,17 @@ async def purge_expired(db: "Database", now: datetime | None = None, *, chunk: i
                     purged_here += result.messages + result.summaries
             if len(ids) < chunk:
                 break
-        async with db.write() as conn:
-            cur = await conn.execute("DELETE FROM summaries WHERE guild_id = ? AND created_at < ?", (guild_id, cutoff))
+        while True:  # old summaries of messages kept (or never stored), chunked the same way
+            async with db.write() as conn:
+                cur = await conn.execute(
+                    "DELETE FROM summaries WHERE id IN "
+                    "(SELECT id FROM summaries WHERE guild_id = ? AND created_at < ? LIMIT ?)",
+                    (guild_id, cutoff, chunk),
+                )
             total_summaries += cur.rowcount
             purged_here += cur.rowcount
+            if cur.rowcount < chunk:
+                break
         guilds += 1 if purged_here else 0
     if total_messages or total_summaries:
         try:

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import aiosqlite
 
 from .convert import check_id, check_text, from_ms, opt_id, opt_ms, text_in, text_out, to_ms, utc_now
-from .errors import StorageError
+from .errors import SourcesGone, StorageError
 
 MAX_SUMMARY_CHARS = 1_000_000
 MAX_LABEL_CHARS = 64
@@ -74,14 +74,25 @@ def _from_row(r: Sequence[Any], source_ids: list[int] | None = None) -> SummaryR
     )
 
 
-async def insert_summary(conn: aiosqlite.Connection, record: SummaryRecord) -> int:
-    """Store a summary and its source message ids; returns (and sets) ``record.id``."""
+async def insert_summary(conn: aiosqlite.Connection, record: SummaryRecord, *, require_sources: bool = False) -> int:
+    """Store a summary and its source message ids; returns (and sets) ``record.id``.
+
+    ``require_sources``: every source message must still be stored, checked in this transaction;
+    otherwise ``SourcesGone`` is raised and nothing is stored (one was deleted, or its author opted
+    out, while the summary was being made: its text must not survive in the summary).
+    """
     if not isinstance(record, SummaryRecord):
         raise StorageError(f"Expected a SummaryRecord, not {type(record).__name__}.")
     if not isinstance(record.settings, dict) or not (record.structured is None or isinstance(record.structured, dict)):
         raise StorageError("Summary settings and structured data must be dicts.")
     sources = sorted({check_id(i, "source message id") for i in record.source_ids})
     created_ms = to_ms(record.created_at or utc_now(), "created_at")
+    if require_sources and sources:
+        rows = await conn.execute_fetchall(
+            "SELECT count(*) FROM messages WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(sources),)
+        )
+        if rows[0][0] < len(sources):
+            raise SourcesGone(len(sources) - rows[0][0])
     cur = await conn.execute(
         f"INSERT INTO summaries ({_COLUMNS.removeprefix('id, ')}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (

@@ -58,3 +58,19 @@ async def test_forget_leaves_no_trace_in_the_database_bytes(recap_world: World) 
     assert marker.encode() not in database_bytes(w)
     rows = await w.db.reading(messages.last_messages, w.channel.id, 10)
     assert [r.content for r in rows] == ["unrelated words"]
+
+
+async def test_forget_succeeds_when_the_checkpoint_must_wait_and_the_bytes_go_later(recap_world: World) -> None:
+    w = recap_world
+    marker = "otter-basalt-2290"
+    await w.say(w.alice, f"my {marker} text")
+    await flush(w)
+    await w.db.checkpoint()
+    async with w.db.read(snapshot=True) as reader:
+        await reader.execute_fetchall("SELECT count(*) FROM messages")  # a busy reader: the checkpoint cannot finish
+        result = await w.alice.slash(w.channel, "privacy forget")
+        assert "deleted 1 stored message" in reply_text(result)
+        assert w.bot.erasure.pending
+    await w.env.advance_time(1.5)  # the history cog's loop retries the checkpoint
+    assert not w.bot.erasure.pending
+    assert marker.encode() not in database_bytes(w)

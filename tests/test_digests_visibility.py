@@ -137,3 +137,48 @@ async def test_bot_access_reports_missing_send(env) -> None:
     me = env.bot.get_guild(guild.id).me
     access = await bot_access(me, dpy(env, source), dpy(env, target))
     assert access.can_read_source and not access.can_post_target and not access.ok
+
+
+# --- exact over role combinations (no member needs to be cached) ------------------------------
+
+
+async def test_readers_plus_muted_is_a_leak_though_no_member_has_both_roles(env) -> None:
+    guild = env.create_guild()
+    readers, muted = guild.create_role("Readers"), guild.create_role("Muted")
+    source = guild.create_text_channel("dev", overwrites={muted: HIDE})
+    target = guild.create_text_channel("digest", overwrites={guild.default_role: HIDE, readers: SHOW})
+    guild.add_member(env.create_user("reader"), roles=[readers])
+    guild.add_member(env.create_user("muted"), roles=[muted])
+    leaks = await find_leaks(dpy(env, source), dpy(env, target))
+    assert [e.kind for e in leaks] == ["roles"]
+    assert sorted(leaks[0].label.split(" + ")) == ["@Muted", "@Readers"]
+
+
+async def test_a_role_without_overwrites_matters_through_its_server_wide_bits(env) -> None:
+    guild = env.create_guild()
+    env.backend.edit_role(guild.id, guild.id, {"permissions": 0})  # @everyone sees nothing by default
+    guild.create_role("Verified", permissions=discord.Permissions(view_channel=True, read_message_history=True))
+    muted = guild.create_role("Muted")
+    await env.settle()
+    source = guild.create_text_channel("dev", overwrites={muted: NO_HISTORY})
+    target = guild.create_text_channel("general")
+    leaks = await find_leaks(dpy(env, source), dpy(env, target))
+    assert [e.label for e in leaks] == ["@Muted + any role with server-wide View Channel/Read Message History"]
+
+
+async def test_too_many_role_combinations_is_treated_as_a_leak_and_says_why(env) -> None:
+    guild = env.create_guild()
+    roles = [guild.create_role(f"r{i}") for i in range(13)]
+    source = guild.create_text_channel("dev", overwrites={r: SHOW for r in roles})
+    target = guild.create_text_channel("digest", overwrites={r: SHOW for r in roles})
+    leaks = await find_leaks(dpy(env, source), dpy(env, target))
+    assert [e.kind for e in leaks] == ["undecided"]
+    assert "too many combinations" in describe_leaks(leaks)
+
+
+async def test_twelve_overwritten_roles_are_still_checked_exactly(env) -> None:
+    guild = env.create_guild()
+    roles = [guild.create_role(f"r{i}") for i in range(12)]
+    source = guild.create_text_channel("dev", overwrites={r: SHOW for r in roles})
+    target = guild.create_text_channel("digest", overwrites={r: SHOW for r in roles})
+    assert await find_leaks(dpy(env, source), dpy(env, target)) == []

@@ -95,3 +95,10 @@ async def test_database_stats(db) -> None:
     stats = await db.reading(guilds.database_stats)
     assert (stats.messages, stats.channels, stats.guilds, stats.summaries, stats.opted_out_users) == (3, 3, 2, 1, 1)
     assert stats.schema_version == db.schema_version
+
+
+async def test_purge_deletes_old_summaries_in_chunks_too(db) -> None:
+    for _ in range(25):
+        await db.writing(summaries.insert_summary, summary([], created_at=T0))
+    result = await privacy.purge_expired(db, T0 + timedelta(days=100), chunk=10)
+    assert result.summaries == 25 and await db.reading(summaries.count_summaries) == 0

@@ -32,14 +32,32 @@ def decode_text(data: bytes) -> str | None:
     return data.decode("utf-8", errors="replace")
 
 
-async def read_text_attachment(attachment: discord.Attachment, max_bytes: int) -> str | None:
-    """The text of a small text attachment, or ``None`` (named only) for anything else or any failure."""
+class AttachmentBudget:
+    """Bytes one read of history may still download (``ATTACHMENT_READ_MAX_BYTES``)."""
+
+    def __init__(self, total: int) -> None:
+        self.left = total
+
+    def take(self, size: int) -> bool:
+        if size > self.left:
+            return False
+        self.left -= size
+        return True
+
+
+async def read_text_attachment(
+    attachment: discord.Attachment, max_bytes: int, budget: AttachmentBudget | None = None
+) -> str | None:
+    """The text of a small text attachment, or ``None`` (named only) for anything else, any failure,
+    or when ``budget`` has no room left for it."""
     if not looks_like_text(attachment.filename, attachment.content_type):
         return None
     # Never more than storage keeps (a decoded byte is at most one character): a larger text would make
     # storing the whole message fail, whatever ATTACHMENT_MAX_BYTES says.
     max_bytes = min(max_bytes, MAX_ATTACHMENT_TEXT_CHARS)
     if attachment.size > max_bytes:
+        return None
+    if budget is not None and not budget.take(attachment.size):
         return None
     try:
         data = await attachment.read()

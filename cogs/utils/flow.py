@@ -19,7 +19,7 @@ import discord
 from bot.generation import GenerationSettings
 from bot.prompts import generation_for
 from bot.summarizer import SummaryOptions
-from storage import SummaryRecord, summaries
+from storage import SourcesGone, SummaryRecord, summaries
 
 from .checks import require_readable
 from .errors import NO_ACCESS, AccessDenied, ChannelDisabled, NotReady, UserFacingError
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from storage.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)
+SOURCES_GONE = ("Some of those messages were deleted (or their author opted out) while I was summarizing, "
+                "so I dropped that summary. Run the command again for one without them.")
 
 
 @dataclass
@@ -239,7 +241,11 @@ async def store_summary(
         end_at=summary.end,
     )
     try:
-        return await bot.db.writing(summaries.insert_summary, record)
+        if bot.message_buffer is not None:
+            await bot.message_buffer.flush()  # the sources are checked against stored rows
+        return await bot.db.writing(summaries.insert_summary, record, require_sources=True)
+    except SourcesGone:  # deleted or opted out while generating: the summary would keep their text
+        raise UserFacingError(SOURCES_GONE) from None
     except Exception:  # the member still gets the summary; history just lacks it
         log.exception("could not store the summary for channel %s", conversation.channel_id)
         return None

@@ -19,7 +19,7 @@ import discord
 from bot.conversation import Attachment, ChatMessage
 from storage import StoredAttachment, StoredMessage, messages, privacy
 
-from .attachments import looks_like_text, read_text_attachment
+from .attachments import AttachmentBudget, looks_like_text, read_text_attachment
 from .channel_names import Readers, channel_names
 
 if TYPE_CHECKING:
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_ID = 2**63 - 1
+# Messages scanned beyond those wanted (bot, system, opted-out ones) before a backfill gives up.
+SCAN_SLACK = 1000
 # At most 20 digits (a snowflake): int() refuses thousands of digits.
 _USER_MENTION = re.compile(r"<@!?([0-9]{1,20})>")
 _ROLE_MENTION = re.compile(r"<@&([0-9]{1,20})>")
@@ -82,8 +84,11 @@ def is_conversation(message: discord.Message, bot_user_id: int | None) -> bool:
     return message.type in _CONVERSATION_TYPES and not is_own(message, bot_user_id)
 
 
-async def to_stored(message: discord.Message, attachment_max_bytes: int) -> StoredMessage:
-    """The stored form of a guild message; text attachments are downloaded and decoded here, once."""
+async def to_stored(
+    message: discord.Message, attachment_max_bytes: int, budget: AttachmentBudget | None = None
+) -> StoredMessage:
+    """The stored form of a guild message; text attachments are downloaded and decoded here, once
+    (within ``budget``, when a read of history shares one)."""
     channel = message.channel
     parent_id = channel.parent_id if isinstance(channel, discord.Thread) else None
     attachments = [
@@ -91,7 +96,7 @@ async def to_stored(message: discord.Message, attachment_max_bytes: int) -> Stor
             filename=a.filename,
             size=a.size,
             content_type=a.content_type,
-            text=await read_text_attachment(a, attachment_max_bytes),
+            text=await read_text_attachment(a, attachment_max_bytes, budget),
         )
         for a in message.attachments
     ]
@@ -179,34 +184,67 @@ async def _report(progress: Progress | None, stage: str, done: int, total: int) 
 
 
 async def _store(bot: "RecapBot", batch: list[StoredMessage]) -> None:
-    """A fetched page is already a batch: written at once (the listeners' buffer is for single messages)."""
-    if batch:
+    """A fetched page is already a batch: written at once, in order with the listeners' deletes."""
+    if not batch:
+        return
+    if bot.message_buffer is not None:
+        await bot.message_buffer.write_fetched(batch)  # skips ids deleted since the fetch
+    else:
         await bot.db.writing(messages.upsert_messages, batch)
 
 
-async def _backfill(
+async def _reconcile(bot: "RecapBot", channel_id: int, after_id: int, upto_id: int, present: set[int]) -> None:
+    """Discord was just read for ``(after_id, upto_id]``: what it no longer has is erased here too."""
+    if upto_id <= after_id:
+        return
+    if bot.message_buffer is not None:
+        result = await bot.message_buffer.reconcile(channel_id, after_id, upto_id, present)
+    else:
+        result, _ = await bot.db.writing(messages.delete_missing, channel_id, after_id, upto_id, present)
+    if result.messages or result.summaries:
+        log.info("channel %s: erased %d messages deleted while unseen, and %d summaries of them",
+                 channel_id, result.messages, result.summaries)
+        bot.erasure.request()  # the history cog's loop checkpoints within a second
+
+
+@dataclass
+class _Scan:
+    found: list[StoredMessage]  # conversation messages, newest first
+    complete: bool  # the whole range was scanned
+    oldest: int  # the oldest id scanned
+
+
+async def _scan(
     bot: "RecapBot",
     channel: Any,
     lower: int,
     top: int,
     wanted: int,
     progress: Progress | None,
-) -> tuple[list[StoredMessage], bool, int]:
-    """Fetch ids in ``(lower, top]`` newest first until ``wanted`` conversation messages are found.
+) -> _Scan:
+    """Fetch ids in ``(lower, top]`` newest first until ``wanted`` conversation messages are found,
+    storing them, and erase stored messages of the scanned part that Discord no longer returns.
 
-    Returns (messages newest first, whether the whole range was scanned, the oldest id scanned).
+    At most ``wanted + SCAN_SLACK`` messages are scanned, so a channel of bot or system messages
+    is never paged through to its very start.
     """
     me = bot.user.id if bot.user else None
+    # Messages posted after the first request are not in its answer: never erase above this.
+    ceiling = min(top, discord.utils.time_snowflake(discord.utils.utcnow(), high=False))
+    limit = wanted + SCAN_SLACK
+    budget = AttachmentBudget(bot.settings.attachment_read_max_bytes)
     found: list[StoredMessage] = []
     page: list[StoredMessage] = []
+    seen: set[int] = set()
     oldest = top + 1
     complete = True
     after = discord.Object(id=lower) if lower > 0 else None
-    async for message in channel.history(limit=None, before=discord.Object(id=top + 1), after=after, oldest_first=False):
+    async for message in channel.history(limit=limit, before=discord.Object(id=top + 1), after=after, oldest_first=False):
         oldest = message.id
+        seen.add(message.id)
         if not is_conversation(message, me):
             continue
-        stored = await to_stored(message, bot.settings.attachment_max_bytes)
+        stored = await to_stored(message, bot.settings.attachment_max_bytes, budget)
         found.append(stored)
         page.append(stored)
         if len(page) >= 100:
@@ -216,8 +254,11 @@ async def _backfill(
         if len(found) >= wanted:
             complete = False
             break
+    if len(seen) >= limit:
+        complete = False  # the scan cap, not the start of the range, ended it
     await _store(bot, page)
-    return found, complete, oldest
+    await _reconcile(bot, channel.id, lower if complete else oldest - 1, ceiling, seen)
+    return _Scan(found, complete, oldest)
 
 
 async def read_conversation(
@@ -249,9 +290,10 @@ async def read_conversation(
     fetched: list[StoredMessage] = []
     top = min(covered if covered is not None else MAX_ID - 1, upper - 1)
     if len(stored) <= wanted and top > lower:
-        fetched, complete, oldest = await _backfill(bot, channel, lower, top, wanted + 1 - len(stored), progress)
-        # Everything scanned is now stored, so that range need not be fetched again.
-        bot.coverage.extend(channel.id, lower if complete else oldest - 1)
+        scan = await _scan(bot, channel, lower, top, wanted + 1 - len(stored), progress)
+        fetched = scan.found
+        # Everything scanned is now stored (and what Discord no longer has, erased): no need to fetch it again.
+        bot.coverage.extend(channel.id, lower if scan.complete else scan.oldest - 1)
 
     by_id = {m.id: m for m in fetched}
     by_id.update({m.id: m for m in stored})  # a stored copy carries later edits
@@ -281,17 +323,23 @@ async def read_conversation(
 
 
 async def read_by_ids(bot: "RecapBot", channel: Any, source_ids: list[int], readers: Readers | None = None) -> Conversation:
-    """The stored messages of an earlier summary (for Shorter/Longer/Regenerate); missing ones are skipped."""
+    """The stored messages of an earlier summary (for Shorter/Longer/Regenerate); missing ones are skipped.
+
+    Stored rows older than what this session has seen live or re-read are checked against Discord
+    first: messages deleted while the bot was offline must not come back through a button.
+    """
     if not source_ids:
         return Conversation(channel_id=channel.id, guild_id=channel.guild.id, messages=[])
     if bot.message_buffer is not None:
         await bot.message_buffer.flush()
     wanted = set(source_ids)
+    first, last = min(source_ids), max(source_ids)
+    verified_from = await _recheck(bot, channel, first - 1, last, len(wanted))
     rows = await bot.db.reading(
-        messages.messages_between, channel.id, min(source_ids), max(source_ids), limit=len(source_ids) * 4 + 100
+        messages.messages_between, channel.id, first, last, limit=len(source_ids) * 4 + 100
     )
     opted_out = await bot.db.reading(privacy.opted_out_users, {m.author_id for m in rows})
-    kept = [m for m in rows if m.id in wanted and m.author_id not in opted_out]
+    kept = [m for m in rows if m.id in wanted and m.id > verified_from and m.author_id not in opted_out]
     names = {m.author_id: m.author_name for m in kept}
     channels = await mentioned_channels(channel.guild, kept, readers)
     return Conversation(
@@ -300,3 +348,16 @@ async def read_by_ids(bot: "RecapBot", channel: Any, source_ids: list[int], read
         messages=[to_chat(m, names, channel.guild, channels) for m in kept],
         skipped_files=skipped_files(kept),
     )
+
+
+async def _recheck(bot: "RecapBot", channel: Any, lower: int, upper: int, expected: int) -> int:
+    """Re-read ``(lower, upper]`` from Discord where this session has not; returns the id above which
+    stored rows are known to be current (rows at or below it could not be checked)."""
+    covered = bot.coverage.covered_after(channel.id)
+    if covered is not None and covered <= lower:
+        return lower  # seen live or re-read since the bot connected
+    top = upper if covered is None else min(upper, covered)
+    scan = await _scan(bot, channel, lower, top, expected * 2 + 100, None)
+    if covered is not None and top == covered:
+        bot.coverage.extend(channel.id, lower if scan.complete else scan.oldest - 1)
+    return lower if scan.complete else scan.oldest - 1
