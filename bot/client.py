@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import discord
 from discord.ext import commands
 
-from cogs.utils.cooldowns import GuildSlots, UserCooldown
+from cogs.utils.cooldowns import GuildActivity, UserCooldown
 from cogs.utils.coverage import Coverage
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class RecapBot(commands.Bot):
         self.failed_extensions: dict[str, BaseException] = {}
         self.coverage = Coverage()
         self.cooldowns = UserCooldown(settings.user_cooldown_s)
-        self.guild_slots = GuildSlots(settings.guild_max_concurrent)
+        self.guild_slots = GuildActivity()  # summaries in progress per server (counted, never refused)
         self.message_buffer: "MessageBuffer | None" = None  # set by cogs.history while it is loaded
         # Buttons for every summary reply; cogs.summaries sets it (see cogs/utils/flow.py).
         self.summary_view_factory: "ViewFactory | None" = None

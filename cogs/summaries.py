@@ -175,7 +175,7 @@ async def _followup(bot: "RecapBot", interaction: discord.Interaction, action: s
     resolved = await load_settings(bot, source)
     if not resolved["enabled"]:
         raise ChannelDisabled("Summaries are turned off in that channel.")
-    bot.cooldowns.hit(member.id)
+    ticket = bot.cooldowns.hit(member.id)
     try:
         with bot.guild_slots.slot(guild.id):
             await acknowledge(interaction, ephemeral=record.private)
@@ -187,8 +187,8 @@ async def _followup(bot: "RecapBot", interaction: discord.Interaction, action: s
             await summarize_conversation(
                 bot, interaction, conversation, job, resolved, private=record.private, view_factory=view_for_outcome
             )
-    except (GenerationError, UserFacingError):
-        bot.cooldowns.reset(member.id)  # nothing was made: let them try again at once
+    except BaseException:
+        ticket.release()  # nothing was made (failed, timed out, refused): no cooldown
         raise
 
 
