@@ -19,6 +19,7 @@ from discord.ext import commands
 
 from cogs.utils.cooldowns import GuildActivity, UserCooldown
 from cogs.utils.coverage import Coverage
+from cogs.utils.sharing import SharedRuns
 
 if TYPE_CHECKING:
     from storage import Database, MessageBuffer
@@ -77,6 +78,7 @@ class RecapBot(commands.Bot):
         self.coverage = Coverage()
         self.cooldowns = UserCooldown(settings.user_cooldown_s)
         self.guild_slots = GuildActivity()  # summaries in progress per server (counted, never refused)
+        self.shared_summaries = SharedRuns()  # concurrent requests for the same summary generate it once
         self.message_buffer: "MessageBuffer | None" = None  # set by cogs.history while it is loaded
         # Buttons for every summary reply; cogs.summaries sets it (see cogs/utils/flow.py).
         self.summary_view_factory: "ViewFactory | None" = None
