@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from typing import Callable
@@ -33,6 +34,9 @@ class ProgressMessage:
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._wanted: str | None = None  # the newest line not yet sent
+        # Updates may come from the executor's scheduler (queue positions); edits still run in
+        # the command's context (logging, and test transports that are scoped to it).
+        self._context = contextvars.copy_context()
         self._closed = False
         self.shown: list[str] = []  # every line actually sent, in order
 
@@ -54,11 +58,11 @@ class ProgressMessage:
         wait = 0.0 if self._last is None else self._interval - (now - self._last)
         if wait > 0:
             if self._timer is None:
-                self._timer = loop.call_later(wait, self._on_timer)
+                self._timer = loop.call_later(wait, self._on_timer, context=self._context.copy())
             return
         text, self._wanted = self._wanted, None
         self._last = now
-        self._task = loop.create_task(self._edit(text))
+        self._task = loop.create_task(self._edit(text), context=self._context.copy())
         self._task.add_done_callback(lambda _task: self._kick())
 
     def _on_timer(self) -> None:
