@@ -195,20 +195,20 @@ async def summarize_conversation(
     progress = progress or ProgressMessage(interaction)
     options = SummaryOptions(length=length, style=style, generation=job.generation or generation_settings(resolved))
     settings = options.generation or generation_for(length)
-    print_ = fingerprint(conversation, length, style, settings, str(getattr(bot.executor.backend, "name", "")))
+    digest = fingerprint(conversation, length, style, settings, str(getattr(bot.executor.backend, "name", "")))
     notes = job.notes
     try:
-        reused = await find_reusable(bot, conversation, print_, interaction.user.id)
+        reused = await find_reusable(bot, conversation, digest, interaction.user.id)
         if reused is not None:
             summary: Any = StoredSummaryView.of(reused)
             notes += (reuse_note(reused),)
         else:
-            summary = await generate_shared(bot, conversation, options, print_, interaction.user.id, private,
+            summary = await generate_shared(bot, conversation, options, digest, interaction.user.id, private,
                                             lambda stage, done, total: progress.update(progress_text(stage, done, total)))
     finally:
         await progress.finish()
 
-    summary_id = await store_summary(bot, interaction.user.id, conversation, summary, length, style, private, print_,
+    summary_id = await store_summary(bot, interaction.user.id, conversation, summary, length, style, private, digest,
                                      reused_from=reused.id if reused is not None else None)
     outcome = SummaryOutcome(summary, summary_id, job, length, style, private, [])
     ctx = ReplyContext(
@@ -231,7 +231,7 @@ async def generate_shared(
     bot: "RecapBot",
     conversation: Conversation,
     options: SummaryOptions,
-    print_: str,
+    digest: str,
     requester_id: int,
     private: bool,
     listener: Callable[[str, int, int], None],
@@ -241,7 +241,7 @@ async def generate_shared(
     A private request shares only with the same member's requests. The generation holds one
     executor slot for all its stages (``Executor.reserve``), taken by whoever started it.
     """
-    key = (conversation.channel_id, print_, requester_id if private else None)
+    key = (conversation.channel_id, digest, requester_id if private else None)
 
     async def work(report: Callable[[str, int, int], None]) -> Any:
         with bot.executor.reserve(str(conversation.guild_id), str(requester_id)) as reservation:
@@ -267,7 +267,7 @@ async def store_summary(
     length: str,
     style: str,
     private: bool,
-    print_: str | None = None,
+    digest: str | None = None,
     *,
     reused_from: int | None = None,
 ) -> int | None:
@@ -289,7 +289,7 @@ async def store_summary(
             "participants": list(summary.participants),
             "model": summary.model,
             "truncated": bool(summary.truncated),
-            **({"fingerprint": print_} if print_ else {}),
+            **({"fingerprint": digest} if digest else {}),
             **({"reused_from": reused_from} if reused_from is not None else {}),
         },
         start_id=min(source_ids) if source_ids else None,

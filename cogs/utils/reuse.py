@@ -44,7 +44,7 @@ def fingerprint(conversation: "Conversation", length: str, style: str, settings:
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-async def find_reusable(bot: "RecapBot", conversation: "Conversation", print_: str, requester_id: int) -> SummaryRecord | None:
+async def find_reusable(bot: "RecapBot", conversation: "Conversation", digest: str, requester_id: int) -> SummaryRecord | None:
     """The newest stored summary that may be shown again for this request, or None.
 
     The caller must already have checked that the member may read the channel.
@@ -63,7 +63,7 @@ async def find_reusable(bot: "RecapBot", conversation: "Conversation", print_: s
     read = set(ids)
     for record in candidates:
         # The fingerprint pins what was read now; the sources must be among those messages.
-        if (record.structured or {}).get("fingerprint") == print_ and set(record.source_ids) <= read:
+        if (record.structured or {}).get("fingerprint") == digest and set(record.source_ids) <= read:
             return record
     return None
 
