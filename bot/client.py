@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, Iterable
 import discord
 from discord.ext import commands
 
-from cogs.utils.cooldowns import GuildSlots, UserCooldown
+from cogs.utils.cooldowns import GuildActivity, UserCooldown
 from cogs.utils.coverage import Coverage
 from cogs.utils.erasure import ErasureCheckpoints
+from cogs.utils.sharing import SharedRuns
 
 if TYPE_CHECKING:
     from storage import Database, MessageBuffer
@@ -80,7 +81,8 @@ class RecapBot(commands.Bot):
         # Every erasure asks for a WAL checkpoint here; cogs.history's loop retries failed ones.
         self.erasure = ErasureCheckpoints(db)
         self.cooldowns = UserCooldown(settings.user_cooldown_s)
-        self.guild_slots = GuildSlots(settings.guild_max_concurrent)
+        self.guild_slots = GuildActivity()  # summaries in progress per server (counted, never refused)
+        self.shared_summaries = SharedRuns()  # concurrent requests for the same summary generate it once
         self.message_buffer: "MessageBuffer | None" = None  # set by cogs.history while it is loaded
         # Buttons for every summary reply; cogs.summaries sets it (see cogs/utils/flow.py).
         self.summary_view_factory: "ViewFactory | None" = None

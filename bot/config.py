@@ -175,15 +175,14 @@ FIELDS: dict[str, _Field] = {
     "max_batch_size": _Field("MAX_BATCH_SIZE", "8", _int(1, 256), "Most requests generated together in one batch."),
     "max_batch_tokens": _Field("MAX_BATCH_TOKENS", "16384", _int(64, 1_000_000), "Most prompt tokens (padded) in one batch."),
     "max_batch_wait_ms": _Field("MAX_BATCH_WAIT_MS", "15", _int(0, 10_000), "How long the executor waits to gather a batch."),
-    "max_queue": _Field("MAX_QUEUE", "64", _int(1, 100_000), "Queued requests before new ones are refused as overloaded."),
-    "max_queue_per_guild": _Field("MAX_QUEUE_PER_GUILD", "24", _int(1, 100_000), "Queued requests one server may hold."),
-    "max_queue_per_user": _Field("MAX_QUEUE_PER_USER", "12", _int(1, 100_000), "Queued requests one member may hold."),
+    "max_queue": _Field("MAX_QUEUE", "64", _int(1, 100_000), "Summaries queued or running before new ones are refused with a retry hint (a long summary's parts count once)."),
+    "max_queue_per_guild": _Field("MAX_QUEUE_PER_GUILD", "40", _int(1, 100_000), "Summaries one server may have queued or running."),
+    "max_queue_per_user": _Field("MAX_QUEUE_PER_USER", "12", _int(1, 100_000), "Summaries one member may have queued or running."),
     "request_timeout_s": _Field("REQUEST_TIMEOUT_S", "600", _float(1, 86_400), "A generation request older than this fails with a timeout."),
     "input_token_budget": _Field("INPUT_TOKEN_BUDGET", "24000", _int(256, 10_000_000), "Most transcript tokens one summary reads; older messages beyond it are cut and the reply says so."),
     "attachment_max_bytes": _Field("ATTACHMENT_MAX_BYTES", "262144", _int(0, 25_000_000), "Text attachments larger than this are named, not read."),
     "attachment_read_max_bytes": _Field("ATTACHMENT_READ_MAX_BYTES", "4194304", _int(0, 1_000_000_000), "Text attachment bytes one read of history downloads in all; beyond it, more attachments are named, not read."),
     "user_cooldown_s": _Field("USER_COOLDOWN_S", "20", _float(0, 86_400), "Seconds a member waits between summaries."),
-    "guild_max_concurrent": _Field("GUILD_MAX_CONCURRENT", "3", _int(1, 1000), "Summaries one server may run at once."),
     "metrics_port": _Field("METRICS_PORT", "0", _int(0, 65535), "Prometheus metrics on this port (127.0.0.1). 0: off."),
 }
 
@@ -213,7 +212,6 @@ class Settings:
     attachment_max_bytes: int
     attachment_read_max_bytes: int
     user_cooldown_s: float
-    guild_max_concurrent: int
     metrics_port: int
 
     @classmethod

@@ -6,6 +6,11 @@ round-robin over guilds) until the scheduler task packs it into a batch with
 requests of the same generation settings. The worker thread runs the batch as
 one left-padded ``generate`` and hands each row's result back to its own future.
 
+Caps (total, per guild, per user) count units of work: a map-reduce job's
+chunks are one unit, and ``reserve`` holds a unit for a whole job so its later
+stages are never refused half-way. A unit keeps at most ``max_job_requests``
+requests in the queue at once; its further requests wait their turn outside it.
+
 A caller that is cancelled or times out leaves the queue at once; if its row is
 already generating, the row is stopped at the next decoding step (a per-row
 stopping criterion reads the entry's ``cancelled`` flag). A worker crash fails
@@ -22,6 +27,7 @@ import inspect
 import logging
 import math
 import time
+import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -65,11 +71,12 @@ class Executor:
         max_batch_tokens: int = 16384,
         max_batch_wait_ms: float = 15,
         max_queue: int = 64,
-        max_queue_per_guild: int = 24,
+        max_queue_per_guild: int = 40,
         max_queue_per_user: int = 12,
         request_timeout_s: float = 600.0,
+        max_job_requests: int = 8,
     ) -> None:
-        if min(max_batch_size, max_batch_tokens, max_queue, max_queue_per_guild, max_queue_per_user) < 1:
+        if min(max_batch_size, max_batch_tokens, max_queue, max_queue_per_guild, max_queue_per_user, max_job_requests) < 1:
             raise ValueError("batch and queue limits must be at least 1")
         if max_batch_wait_ms < 0 or request_timeout_s <= 0:
             raise ValueError("max_batch_wait_ms must be >= 0 and request_timeout_s > 0")
@@ -81,13 +88,15 @@ class Executor:
         self.max_queue_per_guild = max_queue_per_guild
         self.max_queue_per_user = max_queue_per_user
         self.request_timeout_s = request_timeout_s
+        self.max_job_requests = max_job_requests  # one unit's requests admitted into the queue at once
 
         self._stats = ExecutorStats()
         self._queue = FairQueue()
         self._pending: set[Entry] = set()  # admitted and not finished: validating, queued or running
         self._guild_units: Counter[str] = Counter()
         self._user_units: Counter[str] = Counter()
-        self._unit_entries: Counter[str] = Counter()  # unit -> pending entries (a job counts once)
+        self._unit_entries: Counter[str] = Counter()  # unit -> pending entries and reservations (a job counts once)
+        self._unit_gates: dict[str, asyncio.Semaphore] = {}  # unit -> its share of queue places
         self._running: list[Entry] = []
         self._running_since = 0.0
 
@@ -259,6 +268,7 @@ class Executor:
         timeout = request.timeout if request.timeout is not None else self.request_timeout_s
         try:
             async with asyncio.timeout(timeout):
+                await self._pass_gate(entry)
                 entry.prompt_tokens = await self._on_tokenizer_thread(self._validate_on_thread, request)
                 self._check_open()
                 if not entry.future.done():  # a crash while validating already failed it
@@ -282,18 +292,44 @@ class Executor:
         self._stats.record_latency(latency)
         return dataclasses.replace(result, latency_s=round(latency, 4))
 
-    def metrics(self) -> dict[str, Any]:
+    def reserve(self, guild: str, user: str) -> "JobReservation":
+        """Hold one unit of the caps for a whole job (every stage of a map-reduce), or raise ``Overloaded`` at once.
+
+        Requests with ``job=reservation.job`` (same guild and user) belong to it; ``release()`` when the job ends.
+        """
+        self._check_open()
+        job = uuid.uuid4().hex
+        unit = job_unit(GenerationRequest(Prompt("", ""), guild=guild, user=user, job=job))
+        assert unit is not None
+        self._check_room(unit, guild, user)
+        self._hold(unit, guild, user)
+        return JobReservation(self, unit, guild, user, job)
+
+    def metrics(self, guild: str | None = None) -> dict[str, Any]:
+        """Whole-executor figures; with ``guild``, that guild's share of them (queue, in flight, jobs, batches)."""
+        if guild is not None:
+            return self._guild_metrics(guild)
         out = self._stats.snapshot()
         out.update(
             queue_depth=len(self._queue),
             in_flight=len(self._running),
             pending=len(self._pending),
+            jobs=len(self._unit_entries),
             ready=self.ready,
             state=self.state,
             max_batch_size=self.max_batch_size,
         )
         if self._known is not None:
             out.update(model=self._known.name, device=self._known.device, dtype=self._known.dtype_name)
+        return out
+
+    def _guild_metrics(self, guild: str) -> dict[str, Any]:
+        out = self._stats.guild_snapshot(guild)
+        out.update(
+            queue_depth=sum(1 for e in self._queue.order() if e.request.guild == guild),
+            in_flight=sum(1 for e in self._running if e.request.guild == guild),
+            jobs=self._guild_units.get(guild, 0),
+        )
         return out
 
     # ---- admission ----
@@ -324,29 +360,53 @@ class Executor:
             raise InvalidRequest(f"priority={request.priority!r} must be a whole number")
 
     def _admit(self, request: GenerationRequest) -> Entry:
-        """Reserve a place or raise ``Overloaded`` at once (never wait for room)."""
-        unit = job_unit(request)
-        new_unit = unit is None or self._unit_entries[unit] == 0
-        if len(self._pending) >= self.max_queue:
-            self._reject(f"the queue is full ({self.max_queue} requests)", self._retry_after(None))
-        if new_unit and self._guild_units[request.guild] >= self.max_queue_per_guild:
-            self._reject(
-                f"this server already has {self.max_queue_per_guild} requests queued",
-                self._retry_after(lambda e: e.request.guild == request.guild),
-            )
-        if new_unit and self._user_units[request.user] >= self.max_queue_per_user:
-            self._reject(
-                f"you already have {self.max_queue_per_user} requests queued",
-                self._retry_after(lambda e: e.request.user == request.user),
-            )
+        """Take a place or raise ``Overloaded`` at once (never wait for room). A job's later requests share its unit."""
         entry = Entry(request, asyncio.get_running_loop().create_future(), time.perf_counter())
+        if self._unit_entries[entry.unit] == 0:
+            self._check_room(entry.unit, request.guild, request.user)
         self._pending.add(entry)
         self._stats.count("submitted")
-        if self._unit_entries[entry.unit] == 0:
-            self._guild_units[request.guild] += 1
-            self._user_units[request.user] += 1
-        self._unit_entries[entry.unit] += 1
+        self._hold(entry.unit, request.guild, request.user)
         return entry
+
+    def _check_room(self, unit: str, guild: str, user: str) -> None:
+        """Refuse a new unit of work when the queue, this guild's share or this user's share is full."""
+        if self._unit_entries[unit] > 0:
+            return
+        if len(self._unit_entries) >= self.max_queue:
+            self._reject(f"the queue is full ({self.max_queue} summaries)", self._retry_after(None))
+        if self._guild_units[guild] >= self.max_queue_per_guild:
+            self._reject(
+                f"this server already has {self.max_queue_per_guild} summaries queued",
+                self._retry_after(lambda e: e.request.guild == guild),
+            )
+        if self._user_units[user] >= self.max_queue_per_user:
+            self._reject(
+                f"you already have {self.max_queue_per_user} summaries queued",
+                self._retry_after(lambda e: e.request.user == user),
+            )
+
+    def _hold(self, unit: str, guild: str, user: str) -> None:
+        if self._unit_entries[unit] == 0:
+            self._guild_units[guild] += 1
+            self._user_units[user] += 1
+            self._unit_gates[unit] = asyncio.Semaphore(self.max_job_requests)
+        self._unit_entries[unit] += 1
+
+    def _unhold(self, unit: str, guild: str, user: str) -> None:
+        self._unit_entries[unit] -= 1
+        if self._unit_entries[unit] <= 0:
+            del self._unit_entries[unit]
+            self._unit_gates.pop(unit, None)
+            _decrement(self._guild_units, guild)
+            _decrement(self._user_units, user)
+
+    async def _pass_gate(self, entry: Entry) -> None:
+        """Wait until the entry's unit has fewer than ``max_job_requests`` requests in the queue."""
+        gate = self._unit_gates.get(entry.unit)
+        if gate is not None:
+            await gate.acquire()
+            entry.gate = gate
 
     def _reject(self, message: str, retry_after: float) -> None:
         self._stats.count("rejected")
@@ -394,11 +454,10 @@ class Executor:
             self._schedule_positions()
         if self._wakeup is not None:
             self._wakeup.set()  # a batch being gathered may have been waiting for this one
-        self._unit_entries[entry.unit] -= 1
-        if self._unit_entries[entry.unit] <= 0:
-            del self._unit_entries[entry.unit]
-            _decrement(self._guild_units, entry.request.guild)
-            _decrement(self._user_units, entry.request.user)
+        if entry.gate is not None:
+            entry.gate.release()
+            entry.gate = None
+        self._unhold(entry.unit, entry.request.guild, entry.request.user)
         future = entry.future
         if future.done() and not future.cancelled():
             future.exception()  # mark retrieved: the caller may have left through another path
@@ -463,7 +522,8 @@ class Executor:
         hard_deadline = order[0].enqueued_at + max(self.max_batch_wait_s, VALIDATION_WAIT_S)
         while len(self._queue) < self.max_batch_size:
             now = time.perf_counter()
-            validating = any(not e.enqueued_at and not e.future.done() for e in self._pending)
+            # Past its unit's gate and being tokenized (requests waiting at a gate are not coming soon).
+            validating = any(not e.enqueued_at and not e.future.done() and e.gate is not None for e in self._pending)
             left = (hard_deadline if validating else deadline) - now
             if left <= 0:
                 return
@@ -509,7 +569,13 @@ class Executor:
                 new_tokens += outcome.new_tokens
                 entry.future.set_result(outcome)
         if rows:
-            self._stats.record_batch(len(batch), new_tokens, time.perf_counter() - started)
+            guilds = Counter(e.request.guild for e in batch)
+            guild_tokens = Counter()
+            for entry, outcome in zip(batch, outcomes):
+                if isinstance(outcome, GenerationResult):
+                    guild_tokens[entry.request.guild] += outcome.new_tokens
+            self._stats.record_batch(len(batch), new_tokens, time.perf_counter() - started,
+                                     guilds={g: (n, guild_tokens[g]) for g, n in guilds.items()})
         self._schedule_positions()
         return True
 
@@ -539,6 +605,26 @@ class Executor:
             entry.cancelled = True
             if not entry.future.done():
                 entry.future.set_exception(error)
+
+
+class JobReservation:
+    """One held unit of the executor's caps; requests with ``job=self.job`` belong to it."""
+
+    def __init__(self, executor: Executor, unit: str, guild: str, user: str, job: str) -> None:
+        self._executor = executor
+        self._unit, self.guild, self.user, self.job = unit, guild, user, job
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._executor._unhold(self._unit, self.guild, self.user)
+
+    def __enter__(self) -> "JobReservation":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
 
 
 def _decrement(counter: Counter[str], key: str) -> None:

@@ -32,6 +32,7 @@ class BatchRecord:
     rows: int
     new_tokens: int
     duration_s: float
+    guilds: tuple[tuple[str, int, int], ...] = ()  # (guild, its rows, its new tokens) in this batch
 
 
 class ExecutorStats:
@@ -46,11 +47,27 @@ class ExecutorStats:
         with self._lock:
             self._counts[name] += n
 
-    def record_batch(self, rows: int, new_tokens: int, duration_s: float) -> None:
+    def record_batch(self, rows: int, new_tokens: int, duration_s: float,
+                     guilds: dict[str, tuple[int, int]] | None = None) -> None:
+        """``guilds``: guild -> (rows, new tokens) of that guild in the batch, for per-server figures."""
+        shares = tuple((g, r, t) for g, (r, t) in (guilds or {}).items())
         with self._lock:
             self._counts["batches"] += 1
             self._batch_sizes[rows] += 1
-            self._batches.append(BatchRecord(rows, new_tokens, duration_s))
+            self._batches.append(BatchRecord(rows, new_tokens, duration_s, shares))
+
+    def guild_snapshot(self, guild: str) -> dict[str, Any]:
+        """One guild's recent figures: sizes of the batches its requests ran in, and its tokens per busy second."""
+        with self._lock:
+            mine = [(b, r, t) for b in self._batches for g, r, t in b.guilds if g == guild]
+        sizes: Counter[int] = Counter(b.rows for b, _, _ in mine)
+        busy = sum(b.duration_s for b, _, _ in mine)
+        tokens = sum(t for _, _, t in mine)
+        return {
+            "batches": len(mine),
+            "batch_sizes": dict(sorted(sizes.items())),
+            "tokens_per_s": round(tokens / busy, 2) if busy > 0 else 0.0,
+        }
 
     def record_latency(self, seconds: float) -> None:
         with self._lock:

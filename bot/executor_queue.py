@@ -1,9 +1,16 @@
 """The executor's queue: who runs next, and which requests share a batch.
 
 Order: lower ``priority`` first (0 interactive, 1 digests); within a priority,
-round-robin over guilds, one request per guild per round; first come first
-served within a guild. A guild with twenty queued chunks therefore holds one
-place per round, not twenty places ahead of everyone else.
+round-robin over guilds, one request per guild per round; within a guild,
+round-robin over its units of work (a map-reduce job's chunks are one unit, a
+lone request is its own), first come first served within a unit. A guild with
+twenty queued chunks therefore holds one place per round, not twenty places
+ahead of everyone else, and within that guild a short request takes turns with
+a long job's chunks instead of waiting for all of them.
+
+A batch only takes rows whose prompt lengths are comparable (``comparable``):
+left padding makes every row as long as the longest, so a short request batched
+with long chunks would run as slowly as they do.
 
 Only the scheduler task touches the queue, on the event loop; no locking.
 """
@@ -21,6 +28,14 @@ from .generation import GenerationRequest, GenerationResult
 _seq = itertools.count()
 # How many batches' worth of queued requests the batcher looks at when matching prompt lengths.
 LENGTH_LOOKAHEAD = 4
+# Rows share a batch when the longer prompt is at most this many times the shorter plus a margin.
+LENGTH_RATIO = 4
+LENGTH_MARGIN = 512
+
+
+def comparable(a: int, b: int) -> bool:
+    """Whether prompts of ``a`` and ``b`` tokens may share a batch without the shorter paying much for padding."""
+    return max(a, b) <= LENGTH_RATIO * min(a, b) + LENGTH_MARGIN
 
 
 @dataclass(eq=False)
@@ -34,6 +49,7 @@ class Entry:
     enqueued_at: float = 0.0
     cancelled: bool = False  # set on the loop, read by the worker thread between decoding steps
     position: int | None = None  # last queue position reported to on_queue
+    gate: asyncio.Semaphore | None = None  # the unit's gate this entry passed (released with the entry)
     seq: int = field(default_factory=lambda: next(_seq))
 
     @property
@@ -59,11 +75,11 @@ FitsFn = Callable[[list[Entry], Entry], bool]
 
 
 class FairQueue:
-    """Queued entries by priority, then round-robin over guilds."""
+    """Queued entries by priority, then round-robin over guilds, then over each guild's units of work."""
 
     def __init__(self) -> None:
-        # priority -> guild -> entries; the OrderedDict's order is the guilds' turn order.
-        self._levels: dict[int, OrderedDict[str, deque[Entry]]] = {}
+        # priority -> guild -> unit -> entries; each OrderedDict's order is the turn order.
+        self._levels: dict[int, OrderedDict[str, OrderedDict[str, deque[Entry]]]] = {}
         self._size = 0
 
     def __len__(self) -> int:
@@ -74,17 +90,19 @@ class FairQueue:
 
     def push(self, entry: Entry) -> None:
         guilds = self._levels.setdefault(entry.request.priority, OrderedDict())
-        guilds.setdefault(entry.request.guild, deque()).append(entry)
+        units = guilds.setdefault(entry.request.guild, OrderedDict())
+        units.setdefault(entry.unit, deque()).append(entry)
         self._size += 1
 
     def remove(self, entry: Entry) -> bool:
         guilds = self._levels.get(entry.request.priority)
-        entries = guilds.get(entry.request.guild) if guilds is not None else None
+        units = guilds.get(entry.request.guild) if guilds is not None else None
+        entries = units.get(entry.unit) if units is not None else None
         if entries is None or entry not in entries:
             return False
         entries.remove(entry)
         self._size -= 1
-        self._prune(entry.request.priority, entry.request.guild)
+        self._prune(entry.request.priority, entry.request.guild, entry.unit)
         return True
 
     def drain(self) -> list[Entry]:
@@ -98,16 +116,15 @@ class FairQueue:
         """Every queued entry in the order it would run if nothing else arrived."""
         out: list[Entry] = []
         for priority in sorted(self._levels):
-            queues = list(self._levels[priority].values())
-            for rank in range(max((len(q) for q in queues), default=0)):
-                out.extend(q[rank] for q in queues if rank < len(q))
+            queues = [_interleave(list(units.values())) for units in self._levels[priority].values()]
+            out.extend(_interleave(queues))
         return out
 
     def take_batch(self, max_size: int, max_tokens: int, fits: FitsFn) -> list[Entry]:
         """Remove and return the next batch: the head entry and those that may share its generate call.
 
-        Members share the head's priority and settings group; padded prompt tokens
-        (longest prompt times rows) stay within ``max_tokens`` (the head alone always runs).
+        Members share the head's priority and settings group and have a comparable prompt length;
+        padded prompt tokens (longest prompt times rows) stay within ``max_tokens`` (the head alone always runs).
         """
         order = self.order()
         if not order:
@@ -116,7 +133,9 @@ class FairQueue:
         batch = [head]
         longest = head.prompt_tokens
         eligible = [
-            e for e in order[1:] if e.request.priority == head.request.priority and e.group_key == head.group_key
+            e for e in order[1:]
+            if e.request.priority == head.request.priority and e.group_key == head.group_key
+            and comparable(e.prompt_tokens, head.prompt_tokens)
         ]
         # Left padding makes every row as long as the longest prompt, so when more requests
         # wait than fit, the batch takes those closest in length to the head (the head always
@@ -133,22 +152,37 @@ class FairQueue:
                 continue
             batch.append(entry)
             longest = max(longest, entry.prompt_tokens)
-        served: list[str] = []
+        served: dict[str, list[str]] = {}
         for entry in batch:
             self.remove(entry)
-            if entry.request.guild not in served:
-                served.append(entry.request.guild)
-        # Guilds that just ran go to the back of their level's turn order.
+            units = served.setdefault(entry.request.guild, [])
+            if entry.unit not in units:
+                units.append(entry.unit)
+        # Guilds that just ran go to the back of their level's turn order, and so do their units within them.
         guilds = self._levels.get(head.request.priority)
         if guilds is not None:
-            for guild in served:
+            for guild, units_served in served.items():
                 if guild in guilds:
                     guilds.move_to_end(guild)
+                    for unit in units_served:
+                        if unit in guilds[guild]:
+                            guilds[guild].move_to_end(unit)
         return batch
 
-    def _prune(self, priority: int, guild: str) -> None:
+    def _prune(self, priority: int, guild: str, unit: str) -> None:
         guilds = self._levels[priority]
-        if not guilds[guild]:
+        units = guilds[guild]
+        if not units[unit]:
+            del units[unit]
+        if not units:
             del guilds[guild]
         if not guilds:
             del self._levels[priority]
+
+
+def _interleave(queues: list[Any]) -> list[Entry]:
+    """One from each queue per round, in the queues' turn order."""
+    out: list[Entry] = []
+    for rank in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[rank] for q in queues if rank < len(q))
+    return out

@@ -144,10 +144,17 @@ class Summarizer:
         priority: int = 0,
         progress: Progress | None = None,
         timeout: float | None = None,
+        job: str | None = None,
     ) -> Summary:
         """Summarize ``messages`` (oldest first). Raises ``InvalidRequest`` or ``SummaryFailed``
-        (with a friendly ``user_message``) or the executor's ``GenerationError``s."""
+        (with a friendly ``user_message``) or the executor's ``GenerationError``s.
+
+        ``job``: a job id the caller reserved with the executor (``Executor.reserve``), so every
+        stage counts as that one held slot; None: a fresh id. Progress stage "queued" reports
+        (position in line, estimated seconds to wait or 0 when unknown)."""
         run = _Run(self, options or SummaryOptions(), guild, user, priority, progress, timeout)
+        if job is not None:
+            run.job = job
         return await run.execute(messages)
 
 
@@ -181,7 +188,7 @@ class _Run:
         if self.progress is None:
             return
         try:
-            outcome = self.progress("queued", status.position, 0)
+            outcome = self.progress("queued", status.position, round(status.eta_s) if status.eta_s else 0)
             if inspect.isawaitable(outcome):
                 asyncio.ensure_future(outcome)
         except Exception:  # noqa: BLE001

@@ -1,4 +1,4 @@
-"""/status: the model, the queue, recent latency, uptime and what is stored for this server."""
+"""/status: the model, the queue and batches (this server's beside the whole bot's), latency, uptime, stored messages."""
 
 from __future__ import annotations
 
@@ -29,6 +29,19 @@ def _uptime(seconds: float) -> str:
     return " ".join(parts + [f"{hours}h", f"{minutes}m"]) if (days or hours) else f"{minutes}m {secs}s"
 
 
+def _queue(m: dict[str, Any], in_progress: int) -> str:
+    return (f"{m.get('queue_depth', 0)} waiting, {m.get('in_flight', 0)} running · "
+            f"{in_progress} summar{'y' if in_progress == 1 else 'ies'} in progress")
+
+
+def _batches(m: dict[str, Any]) -> str:
+    sizes: dict[int, int] = m.get("batch_sizes") or {}
+    if not sizes:
+        return "none yet"
+    shown = ", ".join(f"{count}×{size}" for size, count in sorted(sizes.items(), reverse=True)[:6])
+    return f"{shown} (batches × rows) · {m.get('tokens_per_s', 0)} tokens/s"
+
+
 class Status(commands.Cog):
     def __init__(self, bot: "RecapBot") -> None:
         self.bot = bot
@@ -43,7 +56,12 @@ class Status(commands.Cog):
             embed.add_field(name="Device", value=str(m.get("device", "?")))
         else:
             embed.add_field(name="Model", value="still loading")
-        embed.add_field(name="Queue", value=f"{m.get('queue_depth', 0)} waiting, {m.get('in_flight', 0)} running")
+        if interaction.guild_id is not None:
+            mine = self.bot.executor.metrics(str(interaction.guild_id))
+            embed.add_field(name="Queue (this server)", value=_queue(mine, self.bot.guild_slots.running(interaction.guild_id)))
+            embed.add_field(name="Batches (this server)", value=_batches(mine))
+        embed.add_field(name="Queue (whole bot)", value=_queue(m, self.bot.guild_slots.total()))
+        embed.add_field(name="Batches (whole bot)", value=_batches(m))
         embed.add_field(name="Latency", value=f"p50 {_seconds(m.get('p50_s'))} · p95 {_seconds(m.get('p95_s'))}")
         embed.add_field(name="Throughput", value=f"{m.get('tokens_per_s', 0)} tokens/s")
         embed.add_field(name="Uptime", value=_uptime(time.time() - self.bot.started_at))

@@ -29,6 +29,7 @@ from .utils.errors import ChannelDisabled, NotReady, UserFacingError
 from .utils.flow import SummaryJob, SummaryOutcome, acknowledge, load_settings, reply_would_leak, summarize_conversation
 from .utils.progress import NO_PINGS
 from .utils.reading import Scope, read_by_ids
+from .utils.stored import StoredSummaryView
 from .utils.render import ReplyContext, build_summary_messages, truncate
 from .utils.replies import describe_error, send_error
 
@@ -183,7 +184,7 @@ async def _followup(bot: "RecapBot", interaction: discord.Interaction, action: s
     private, notes = record.private, ()
     if not private and await reply_would_leak(source, interaction.channel):
         private, notes = True, (LEAK_NOTE,)
-    bot.cooldowns.hit(member.id)
+    ticket = bot.cooldowns.hit(member.id)
     try:
         with bot.guild_slots.slot(guild.id):
             await acknowledge(interaction, ephemeral=private)
@@ -196,57 +197,12 @@ async def _followup(bot: "RecapBot", interaction: discord.Interaction, action: s
             await summarize_conversation(
                 bot, interaction, conversation, job, resolved, private=private, view_factory=view_for_outcome
             )
-    except (GenerationError, UserFacingError):
-        bot.cooldowns.reset(member.id)  # nothing was made: let them try again at once
+    except BaseException:
+        ticket.release()  # nothing was made (failed, timed out, refused): no cooldown
         raise
 
 
 # --- showing a stored summary ----------------------------------------------------------------
-
-
-@dataclass
-class _Topic:
-    title: str
-    message_id: int | None
-
-
-@dataclass
-class StoredSummaryView:
-    """A ``SummaryRecord`` in the shape the renderer reads (``render.SummaryLike``)."""
-
-    text: str
-    citations: list[int]
-    topics: list[_Topic]
-    participants: list[str]
-    start: datetime | None
-    end: datetime | None
-    message_count: int
-    truncated: bool
-    model: str
-    settings: GenerationSettings | None
-    source_ids: list[int]
-
-    @classmethod
-    def of(cls, record: SummaryRecord) -> "StoredSummaryView":
-        data = record.structured or {}
-        known = {k: v for k, v in (record.settings or {}).items() if k in GenerationSettings.__dataclass_fields__}
-        try:
-            settings: GenerationSettings | None = GenerationSettings(**known) if known else None
-        except (InvalidRequest, TypeError):
-            settings = None
-        return cls(
-            text=record.text,
-            citations=[int(c) for c in data.get("citations", []) if isinstance(c, int)],
-            topics=[_Topic(str(t.get("title", "")), t.get("message_id")) for t in data.get("topics", []) if isinstance(t, dict)],
-            participants=[str(p) for p in data.get("participants", [])],
-            start=record.start_at,
-            end=record.end_at,
-            message_count=len(record.source_ids),
-            truncated=bool(data.get("truncated", False)),
-            model=str(data.get("model", "unknown model")),
-            settings=settings,
-            source_ids=list(record.source_ids),
-        )
 
 
 async def viewable(member: discord.Member, record: SummaryRecord | None) -> Any:

@@ -182,3 +182,39 @@ async def count_summaries(
 async def delete_summary(conn: aiosqlite.Connection, summary_id: int) -> bool:
     cur = await conn.execute("DELETE FROM summaries WHERE id = ?", (check_id(summary_id, "summary id"),))
     return cur.rowcount > 0
+
+
+async def reusable_summaries(
+    conn: aiosqlite.Connection,
+    channel_id: int,
+    start_id: int,
+    end_id: int,
+    *,
+    since: datetime,
+    visible_to: int,
+    limit: int = 5,
+) -> list[SummaryRecord]:
+    """Recent summaries in a channel that read within ``start_id..end_id`` up to ``end_id``, that may be shown again.
+
+    Newest first. (A summary may have read fewer messages than its window held, e.g. when
+    it was cut to the model's input budget; the caller compares exactly what was read.)
+
+    Only summaries made at or after ``since``, public or ``visible_to``'s own, whose every source
+    message is still stored and was not edited after the summary was made (a deleted source
+    already deleted the summary). The caller still compares the sources with what it read.
+    """
+    where, args = _filters(None, channel_id, None, visible_to)
+    rows = await conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM summaries AS s WHERE 1{where} AND start_id >= ? AND end_id = ? AND created_at >= ?"
+        " AND NOT EXISTS (SELECT 1 FROM summary_sources AS src LEFT JOIN messages AS m ON m.id = src.message_id"
+        "   WHERE src.summary_id = s.id AND (m.id IS NULL OR coalesce(m.edited_at, 0) > s.created_at))"
+        " ORDER BY created_at DESC, id DESC LIMIT ?",
+        (*args, check_id(start_id, "start id"), check_id(end_id, "end id"), to_ms(since, "since"), limit),
+    )
+    out = []
+    for r in rows:
+        sources = await conn.execute_fetchall(
+            "SELECT message_id FROM summary_sources WHERE summary_id = ? ORDER BY message_id", (r[0],)
+        )
+        out.append(_from_row(r, [s[0] for s in sources]))
+    return out

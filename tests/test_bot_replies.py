@@ -24,7 +24,7 @@ from bot.generation import (
     SummaryFailed,
 )
 from bot.models import load_backend
-from cogs.utils.cooldowns import GuildSlots, UserCooldown
+from cogs.utils.cooldowns import GuildActivity, UserCooldown
 from cogs.utils.errors import BadOption, TryLater
 from cogs.utils.replies import describe_error
 from storage import InvalidSetting, StorageError
@@ -123,15 +123,21 @@ def test_user_cooldown() -> None:
     cooldown.hit(1)
 
 
-def test_guild_slots_limit_concurrent_summaries_per_server() -> None:
-    slots = GuildSlots(2)
-    with slots.slot(1), slots.slot(1):
-        with pytest.raises(TryLater) as info:
-            with slots.slot(1):
-                pass
-        assert "already has 2 summaries running" in info.value.message
-        with slots.slot(2):  # another server is not affected
-            pass
-    assert slots.running(1) == 0
-    with slots.slot(1):
-        pass
+def test_a_failed_request_never_clears_a_later_requests_cooldown() -> None:
+    now = [100.0]
+    cooldown = UserCooldown(20, clock=lambda: now[0])
+    slow = cooldown.hit(1)
+    now[0] += 25  # the first request is still running when the cooldown has passed
+    fresh = cooldown.hit(1)
+    slow.release()  # the first one times out: no cooldown for it, but the second keeps its own
+    with pytest.raises(TryLater):
+        cooldown.hit(1)
+    fresh.release()  # the second fails too: the member may try again at once
+    cooldown.hit(1)
+
+
+def test_guild_activity_counts_and_never_refuses() -> None:
+    activity = GuildActivity()
+    with activity.slot(1), activity.slot(1), activity.slot(1), activity.slot(1), activity.slot(2):
+        assert activity.running(1) == 4 and activity.total() == 5
+    assert activity.running(1) == 0 and activity.total() == 0

@@ -17,7 +17,9 @@ async def test_status_shows_model_queue_uptime_and_stored_count(recap_world: Wor
     assert result.ephemeral
     fields = {f.name: f.value for f in result.response.embeds[0].fields}
     assert fields["Device"] == "cpu"
-    assert fields["Queue"] == "0 waiting, 0 running"
+    assert fields["Queue (this server)"] == "0 waiting, 0 running · 0 summaries in progress"
+    assert fields["Queue (whole bot)"] == "0 waiting, 0 running · 0 summaries in progress"
+    assert fields["Batches (this server)"] == fields["Batches (whole bot)"] == "none yet"
     assert fields["Stored messages (this server)"] == "2"
     assert "Uptime" in fields and "Latency" in fields
 

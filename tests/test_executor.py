@@ -146,7 +146,7 @@ async def test_guild_and_user_caps_count_a_job_once(tiny_causal: ModelBackend) -
 
 async def test_a_busy_guild_does_not_hold_back_another(tiny_causal: ModelBackend) -> None:
     factory = Factory(tiny_causal)
-    async with executor(factory, max_batch_size=4, max_batch_wait_ms=0) as ex:
+    async with executor(factory, max_batch_size=4, max_batch_wait_ms=0, max_job_requests=32) as ex:
         factory.current.stall()
         blocker = asyncio.create_task(ex.submit(request("blocker", guild="Z")))
         await factory.current.wait_entered()

@@ -1,71 +1,103 @@
-"""Per-member cooldown and per-server concurrency limit for summaries.
+"""Per-member cooldown, and a count of each server's summaries in progress.
 
-Both answer with how long to wait instead of queueing: a member who is told
-"try again in 12 s" is better served than one whose command hangs.
+The cooldown answers with how long to wait. Capacity is not decided here: a
+busy server's members wait in the executor's queue, which refuses (with a
+retry hint) only when it is really full.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from .errors import TryLater
 
 
+@dataclass(eq=False)
+class CooldownTicket:
+    """One request's claim on its member's cooldown. ``release()`` when no summary was made."""
+
+    owner: "UserCooldown"
+    user_id: int
+    at: float
+    released: bool = False
+
+    def release(self) -> None:
+        """Undo this request's cooldown (it failed, timed out or was refused); later requests keep theirs."""
+        if not self.released:
+            self.released = True
+            self.owner._drop(self)
+
+
 class UserCooldown:
-    """At most one summary per ``seconds`` per member (keyed by user id)."""
+    """At most one summary per ``seconds`` per member (keyed by user id).
+
+    Each request holds a ticket from ``hit``; a request that made no summary releases its own
+    ticket, which never clears the cooldown another, later request of the same member started.
+    """
 
     def __init__(self, seconds: float, clock: Callable[[], float] | None = None) -> None:
         self.seconds = seconds
         self._clock = clock or (lambda: time.monotonic())  # looked up per call: test clocks can replace it
-        self._last: dict[int, float] = {}
+        self._tickets: dict[int, list[CooldownTicket]] = {}
 
     def retry_after(self, user_id: int) -> float:
-        last = self._last.get(user_id)
-        if last is None:
+        tickets = self._tickets.get(user_id)
+        if not tickets:
             return 0.0
+        last = max(t.at for t in tickets)
         return max(0.0, self.seconds - (self._clock() - last))
 
-    def hit(self, user_id: int) -> None:
-        """Record a use, or raise ``TryLater`` when the member is still cooling down."""
+    def hit(self, user_id: int) -> CooldownTicket:
+        """Start a request: its ticket, or ``TryLater`` when the member is still cooling down."""
         wait = self.retry_after(user_id)
         if wait > 0:
             raise TryLater(f"You're summarizing too often. Try again in {wait:.0f} s.", wait)
         now = self._clock()
-        self._last[user_id] = now
-        # Forget members whose cooldown ended so the dict does not grow forever.
-        if len(self._last) > 10_000:
-            self._last = {k: v for k, v in self._last.items() if now - v < self.seconds}
+        ticket = CooldownTicket(self, user_id, now)
+        # Only tickets still inside the cooldown matter; older ones are forgotten here.
+        live = [t for t in self._tickets.get(user_id, []) if now - t.at < self.seconds]
+        self._tickets[user_id] = live + [ticket]
+        if len(self._tickets) > 10_000:  # forget members whose cooldown ended so the dict stays small
+            self._tickets = {k: v for k, v in self._tickets.items() if any(now - t.at < self.seconds for t in v)}
+        return ticket
 
     def reset(self, user_id: int) -> None:
-        self._last.pop(user_id, None)
+        """Forget the member's cooldown entirely (an admin action; requests use their ticket)."""
+        self._tickets.pop(user_id, None)
+
+    def _drop(self, ticket: CooldownTicket) -> None:
+        tickets = self._tickets.get(ticket.user_id)
+        if tickets and ticket in tickets:
+            tickets.remove(ticket)
+            if not tickets:
+                del self._tickets[ticket.user_id]
 
 
-class GuildSlots:
-    """At most ``limit`` summaries running at once per server."""
+class GuildActivity:
+    """How many summaries each server has in progress (reading, waiting or generating), for ``/status``.
 
-    def __init__(self, limit: int, retry_hint_s: float = 30.0) -> None:
-        self.limit = limit
-        self.retry_hint_s = retry_hint_s
-        self._running: dict[int, int] = {}
+    It refuses nothing: members beyond what runs now wait in the executor's queue.
+    """
+
+    def __init__(self) -> None:
+        self._running: Counter[int] = Counter()
 
     def running(self, guild_id: int) -> int:
         return self._running.get(guild_id, 0)
 
+    def total(self) -> int:
+        return sum(self._running.values())
+
     @contextmanager
     def slot(self, guild_id: int) -> Iterator[None]:
-        if self.running(guild_id) >= self.limit:
-            raise TryLater(
-                f"This server already has {self.limit} summaries running. Try again in about {self.retry_hint_s:.0f} s.",
-                self.retry_hint_s,
-            )
-        self._running[guild_id] = self.running(guild_id) + 1
+        self._running[guild_id] += 1
         try:
             yield
         finally:
-            left = self._running[guild_id] - 1
-            if left:
-                self._running[guild_id] = left
-            else:
+            self._running[guild_id] -= 1
+            if self._running[guild_id] <= 0:
                 del self._running[guild_id]

@@ -5,6 +5,14 @@ reading, generation with progress, the reply, and storing the summary. Other
 cogs reuse the pieces: ``summarize_conversation`` (from already-read messages)
 and ``send_summary`` (the reply), and attach buttons through ``view_factory``
 (or ``bot.summary_view_factory`` for every summary).
+
+A busy bot: members beyond what runs now wait in the executor's queue, their
+"thinking" reply showing their place in line (``ProgressMessage``); the executor
+refuses, with a retry hint, only when its queue is really full. The same
+messages summarized the same way are summarized once: a recent stored summary
+of exactly them is shown again (``reuse.py``), and concurrent requests for them
+share one generation (``sharing.py``); each member still gets a reply and a
+stored summary of their own.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from .progress import NO_PINGS, ProgressMessage
 from .channel_names import summary_readers
 from .reading import Conversation, Scope, read_conversation
 from .render import ReplyContext, build_summary_messages, progress_text
+from .reuse import find_reusable, fingerprint, reuse_note
+from .stored import StoredSummaryView
 from .visibility import find_leaks
 from .server_settings import load_settings, settings_channel_id  # noqa: F401  (re-exported for other cogs)
 
@@ -142,7 +152,7 @@ async def run_summary(
     if not private and await reply_would_leak(job.source, interaction.channel):
         private = True
         job.notes += ("Sent only to you: some people who can see this channel can't read the one summarized.",)
-    bot.cooldowns.hit(interaction.user.id)
+    ticket = bot.cooldowns.hit(interaction.user.id)
     try:
         with bot.guild_slots.slot(guild.id):
             await acknowledge(interaction, ephemeral=private)
@@ -163,8 +173,8 @@ async def run_summary(
             return await summarize_conversation(
                 bot, interaction, conversation, job, resolved, private=private, progress=progress, view_factory=view_factory
             )
-    except Exception:
-        bot.cooldowns.reset(interaction.user.id)  # no summary was made: let them retry at once
+    except BaseException:
+        ticket.release()  # no summary was made (failed, timed out, refused, cancelled): no cooldown
         raise
 
 
@@ -179,24 +189,31 @@ async def summarize_conversation(
     progress: ProgressMessage | None = None,
     view_factory: ViewFactory | None = None,
 ) -> SummaryOutcome:
-    """Summarize already-read messages, reply (editing the deferred response), store the summary."""
+    """Summarize already-read messages, reply (editing the deferred response), store the summary.
+
+    The caller has checked the member's access. A recent summary of exactly these messages
+    (unchanged since) is shown again instead; a request like one already generating waits for it.
+    """
     length = job.length or resolved["length"]
     style = job.style or resolved["style"]
     progress = progress or ProgressMessage(interaction)
     options = SummaryOptions(length=length, style=style, generation=job.generation or generation_settings(resolved, length))
+    settings = options.generation or generation_for(length)
+    digest = fingerprint(conversation, length, style, settings, str(getattr(bot.executor.backend, "name", "")))
+    notes = job.notes
     try:
-        summary = await bot.summarizer.summarize(
-            conversation.messages,
-            options,
-            guild=str(conversation.guild_id),
-            user=str(interaction.user.id),
-            priority=0,
-            progress=lambda stage, done, total: progress.update(progress_text(stage, done, total)),
-        )
+        reused = await find_reusable(bot, conversation, digest, interaction.user.id)
+        if reused is not None:
+            summary: Any = StoredSummaryView.of(reused)
+            notes += (reuse_note(reused),)
+        else:
+            summary = await generate_shared(bot, conversation, options, digest, interaction.user.id, private,
+                                            lambda stage, done, total: progress.update(progress_text(stage, done, total)))
     finally:
         await progress.finish()
 
-    summary_id = await store_summary(bot, interaction.user.id, conversation, summary, length, style, private)
+    summary_id = await store_summary(bot, interaction.user.id, conversation, summary, length, style, private, digest,
+                                     reused_from=reused.id if reused is not None else None)
     outcome = SummaryOutcome(summary, summary_id, job, length, style, private, [])
     ctx = ReplyContext(
         guild_id=conversation.guild_id,
@@ -206,7 +223,7 @@ async def summarize_conversation(
         style=style,
         capped_at=conversation.capped_at,
         skipped_files=tuple(conversation.skipped_files),
-        notes=job.notes,
+        notes=notes,
     )
     factory = view_factory or bot.summary_view_factory
     view = factory(outcome) if factory is not None and summary_id is not None else None
@@ -214,9 +231,51 @@ async def summarize_conversation(
     return outcome
 
 
+async def generate_shared(
+    bot: "RecapBot",
+    conversation: Conversation,
+    options: SummaryOptions,
+    digest: str,
+    requester_id: int,
+    private: bool,
+    listener: Callable[[str, int, int], None],
+) -> Any:
+    """The summary, generated once for every concurrent request with the same fingerprint.
+
+    A private request shares only with the same member's requests. The generation holds one
+    executor slot for all its stages (``Executor.reserve``), taken by whoever started it.
+    """
+    key = (conversation.channel_id, digest, requester_id if private else None)
+
+    async def work(report: Callable[[str, int, int], None]) -> Any:
+        with bot.executor.reserve(str(conversation.guild_id), str(requester_id)) as reservation:
+            return await bot.summarizer.summarize(
+                conversation.messages,
+                options,
+                guild=str(conversation.guild_id),
+                user=str(requester_id),
+                priority=0,
+                progress=report,
+                job=reservation.job,
+            )
+
+    summary, _joined = await bot.shared_summaries.run(key, work, listener)
+    return summary
+
+
 async def store_summary(
-    bot: "RecapBot", requester_id: int, conversation: Conversation, summary: Any, length: str, style: str, private: bool
+    bot: "RecapBot",
+    requester_id: int,
+    conversation: Conversation,
+    summary: Any,
+    length: str,
+    style: str,
+    private: bool,
+    digest: str | None = None,
+    *,
+    reused_from: int | None = None,
 ) -> int | None:
+    """Store the summary for this requester (one record per member, so buttons and history are theirs)."""
     source_ids = list(summary.source_ids) or conversation.source_ids
     record = SummaryRecord(
         guild_id=conversation.guild_id,
@@ -234,6 +293,8 @@ async def store_summary(
             "participants": list(summary.participants),
             "model": summary.model,
             "truncated": bool(summary.truncated),
+            **({"fingerprint": digest} if digest else {}),
+            **({"reused_from": reused_from} if reused_from is not None else {}),
         },
         start_id=min(source_ids) if source_ids else None,
         end_id=max(source_ids) if source_ids else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from typing import Callable
@@ -16,10 +17,12 @@ NO_PINGS = discord.AllowedMentions.none()
 class ProgressMessage:
     """Edits ``interaction``'s original response with status lines, at most one per ``min_interval`` s.
 
-    Updates that arrive too soon are dropped (a newer one follows), and edits run
-    in the background so reporting never slows the summary. ``finish()`` waits for
-    the edit in flight so a late progress line cannot overwrite the final reply.
-    One instance serves a whole command (reading, then summarizing), so throttling spans both.
+    Edits run in the background so reporting never slows the summary. Updates that arrive
+    while an edit is in flight or too soon after the last one are coalesced: the newest one
+    is sent as soon as the interval allows, so a waiting member's place in line never goes
+    stale. ``finish()`` waits for the edit in flight so a late progress line cannot
+    overwrite the final reply. One instance serves a whole command (reading, queueing,
+    summarizing), so throttling spans all of it.
     """
 
     def __init__(self, interaction: discord.Interaction, min_interval: float = 1.5,
@@ -29,17 +32,42 @@ class ProgressMessage:
         self._clock = clock or (lambda: time.monotonic())  # looked up per call: test clocks can replace it
         self._last: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._wanted: str | None = None  # the newest line not yet sent
+        # Updates may come from the executor's scheduler (queue positions); edits still run in
+        # the command's context (logging, and test transports that are scoped to it).
+        self._context = contextvars.copy_context()
         self._closed = False
         self.shown: list[str] = []  # every line actually sent, in order
 
     def update(self, text: str) -> None:
-        if self._closed or (self._task is not None and not self._task.done()):
+        if self._closed:
             return
+        self._wanted = text
+        self._kick()
+
+    def _kick(self) -> None:
+        """Send the newest line now if the throttle allows, else make sure it is sent when it does."""
+        if self._closed or self._wanted is None or (self._task is not None and not self._task.done()):
+            return  # a finishing edit kicks again
+        if self.shown and self._wanted == self.shown[-1]:
+            self._wanted = None
+            return
+        loop = asyncio.get_running_loop()
         now = self._clock()
-        if self._last is not None and now - self._last < self._interval:
+        wait = 0.0 if self._last is None else self._interval - (now - self._last)
+        if wait > 0:
+            if self._timer is None:
+                self._timer = loop.call_later(wait, self._on_timer, context=self._context.copy())
             return
+        text, self._wanted = self._wanted, None
         self._last = now
-        self._task = asyncio.get_running_loop().create_task(self._edit(text))
+        self._task = loop.create_task(self._edit(text), context=self._context.copy())
+        self._task.add_done_callback(lambda _task: self._kick())
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._kick()
 
     async def _edit(self, text: str) -> None:
         try:
@@ -56,4 +84,7 @@ class ProgressMessage:
     async def finish(self) -> None:
         """No more progress lines: the next edit of the reply is the result (or the error)."""
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         await self.settle()

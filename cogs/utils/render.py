@@ -237,10 +237,15 @@ def build_summary_messages(summary: SummaryLike, ctx: ReplyContext) -> list[list
 def progress_text(stage: str, done: int, total: int) -> str:
     if stage == "reading":
         return f"Reading {total:,} messages…" if total else "Reading messages…"
-    if stage == "queued":
-        return f"Queued: position {done:,}"
+    if stage == "queued":  # done: place in line; total: estimated wait in seconds (0: unknown yet)
+        ahead = "You're next in line" if done <= 1 else f"You're number {done:,} in line"
+        return f"{ahead} (about {_wait(total)})…" if total > 0 else f"{ahead}…"
     if stage == "summarizing":
         return f"Summarizing part {done:,}/{total:,}…" if total > 1 else "Summarizing…"
     if stage == "combining":
         return "Combining the parts…"
     return "Working…"
+
+
+def _wait(seconds: int) -> str:
+    return f"{seconds} s" if seconds < 90 else f"{round(seconds / 60)} min"
