@@ -1,7 +1,8 @@
 """Same window, same answer: when a stored summary may be shown again instead of generating.
 
 A summary's fingerprint covers everything that decides its text: the messages read
-(ids, authors, text, attachment text), length, style, generation settings and model.
+(ids, authors, text, attachment text, how their mentions read for this audience), length,
+style, generation settings and model.
 A recent stored summary of the same channel with the same fingerprint, whose source
 messages are all still stored and unedited since (``storage.summaries.reusable_summaries``),
 is reused. Deletes need no check here: deleting a message deletes every summary built
@@ -32,7 +33,9 @@ def fingerprint(conversation: "Conversation", length: str, style: str, settings:
     parts = {
         "channel": conversation.channel_id,
         "messages": [
-            [m.id, m.author_id, m.author, m.text, m.reply_to, [[a.filename, a.text] for a in m.attachments]]
+            [m.id, m.author_id, m.author, m.text, m.reply_to, [[a.filename, a.text] for a in m.attachments],
+             # How mentions read depends on who reads: a channel hidden from some readers reads #hidden-channel.
+             sorted(m.mentions.items()), sorted(m.role_mentions.items()), sorted(m.channel_mentions.items())]
             for m in conversation.messages
         ],
         "length": length,
