@@ -28,10 +28,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.executor import Executor  # noqa: E402
-from bot.generation import GenerationRequest, GenerationResult, GenerationSettings, Prompt  # noqa: E402
-from bot.models import ModelBackend, load_backend, save_tiny_model  # noqa: E402
-from bot.prompts import LENGTHS  # noqa: E402
+from engine.executor import Executor  # noqa: E402
+from engine.generation import GenerationRequest, GenerationResult, GenerationSettings, Prompt  # noqa: E402
+from engine.models import ModelBackend, load_backend, save_tiny_model  # noqa: E402
+from engine.prompts import LENGTHS  # noqa: E402
 
 RANDOM_SHAPES: dict[str, dict[str, Any]] = {
     "llama-1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,

@@ -18,11 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rouge_score import rouge_scorer  # noqa: E402
 
-from bot.conversation import ChatMessage  # noqa: E402
-from bot.executor import Executor  # noqa: E402
-from bot.generation import GenerationError  # noqa: E402
-from bot.models import load_backend  # noqa: E402
-from bot.summarizer import Summarizer, SummaryOptions  # noqa: E402
+from engine.conversation import ChatMessage  # noqa: E402
+from engine.executor import Executor  # noqa: E402
+from engine.generation import GenerationError  # noqa: E402
+from engine.models import load_backend  # noqa: E402
+from engine.summarizer import Summarizer, SummaryOptions  # noqa: E402
 
 DATA = Path("/work/shared/data/dialogsum_dev.jsonl")
 

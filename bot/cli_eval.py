@@ -26,7 +26,7 @@ from .cli_summarize import (
     positive_int,
 )
 from .config import ConfigError, Settings
-from .conversation import ChatMessage
+from engine.conversation import ChatMessage
 from .evaluation import (
     EvalDataError,
     EvalRecord,
@@ -38,9 +38,9 @@ from .evaluation import (
     speaker_names,
 )
 from .exports import ExportError, parse_transcript
-from .generation import GenerationError, GenerationSettings, InvalidRequest, Overloaded
-from .models import ModelLoadError
-from .prompts import LENGTHS, STYLES, generation_for
+from engine.generation import GenerationError, GenerationSettings, InvalidRequest, Overloaded
+from engine.models import ModelLoadError
+from engine.prompts import LENGTHS, STYLES, generation_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,11 +74,11 @@ async def summarize_all(
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalRun:
     """Summarize every dialogue concurrently through one executor; failures become empty predictions."""
-    from .executor import Executor  # the model stack loads only when asked
-    from .summarizer import Summarizer, SummaryOptions
+    from .services import build_executor  # the model stack loads only when asked
+    from engine.summarizer import Summarizer, SummaryOptions
 
     options = SummaryOptions(length=length, style=style, generation=generation)
-    async with Executor.from_settings(settings) as executor:
+    async with build_executor(settings) as executor:
         summarizer = Summarizer(executor, settings.input_token_budget)
         slots = asyncio.Semaphore(concurrency_for(settings))
         failures: list[str] = []

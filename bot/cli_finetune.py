@@ -23,7 +23,7 @@ from .cli_summarize import EXIT_FAILED, EXIT_INPUT, positive_int
 from .config import ConfigError, Settings
 from .evaluation import EvalDataError, load_records
 from .finetune_data import FinetuneDataError, build_examples
-from .models import ModelLoadError
+from engine.models import ModelLoadError
 
 DATA_LICENCES = {"dialogsum": "CC BY-NC-SA 4.0 (DialogSum, Chen et al. 2021)"}
 
@@ -79,7 +79,7 @@ def _licence(args: argparse.Namespace) -> str:
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     from .finetune import FinetuneError, Interrupted, TrainConfig, Trainer, tokenize
-    from .models import load_backend
+    from engine.models import load_backend
 
     out = Path(args.out).expanduser()
     try:

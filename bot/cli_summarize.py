@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .config import FIELDS, ConfigError, Settings
-from .conversation import ChatMessage
+from engine.conversation import ChatMessage
 from .exports import Conversation, ExportError, load_conversation
-from .generation import GenerationError, GenerationSettings, InvalidRequest
-from .models import ModelLoadError
-from .prompts import LENGTHS, STYLES, generation_for
-from .summarizer import Summarizer, Summary, SummaryOptions
+from engine.generation import GenerationError, GenerationSettings, InvalidRequest
+from engine.models import ModelLoadError
+from engine.prompts import LENGTHS, STYLES, generation_for
+from engine.summarizer import Summarizer, Summary, SummaryOptions
 
 SAMPLE_CONVERSATION = Path(__file__).parent / "data" / "sample_conversation.json"
 EXIT_INPUT = 2  # the user's input or options are wrong
@@ -156,9 +156,9 @@ async def summarize_messages(
     messages: list[ChatMessage], settings: Settings, options: SummaryOptions, progress: ProgressPrinter | None = None
 ) -> Summary:
     """Load the model through the real executor and summarize ``messages`` once."""
-    from .executor import Executor  # the model stack loads only when a summary is asked for
+    from .services import build_executor  # the model stack loads only when a summary is asked for
 
-    async with Executor.from_settings(settings) as executor:
+    async with build_executor(settings) as executor:
         summarizer = Summarizer(executor, settings.input_token_budget)
         return await summarizer.summarize(messages, options, guild="local", user="local", progress=progress)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import unquote, urlparse
 
-from .conversation import Attachment, ChatMessage
+from engine.conversation import Attachment, ChatMessage
 
 DEFAULT_ATTACHMENT_MAX_BYTES = 262_144
 

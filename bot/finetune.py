@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 from .finetune_data import TextExample
-from .generation import Prompt
-from .models import ADAPTER_META, ModelBackend, base_fingerprint
+from engine.generation import Prompt
+from engine.models import ADAPTER_META, ModelBackend, base_fingerprint
 
 log = logging.getLogger(__name__)
 

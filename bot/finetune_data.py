@@ -17,8 +17,8 @@ from typing import Iterable
 
 from .evaluation import EvalRecord
 from .exports import ExportError, parse_transcript
-from .prompts import LENGTHS, notes_prompt, summary_prompt, target_words
-from .transcript import Transcript, build_transcript, content_words
+from engine.prompts import LENGTHS, notes_prompt, summary_prompt, target_words
+from engine.transcript import Transcript, build_transcript, content_words
 
 # Given names from many languages, for the #PersonN# tags. Short and unambiguous as words.
 NAMES = tuple(

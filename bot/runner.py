@@ -115,11 +115,12 @@ async def run(settings: Settings, *, force_sync: bool = False) -> int:
 
     from storage import StorageError, open_database
 
+    from engine.executor_metrics import start_metrics_server
+    from engine.models import ModelLoadError
+    from engine.summarizer import Summarizer
+
     from .client import RecapBot
-    from .executor import Executor
-    from .executor_metrics import start_metrics_server
-    from .models import ModelLoadError
-    from .summarizer import Summarizer
+    from .services import build_executor
 
     stop = asyncio.Event()
     _install_signal_handlers(stop)
@@ -127,7 +128,7 @@ async def run(settings: Settings, *, force_sync: bool = False) -> int:
         async with open_database(settings.database_path) as db:
             log.info("database %s ready (schema %d)", db.path, db.schema_version)
             log.info("loading model %s ...", settings.model)
-            async with Executor.from_settings(settings) as executor:
+            async with build_executor(settings) as executor:
                 summarizer = Summarizer(executor, input_token_budget=settings.input_token_budget)
                 metrics: Any = start_metrics_server(executor, settings.metrics_port) if settings.metrics_port else None
                 try:

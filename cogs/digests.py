@@ -21,7 +21,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.generation import GenerationError, Overloaded
+from engine.generation import GenerationError, Overloaded
 from bot.schedule import (
     Clock,
     RunPlan,
@@ -33,7 +33,7 @@ from bot.schedule import (
     parse_at,
     plan_run,
 )
-from bot.summarizer import SummaryOptions
+from engine.summarizer import SummaryOptions
 from storage import digests as store
 from storage.digests import DigestRecord
 from storage.errors import StorageError
@@ -170,7 +170,7 @@ class DigestsCog(commands.Cog, name="Digests"):
         """Run one due digest at ``now``; returns the status stored for it."""
         assert record.id is not None and record.created_at is not None
         plan = plan_run(schedule_of(record), record.next_run_at, record.last_run_at, record.created_at, now)
-        if not self.bot.executor.ready:
+        if not self.engine.executor.ready:
             # Right after a start the model may still be loading: try again soon, keeping the window.
             await self.bot.db.writing(store.reschedule, record.id, min(now + STARTUP_RETRY, plan.next_run_at),
                                       "waiting: the model is still loading")
@@ -399,7 +399,7 @@ async def post_digest(bot: Any, record: DigestRecord, source: Any, target: disco
                                            readers=Readers(audiences=(source, target)))
     if not conversation.messages:
         return 0
-    summary = await bot.summarizer.summarize(
+    summary = await engine.summarizer.summarize(
         conversation.messages,
         SummaryOptions(length=record.length, style=record.style, generation=generation_settings(resolved, record.length)),
         guild=str(record.guild_id),

@@ -19,8 +19,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.generation import GenerationError, GenerationSettings, InvalidRequest
-from bot.prompts import generation_for
+from engine.generation import GenerationError, GenerationSettings, InvalidRequest
+from engine.prompts import generation_for
 from storage import SummaryRecord, summaries
 
 from .utils.channel_names import summary_readers
@@ -172,7 +172,7 @@ async def _followup(bot: "RecapBot", interaction: discord.Interaction, action: s
     source = guild.get_channel_or_thread(record.channel_id)
     if source is None:
         raise UserFacingError(GONE)
-    if not bot.executor.ready:
+    if not engine.executor.ready:
         raise NotReady("I'm still starting up (loading the model). Try again in a minute.")
     # Every refusal comes before the defer, so it is a clean ephemeral answer; access is checked first.
     await require_readable(member, guild.me, source)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bot.models import save_tiny_model
+from engine.models import save_tiny_model
 
 CACHE_ROOT = Path(__file__).parent / ".cache"
 

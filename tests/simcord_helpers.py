@@ -35,8 +35,8 @@ import simcord
 
 from bot.client import RecapBot
 from bot.config import Settings
-from bot.executor import Executor
-from bot.models import load_backend
+from engine.executor import Executor
+from engine.models import load_backend
 from storage import open_database
 
 BOT_EXTENSIONS = ("cogs.errors", "cogs.history", "cogs.summarize", "cogs.settings", "cogs.privacy", "cogs.status", "cogs.admin")
@@ -149,7 +149,7 @@ async def start_world(
     settle_timeout: float = 60.0,
     start_executor: bool = True,
 ) -> AsyncIterator[World]:
-    from bot.summarizer import Summarizer
+    from engine.summarizer import Summarizer
 
     cfg = make_settings(tmp_path, **(settings or {}))
     async with open_database(cfg.database_path) as db:
@@ -239,7 +239,7 @@ def database_bytes(world: World) -> bytes:
 
 def declare_model_waits(world: "World") -> None:
     """The executor answers from its worker thread; tell SimCord that wait is intentional, not a hang."""
-    executor = world.bot.executor
+    executor = world.engine.executor
     if getattr(executor.submit, "declared", False):
         return
     submit = executor.submit

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from bot.config import Settings
-from bot.executor import Executor
-from bot.models import ADAPTER_META, EMBEDDED_ADAPTER_DIR, load_backend
-from bot.prompts import STYLES
-from bot.summarizer import Summarizer, SummaryOptions
+from engine.executor import Executor
+from engine.models import ADAPTER_META, EMBEDDED_ADAPTER_DIR, load_backend
+from engine.prompts import STYLES
+from engine.summarizer import Summarizer, SummaryOptions
 from test_summarizer_embedded import CHAT
 
 pytestmark = pytest.mark.embedded

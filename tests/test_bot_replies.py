@@ -11,8 +11,8 @@ import discord
 import pytest
 from discord import app_commands
 
-from bot.executor import Executor
-from bot.generation import (
+from engine.executor import Executor
+from engine.generation import (
     EngineDead,
     ExecutorClosed,
     GenerationRequest,
@@ -23,7 +23,7 @@ from bot.generation import (
     RequestTimeout,
     SummaryFailed,
 )
-from bot.models import load_backend
+from engine.models import load_backend
 from cogs.utils.cooldowns import GuildActivity, UserCooldown
 from cogs.utils.errors import BadOption, TryLater
 from cogs.utils.replies import describe_error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.chunking import Span, group_for_combine, newest_within_budget, split_spans
+from engine.chunking import Span, group_for_combine, newest_within_budget, split_spans
 
 
 def test_budget_keeps_the_newest_lines_that_fit():

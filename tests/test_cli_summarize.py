@@ -20,8 +20,8 @@ import pytest
 
 from bot.cli_summarize import ProgressPrinter, format_summary, jump_url, summary_json
 from bot.exports import load_conversation
-from bot.generation import GenerationSettings
-from bot.summarizer import Summary, Topic
+from engine.generation import GenerationSettings
+from engine.summarizer import Summary, Topic
 from fixtures.lowercase_model import lowercase_model
 
 ROOT = Path(__file__).parents[1]

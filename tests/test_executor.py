@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from bot.config import Settings
-from bot.executor import Executor, queue_eta
-from bot.executor_queue import Entry, FairQueue
-from bot.generation import (
+from bot.services import build_executor
+from engine.executor import Executor, queue_eta
+from engine.executor_queue import Entry, FairQueue
+from engine.generation import (
     ExecutorClosed,
     GenerationRequest,
     GenerationSettings,
@@ -21,7 +22,7 @@ from bot.generation import (
     QueueStatus,
     RequestTimeout,
 )
-from bot.models import ModelBackend
+from engine.models import ModelBackend
 from test_executor_support import CHATS, Factory, executor, request, tiny_causal, tiny_seq2seq, wait_until
 
 __all__ = ["tiny_causal", "tiny_seq2seq"]  # fixtures used by name below
@@ -295,11 +296,11 @@ async def test_not_started_and_closed_executors_refuse_politely(tiny_causal: Mod
         await ex.submit(request("hi"))
 
 
-async def test_from_settings_uses_model_and_limits(tiny_causal_dir: Path, tmp_path: Path) -> None:
+async def test_build_executor_uses_model_and_limits(tiny_causal_dir: Path, tmp_path: Path) -> None:
     settings = Settings.from_env(
         {}, model=str(tiny_causal_dir), device="cpu", model_cache_dir=str(tmp_path), max_batch_size="3", max_queue="5",
     )
-    async with Executor.from_settings(settings) as ex:
+    async with build_executor(settings) as ex:
         assert ex.max_batch_size == 3 and ex.max_queue == 5
         result = await ex.submit(request("Ann: hi"))
         assert ex.metrics()["device"] == "cpu" and ex.metrics()["dtype"] == "float32"

@@ -8,8 +8,8 @@ from typing import Sequence
 
 import pytest
 
-from bot.generation import EngineDead, ExecutorClosed, GenerationSettings, OutOfMemory, Prompt
-from bot.models import ModelBackend
+from engine.generation import EngineDead, ExecutorClosed, GenerationSettings, OutOfMemory, Prompt
+from engine.models import ModelBackend
 from test_executor_support import CHATS, Factory, executor, request, tiny_causal, wait_until
 
 __all__ = ["tiny_causal"]

@@ -10,9 +10,9 @@ import asyncio
 
 import pytest
 
-from bot.executor_queue import Entry, FairQueue
-from bot.generation import GenerationRequest, GenerationSettings, Overloaded, Prompt
-from bot.models import ModelBackend
+from engine.executor_queue import Entry, FairQueue
+from engine.generation import GenerationRequest, GenerationSettings, Overloaded, Prompt
+from engine.models import ModelBackend
 from test_executor_support import Factory, executor, request, tiny_causal, wait_until
 
 __all__ = ["tiny_causal"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.executor_queue import Entry, FairQueue
-from bot.generation import GenerationRequest, Prompt
+from engine.executor_queue import Entry, FairQueue
+from engine.generation import GenerationRequest, Prompt
 
 
 def entry(loop: asyncio.AbstractEventLoop, name: str, tokens: int, guild: str = "g") -> Entry:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.executor import start_metrics_server
-from bot.generation import GenerationSettings
-from bot.models import ModelBackend, load_backend
+from engine.executor import start_metrics_server
+from engine.generation import GenerationSettings
+from engine.models import ModelBackend, load_backend
 from test_executor_support import CHATS, Factory, executor, request, tiny_causal
 
 __all__ = ["tiny_causal"]

@@ -12,9 +12,9 @@ from typing import Any, Callable, Sequence
 
 import pytest
 
-from bot.executor import Executor
-from bot.generation import GenerationRequest, GenerationResult, GenerationSettings, Prompt
-from bot.models import ModelBackend, load_backend
+from engine.executor import Executor
+from engine.generation import GenerationRequest, GenerationResult, GenerationSettings, Prompt
+from engine.models import ModelBackend, load_backend
 
 Hook = Callable[[Sequence[Prompt], GenerationSettings], None]
 
@@ -66,7 +66,7 @@ class Factory:
     def __call__(self) -> ScriptedBackend:
         if len(self.made) + 1 in self.fail_on:
             self.made.append(None)  # type: ignore[arg-type]  # counts the attempt
-            from bot.models import ModelLoadError
+            from engine.models import ModelLoadError
 
             raise ModelLoadError("simulated: the model files vanished")
         backend = ScriptedBackend(self.base, self.hook)

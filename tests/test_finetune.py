@@ -17,10 +17,10 @@ from bot.evaluation import EvalRecord
 from bot.exports import parse_transcript
 from bot.finetune import IGNORE, Interrupted, TrainConfig, Trainer, epoch_batches, tokenize
 from bot.finetune_data import build_examples, cite, examples_for, length_for, name_map, sentences
-from bot.generation import GenerationSettings, Prompt
-from bot.models import ADAPTER_META, EMBEDDED_ADAPTER_DIR, ModelLoadError, load_backend, resolve_adapter
-from bot.prompts import summary_prompt
-from bot.transcript import build_transcript
+from engine.generation import GenerationSettings, Prompt
+from engine.models import ADAPTER_META, EMBEDDED_ADAPTER_DIR, ModelLoadError, load_backend, resolve_adapter
+from engine.prompts import summary_prompt
+from engine.transcript import build_transcript
 from fixtures.lowercase_model import lowercase_model
 
 ROOT = Path(__file__).parents[1]
@@ -259,8 +259,8 @@ def test_summarizer_writes_no_answer_start_for_a_tuned_adapter(tiny_causal_dir: 
     """The adapter learned to answer without "A and B discuss": the prompt must not prefill it."""
     import asyncio
 
-    from bot.executor import Executor
-    from bot.summarizer import Summarizer
+    from engine.executor import Executor
+    from engine.summarizer import Summarizer
 
     seen: list[Prompt] = []
 

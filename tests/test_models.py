@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.generation import GenerationSettings, InvalidRequest, Prompt
-from bot.models import ModelLoadError, load_backend, resolve_source, save_tiny_model
+from engine.generation import GenerationSettings, InvalidRequest, Prompt
+from engine.models import ModelLoadError, load_backend, resolve_source, save_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bot.exports import ExportError, parse_text
-from bot.transcript import build_transcript
+from engine.transcript import build_transcript
 
 SEED = 20240612
 CASES = 12_000

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.conversation import ChatMessage
-from bot.postprocess import (
+from engine.conversation import ChatMessage
+from engine.postprocess import (
     clean_output,
     end_on_sentence,
     extract_citations,
@@ -16,7 +16,7 @@ from bot.postprocess import (
     strip_control,
     strip_preamble,
 )
-from bot.transcript import build_transcript
+from engine.transcript import build_transcript
 
 CHAT = build_transcript([
     ChatMessage(501, "Alice", "The release moves to Friday because QA found a crash."),

@@ -18,12 +18,12 @@ from typing import Callable
 
 import pytest
 
-from bot.conversation import ChatMessage
-from bot.executor import Executor
-from bot.generation import GenerationRequest, GenerationResult, GenerationSettings, InvalidRequest, SummaryFailed
-from bot.models import ModelBackend, load_backend
-from bot.prompts import generation_for
-from bot.summarizer import Summarizer, SummaryOptions, retry_settings
+from engine.conversation import ChatMessage
+from engine.executor import Executor
+from engine.generation import GenerationRequest, GenerationResult, GenerationSettings, InvalidRequest, SummaryFailed
+from engine.models import ModelBackend, load_backend
+from engine.prompts import generation_for
+from engine.summarizer import Summarizer, SummaryOptions, retry_settings
 from conftest import TINY_CONFIG, cached_tiny_model
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=timezone.utc)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.conversation import ChatMessage
-from bot.executor import Executor
-from bot.models import load_backend
-from bot.summarizer import Summarizer, SummaryOptions
+from engine.conversation import ChatMessage
+from engine.executor import Executor
+from engine.models import load_backend
+from engine.summarizer import Summarizer, SummaryOptions
 
 pytestmark = pytest.mark.embedded
 

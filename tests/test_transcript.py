@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
-from bot.conversation import Attachment, ChatMessage
-from bot.transcript import (
+from engine.conversation import Attachment, ChatMessage
+from engine.transcript import (
     ATTACHMENT_TEXT_CHARS,
     MAX_MESSAGE_CHARS,
     TRANSCRIPT_END,
@@ -136,7 +136,7 @@ def test_discord_timestamps_render_as_dates():
 
 
 def test_third_person_rewrites_first_and_second_person():
-    from bot.transcript import third_person
+    from engine.transcript import third_person
 
     t = build_transcript([
         msg(1, "Ann", "I need a break. I think you should review my patch."),
@@ -149,7 +149,7 @@ def test_third_person_rewrites_first_and_second_person():
 
 
 def test_key_messages_start_with_substantive_openers_in_chat_order():
-    from bot.transcript import key_message_indices
+    from engine.transcript import key_message_indices
 
     t = build_transcript([
         msg(1, "Ann", "hi!"),

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import discord
 
-from bot.generation import GenerationSettings
-from bot.prompts import generation_for
-from bot.summarizer import SummaryOptions
+from engine.generation import GenerationSettings
+from engine.prompts import generation_for
+from engine.summarizer import SummaryOptions
 from storage import SourcesGone, SummaryRecord, summaries
 
 from .checks import require_readable
@@ -64,7 +64,7 @@ class SummaryJob:
 
 @dataclass
 class SummaryOutcome:
-    summary: Any  # bot.summarizer.Summary
+    summary: Any  # engine.summarizer.Summary
     summary_id: int | None  # None if storing it failed (the reply was still sent)
     job: SummaryJob
     length: str
@@ -140,7 +140,7 @@ async def run_summary(
         raise UserFacingError("Summaries work in servers only.")
     if not bot.accepting:
         raise NotReady("I'm shutting down. Try again in a minute.")
-    if not bot.executor.ready:
+    if not engine.executor.ready:
         raise NotReady("I'm still starting up (loading the model). Try again in a minute.")
     resolved = await load_settings(bot, job.source)
     # Access first: any other answer about a channel she can't read (e.g. "turned off") would reveal it.
@@ -199,7 +199,7 @@ async def summarize_conversation(
     progress = progress or ProgressMessage(interaction)
     options = SummaryOptions(length=length, style=style, generation=job.generation or generation_settings(resolved, length))
     settings = options.generation or generation_for(length)
-    digest = fingerprint(conversation, length, style, settings, str(getattr(bot.executor.backend, "name", "")))
+    digest = fingerprint(conversation, length, style, settings, str(getattr(engine.executor.backend, "name", "")))
     notes = job.notes
     try:
         reused = await find_reusable(bot, conversation, digest, interaction.user.id)
@@ -248,8 +248,8 @@ async def generate_shared(
     key = (conversation.channel_id, digest, requester_id if private else None)
 
     async def work(report: Callable[[str, int, int], None]) -> Any:
-        with bot.executor.reserve(str(conversation.guild_id), str(requester_id)) as reservation:
-            return await bot.summarizer.summarize(
+        with engine.executor.reserve(str(conversation.guild_id), str(requester_id)) as reservation:
+            return await engine.summarizer.summarize(
                 conversation.messages,
                 options,
                 guild=str(conversation.guild_id),

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import discord
 
-from bot.conversation import Attachment, ChatMessage
+from engine.conversation import Attachment, ChatMessage
 from storage import StoredAttachment, StoredMessage, messages, privacy
 
 from .attachments import AttachmentBudget, looks_like_text, read_text_attachment

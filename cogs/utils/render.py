@@ -115,7 +115,7 @@ class TopicLike(Protocol):
 
 
 class SummaryLike(Protocol):
-    """What the renderer reads from ``bot.summarizer.Summary``."""
+    """What the renderer reads from ``engine.summarizer.Summary``."""
 
     text: str
     citations: list[int]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import discord
 from discord import app_commands
 
-from bot.generation import GenerationError, Overloaded
+from engine.generation import GenerationError, Overloaded
 from storage import StorageError
 from storage.errors import MigrationError, SchemaTooNew
 

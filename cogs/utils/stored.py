@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.generation import GenerationSettings, InvalidRequest
+from engine.generation import GenerationSettings, InvalidRequest
 from storage import SummaryRecord
 
 

@@ -29,7 +29,7 @@ import math
 import time
 import uuid
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from .executor_metrics import ExecutorStats, MetricsServer, start_metrics_server
 from .executor_queue import Entry, FairQueue, job_unit
@@ -47,10 +47,8 @@ from .generation import (
     QueueStatus,
     RequestTimeout,
 )
-from .models import ModelBackend, load_backend
+from .models import ModelBackend
 
-if TYPE_CHECKING:
-    from .config import Settings
 
 __all__ = ["Executor", "MetricsServer", "start_metrics_server"]
 
@@ -112,29 +110,6 @@ class Executor:
         self._closed = False
         self._dead: EngineDead | None = None
         self._closing: asyncio.Task[None] | None = None
-
-    @classmethod
-    def from_settings(cls, settings: "Settings") -> "Executor":
-        factory = functools.partial(
-            load_backend,
-            settings.model,
-            model_file=settings.model_file,
-            device=settings.device,
-            dtype=settings.dtype,
-            cpu_threads=settings.cpu_threads,
-            cache_dir=settings.model_cache_dir,
-            adapter=settings.model_adapter,
-        )
-        return cls(
-            factory,
-            max_batch_size=settings.max_batch_size,
-            max_batch_tokens=settings.max_batch_tokens,
-            max_batch_wait_ms=settings.max_batch_wait_ms,
-            max_queue=settings.max_queue,
-            max_queue_per_guild=settings.max_queue_per_guild,
-            max_queue_per_user=settings.max_queue_per_user,
-            request_timeout_s=settings.request_timeout_s,
-        )
 
     # ---- lifecycle ----
 
