@@ -308,6 +308,26 @@ class Trainer:
 
     # ---- training ----
 
+    def _loss(self, inputs: dict[str, Any]) -> Any:
+        """Mean cross-entropy over the answer tokens.
+
+        A causal model is asked for logits only from the first answer-predicting position on: the
+        vocabulary projection of every prompt position would cost memory (about 1.5 GB at batch 8 of
+        640 tokens with a 49k vocabulary) and time for tokens the loss ignores."""
+        import torch
+
+        if self.backend.is_encoder_decoder:
+            return self.model(**inputs).loss
+        labels = inputs["labels"]
+        answer = labels != IGNORE
+        first = int(answer.float().argmax(dim=1).min())  # earliest answer token in the batch
+        keep = labels.shape[1] - first + 1  # logits at position t predict token t + 1
+        logits = self.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                            logits_to_keep=keep).logits
+        targets = labels[:, labels.shape[1] - keep + 1:]
+        return torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+
     def _on_sigint(self, *_: Any) -> None:
         self._stop = True  # finish the step under way, then checkpoint and stop
 
@@ -333,7 +353,7 @@ class Trainer:
                 batch = self.batch_at(self.step)
                 inputs = collate(batch, pad, self.backend.is_encoder_decoder, self.backend.device)
                 with self._autocast():
-                    loss = self.model(**inputs).loss
+                    loss = self._loss(inputs)
                 if not torch.isfinite(loss):
                     raise FinetuneError(f"the loss became {loss.item()} at step {self.step + 1}; try a lower --lr")
                 loss.backward()

@@ -338,3 +338,18 @@ def test_finetune_skips_examples_over_the_budget_and_says_so(words_model: Path, 
                           env={"MODEL": str(words_model), "DEVICE": "cpu", "LOG_LEVEL": "WARNING"})
     assert result.returncode == 1 and "skipped as longer than --max-tokens 20" in result.stderr
     assert "error: no training examples are left" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_answer_only_logits_give_the_models_own_loss(tiny_causal_dir: Path, tmp_path: Path) -> None:
+    """The trainer projects only answer positions onto the vocabulary; the loss must equal the full one."""
+    import torch
+
+    from bot.finetune import collate
+
+    backend = load_backend(str(tiny_causal_dir), device="cpu")
+    examples, _ = tokenize(backend, build_examples(records(), seed=0), 4096)
+    trainer = Trainer(backend, examples, fast_config(), tmp_path / "a")
+    trainer._build()
+    batch = collate(examples[:3], backend.tokenizer.pad_token_id, False, "cpu")
+    with torch.no_grad():
+        assert torch.allclose(trainer._loss(batch), trainer.model(**batch).loss, rtol=1e-5)
