@@ -17,6 +17,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, TextIO
 
+from engine.conversation import ChatMessage
+from engine.generation import GenerationError, GenerationSettings, InvalidRequest, Overloaded
+from engine.models import ModelLoadError
+from engine.prompts import LENGTHS, STYLES, generation_for
+
 from .cli_summarize import (
     EXIT_FAILED,
     EXIT_INPUT,
@@ -26,7 +31,6 @@ from .cli_summarize import (
     positive_int,
 )
 from .config import ConfigError, Settings
-from engine.conversation import ChatMessage
 from .evaluation import (
     EvalDataError,
     EvalRecord,
@@ -38,9 +42,6 @@ from .evaluation import (
     speaker_names,
 )
 from .exports import ExportError, parse_transcript
-from engine.generation import GenerationError, GenerationSettings, InvalidRequest, Overloaded
-from engine.models import ModelLoadError
-from engine.prompts import LENGTHS, STYLES, generation_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,12 +18,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from engine.models import ModelLoadError
+
 from .cli_eval import evaluate, format_table
 from .cli_summarize import EXIT_FAILED, EXIT_INPUT, positive_int
 from .config import ConfigError, Settings
 from .evaluation import EvalDataError, load_records
 from .finetune_data import FinetuneDataError, build_examples
-from engine.models import ModelLoadError
 
 DATA_LICENCES = {"dialogsum": "CC BY-NC-SA 4.0 (DialogSum, Chen et al. 2021)"}
 

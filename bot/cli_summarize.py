@@ -17,13 +17,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from .config import FIELDS, ConfigError, Settings
 from engine.conversation import ChatMessage
-from .exports import Conversation, ExportError, load_conversation
 from engine.generation import GenerationError, GenerationSettings, InvalidRequest
 from engine.models import ModelLoadError
 from engine.prompts import LENGTHS, STYLES, generation_for
 from engine.summarizer import Summarizer, Summary, SummaryOptions
+
+from .config import FIELDS, ConfigError, Settings
+from .exports import Conversation, ExportError, load_conversation
 
 SAMPLE_CONVERSATION = Path(__file__).parent / "data" / "sample_conversation.json"
 EXIT_INPUT = 2  # the user's input or options are wrong

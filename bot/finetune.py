@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
-from .finetune_data import TextExample
 from engine.generation import Prompt
 from engine.models import ADAPTER_META, ModelBackend, base_fingerprint
+
+from .finetune_data import TextExample
 
 log = logging.getLogger(__name__)
 

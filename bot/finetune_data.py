@@ -15,10 +15,11 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from .evaluation import EvalRecord
-from .exports import ExportError, parse_transcript
 from engine.prompts import LENGTHS, notes_prompt, summary_prompt, target_words
 from engine.transcript import Transcript, build_transcript, content_words
+
+from .evaluation import EvalRecord
+from .exports import ExportError, parse_transcript
 
 # Given names from many languages, for the #PersonN# tags. Short and unambiguous as words.
 NAMES = tuple(
