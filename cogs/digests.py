@@ -170,7 +170,7 @@ class DigestsCog(commands.Cog, name="Digests"):
         """Run one due digest at ``now``; returns the status stored for it."""
         assert record.id is not None and record.created_at is not None
         plan = plan_run(schedule_of(record), record.next_run_at, record.last_run_at, record.created_at, now)
-        if not self.engine.executor.ready:
+        if not self.bot.executor.ready:
             # Right after a start the model may still be loading: try again soon, keeping the window.
             await self.bot.db.writing(store.reschedule, record.id, min(now + STARTUP_RETRY, plan.next_run_at),
                                       "waiting: the model is still loading")

@@ -49,7 +49,7 @@ class Status(commands.Cog):
     @app_commands.command(name="status")
     async def status(self, interaction: discord.Interaction) -> None:
         """Show the model, queue and latency, and how many messages are stored for this server."""
-        m = self.engine.executor.metrics()
+        m = self.bot.executor.metrics()
         embed = discord.Embed(title="Recap status", colour=discord.Colour.blurple())
         if m.get("ready"):
             embed.add_field(name="Model", value=f"{m.get('model', '?')} ({m.get('dtype', '?')})")
@@ -57,7 +57,7 @@ class Status(commands.Cog):
         else:
             embed.add_field(name="Model", value="still loading")
         if interaction.guild_id is not None:
-            mine = self.engine.executor.metrics(str(interaction.guild_id))
+            mine = self.bot.executor.metrics(str(interaction.guild_id))
             embed.add_field(name="Queue (this server)", value=_queue(mine, self.bot.guild_slots.running(interaction.guild_id)))
             embed.add_field(name="Batches (this server)", value=_batches(mine))
         embed.add_field(name="Queue (whole bot)", value=_queue(m, self.bot.guild_slots.total()))

@@ -239,7 +239,7 @@ def database_bytes(world: World) -> bytes:
 
 def declare_model_waits(world: "World") -> None:
     """The executor answers from its worker thread; tell SimCord that wait is intentional, not a hang."""
-    executor = world.engine.executor
+    executor = world.bot.executor
     if getattr(executor.submit, "declared", False):
         return
     submit = executor.submit

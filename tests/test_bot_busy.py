@@ -32,7 +32,7 @@ WITH_BUTTONS = {"extensions": (*BOT_EXTENSIONS, "cogs.summaries")}
 
 def gate_model(world: World) -> threading.Event:
     """Hold every generate call until the returned event is set (the model thread waits; the loop does not)."""
-    backend = world.engine.executor.backend
+    backend = world.bot.executor.backend
     gate = threading.Event()
     original = backend.generate_batch
 
@@ -83,7 +83,7 @@ async def test_members_beyond_what_runs_wait_in_line_and_see_their_place(recap_w
     people = members(w, 5)
     # Distinct windows (the newest 1..5 messages), so nothing is shared: five real jobs.
     results = [await who.slash(w.channel, "summarize", messages=i + 1) for i, who in enumerate(people)]
-    await until(w, lambda: w.engine.executor.metrics()["queue_depth"] == 4)
+    await until(w, lambda: w.bot.executor.metrics()["queue_depth"] == 4)
     await w.env.advance_time(2)  # the throttle lets the newest progress line through
     await w.env.settle()
     assert any("You're number 4 in line" in line for line in progress_lines(w))
@@ -101,11 +101,11 @@ async def test_the_same_window_asked_at_once_is_generated_once(recap_world: Worl
     gate = gate_model(w)
     people = members(w, 4)
     results = [await who.slash(w.channel, "summarize") for who in people]
-    await until(w, lambda: w.engine.executor.metrics()["pending"] >= 1)
+    await until(w, lambda: w.bot.executor.metrics()["pending"] >= 1)
     assert w.bot.shared_summaries.joined == 3
     gate.set()
     await until(w, lambda: all(has_summary(r) for r in results))
-    assert w.engine.executor.metrics()["submitted"] == 1  # one generation for four members
+    assert w.bot.executor.metrics()["submitted"] == 1  # one generation for four members
     records = await all_records(w)
     assert sorted(r.requester_id for r in records) == sorted(p.id for p in people)  # each has their own
     assert len({r.text for r in records}) == 1
@@ -119,7 +119,7 @@ async def test_a_private_request_never_shares_with_someone_else(recap_world: Wor
     gate = gate_model(w)
     private = await w.alice.slash(w.channel, "summarize", private=True)
     public = await w.bob.slash(w.channel, "summarize")
-    await until(w, lambda: w.engine.executor.metrics()["pending"] == 2)
+    await until(w, lambda: w.bot.executor.metrics()["pending"] == 2)
     assert w.bot.shared_summaries.joined == 0
     gate.set()
     await until(w, lambda: has_summary(private) and has_summary(public))
@@ -133,10 +133,10 @@ async def test_a_recent_summary_is_reused_with_a_regenerate_button(recap_world: 
     declare_model_waits(w)
     first = await w.alice.slash(w.channel, "summarize")
     await until(w, lambda: has_summary(first))
-    submitted = w.engine.executor.metrics()["submitted"]
+    submitted = w.bot.executor.metrics()["submitted"]
     again = await w.bob.slash(w.channel, "summarize")
     await until(w, lambda: has_summary(again))
-    assert w.engine.executor.metrics()["submitted"] == submitted  # no generation
+    assert w.bot.executor.metrics()["submitted"] == submitted  # no generation
     assert "A recent summary of exactly these messages" in reply_text(again)
     assert embeds_of(again)[0].description == embeds_of(first)[0].description
     records = await all_records(w)
@@ -147,7 +147,7 @@ async def test_a_recent_summary_is_reused_with_a_regenerate_button(recap_world: 
     assert f"recap:regenerate:{mine.id}" in ids  # Bob's own summary, so his buttons work
     regenerated = await w.bob.click(again.response, label="Regenerate")
     await until(w, lambda: regenerated.response is not None and bool(regenerated.response.embeds))
-    assert w.engine.executor.metrics()["submitted"] > submitted  # Regenerate really generates
+    assert w.bot.executor.metrics()["submitted"] > submitted  # Regenerate really generates
     assert "A recent summary" not in reply_text(regenerated)
 
 
@@ -158,10 +158,10 @@ async def test_an_edited_message_makes_the_stored_summary_stale(recap_world: Wor
     first = await w.alice.slash(w.channel, "summarize")
     await until(w, lambda: has_summary(first))
     await w.alice.edit(sent[0], "Shall we ship the release on Monday instead?")
-    submitted = w.engine.executor.metrics()["submitted"]
+    submitted = w.bot.executor.metrics()["submitted"]
     again = await w.bob.slash(w.channel, "summarize")
     await until(w, lambda: has_summary(again))
-    assert w.engine.executor.metrics()["submitted"] > submitted
+    assert w.bot.executor.metrics()["submitted"] > submitted
     assert "A recent summary" not in reply_text(again)
 
 
@@ -188,10 +188,10 @@ async def test_a_deleted_message_makes_the_stored_summary_stale(recap_world: Wor
     await until(w, lambda: has_summary(first))
     await w.bob.delete(sent[-2])
     await until(w, lambda: w.bot.message_buffer is not None)
-    submitted = w.engine.executor.metrics()["submitted"]
+    submitted = w.bot.executor.metrics()["submitted"]
     again = await w.bob.slash(w.channel, "summarize")
     await until(w, lambda: has_summary(again))
-    assert w.engine.executor.metrics()["submitted"] > submitted
+    assert w.bot.executor.metrics()["submitted"] > submitted
     assert "A recent summary" not in reply_text(again)
 
 
@@ -201,16 +201,16 @@ async def test_a_private_summary_is_reused_only_for_its_requester(recap_world: W
     declare_model_waits(w)
     mine = await w.alice.slash(w.channel, "summarize", private=True)
     await until(w, lambda: has_summary(mine))
-    submitted = w.engine.executor.metrics()["submitted"]
+    submitted = w.bot.executor.metrics()["submitted"]
     bobs = await w.bob.slash(w.channel, "summarize", private=True)
     await until(w, lambda: has_summary(bobs))
-    assert w.engine.executor.metrics()["submitted"] > submitted  # Alice's private summary is not Bob's to see
+    assert w.bot.executor.metrics()["submitted"] > submitted  # Alice's private summary is not Bob's to see
     assert "A recent summary" not in reply_text(bobs)
-    submitted = w.engine.executor.metrics()["submitted"]
+    submitted = w.bot.executor.metrics()["submitted"]
     again = await w.alice.slash(w.channel, "summarize", private=True)
     await until(w, lambda: has_summary(again))
     assert "A recent summary" in reply_text(again) and again.ephemeral
-    assert w.engine.executor.metrics()["submitted"] == submitted
+    assert w.bot.executor.metrics()["submitted"] == submitted
 
 
 async def test_access_is_checked_before_any_reuse(recap_world: World) -> None:
@@ -240,7 +240,7 @@ async def test_a_refused_or_failed_request_starts_no_cooldown(recap_world: World
     declare_model_waits(w)
     gate = gate_model(w)
     hog = await w.bob.slash(w.channel, "summarize", messages=2)  # holds the only place in the queue
-    await until(w, lambda: w.engine.executor.metrics()["jobs"] == 1)
+    await until(w, lambda: w.bot.executor.metrics()["jobs"] == 1)
     refused = await w.alice.slash(w.channel, "summarize")
     await until(w, lambda: "busy" in reply_text(refused))
     assert "Try again in" in reply_text(refused)
@@ -264,7 +264,7 @@ async def test_status_shows_this_server_beside_the_whole_bot(recap_world: World)
     gate = gate_model(w)
     await stranger.send(elsewhere, "is anyone around?")
     waiting = await stranger.slash(elsewhere, "summarize")
-    await until(w, lambda: w.engine.executor.metrics()["in_flight"] == 1)
+    await until(w, lambda: w.bot.executor.metrics()["in_flight"] == 1)
     here = {f.name: f.value for f in (await w.alice.slash(w.channel, "status")).response.embeds[0].fields}
     assert here["Queue (this server)"] == "0 waiting, 0 running · 0 summaries in progress"
     assert here["Queue (whole bot)"] == "0 waiting, 1 running · 1 summary in progress"

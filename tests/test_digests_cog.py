@@ -47,7 +47,7 @@ def recap_options() -> dict:
 
 def generation_idle(world: World):
     def check() -> bool:
-        metrics = world.engine.executor.metrics()
+        metrics = world.bot.executor.metrics()
         return metrics.get("queue_depth", 0) == 0 and metrics.get("in_flight", 0) == 0
     return check
 
@@ -249,7 +249,7 @@ async def test_due_digest_posts_a_summary_like_summarize(world: World) -> None:
 
 async def test_digest_runs_at_background_priority(world: World) -> None:
     seen: list[int] = []
-    executor = world.engine.executor
+    executor = world.bot.executor
     original = executor.submit  # already declared as an external wait by the fixture
 
     async def recording_submit(request):
@@ -266,7 +266,7 @@ async def test_digest_runs_at_background_priority(world: World) -> None:
 
 async def test_digest_length_decides_max_new_tokens_after_admins_change_sampling(world: World) -> None:
     seen: list[int] = []
-    executor = world.engine.executor
+    executor = world.bot.executor
     original = executor.submit
 
     async def recording_submit(request):
@@ -470,7 +470,7 @@ async def test_a_digest_due_while_the_model_loads_waits_for_it(world: World) -> 
     stored = await get(world, record.id)
     assert stored.last_status == "waiting: the model is still loading"
     assert stored.next_run_at == record.next_run_at + timedelta(minutes=1)
-    await world.engine.executor.start()
+    await world.bot.executor.start()
     await run_at(world, stored.next_run_at)
     posts = digest_posts(target)
     assert len(posts) == 1 and "2 messages" in posts[0].content

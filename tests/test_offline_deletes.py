@@ -27,7 +27,7 @@ def delete_silently(w: World, channel_id: int, *message_ids: int) -> None:
 
 async def restart(w: World, db) -> RecapBot:
     await w.env.advance_time(1)  # the bot is offline for a while: what follows its start is a later time
-    fresh = RecapBot(settings=w.bot.settings, db=db, executor=w.engine.executor, summarizer=w.engine.summarizer,
+    fresh = RecapBot(settings=w.bot.settings, db=db, executor=w.bot.executor, summarizer=w.bot.summarizer,
                      extensions=EXTENSIONS)
     await w.env.restart_bot(fresh)
     return fresh

@@ -37,7 +37,7 @@ def recap_options() -> dict:
 
 def generation_idle(world: World):
     def check() -> bool:
-        metrics = world.engine.executor.metrics()
+        metrics = world.bot.executor.metrics()
         return metrics.get("queue_depth", 0) == 0 and metrics.get("in_flight", 0) == 0
     return check
 
@@ -145,8 +145,8 @@ async def test_buttons_work_after_a_restart(recap_world: World) -> None:
     message = result.response.message
     # A new bot instance, with its own connection to the same database file.
     async with open_database(world.bot.settings.database_path) as db:
-        fresh = RecapBot(settings=world.bot.settings, db=db, executor=world.engine.executor,
-                         summarizer=world.engine.summarizer, extensions=EXTENSIONS)
+        fresh = RecapBot(settings=world.bot.settings, db=db, executor=world.bot.executor,
+                         summarizer=world.bot.summarizer, extensions=EXTENSIONS)
         await world.env.restart_bot(fresh)  # the shared executor keeps its declared waits
         pressed = await press(world, world.alice, message, "Shorter")
         assert not pressed.ephemeral

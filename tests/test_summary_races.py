@@ -58,7 +58,7 @@ async def test_a_summary_whose_source_is_gone_is_not_stored(tmp_path: Path) -> N
 
 def hold_generation_until(world: World, action) -> None:
     """Run ``action()`` when the first generation request arrives, before the model answers."""
-    submit = world.engine.executor.submit
+    submit = world.bot.executor.submit
     done = {"ran": False}
 
     async def submit_after_action(request):
@@ -68,7 +68,7 @@ def hold_generation_until(world: World, action) -> None:
         return await submit(request)
 
     submit_after_action.declared = True  # type: ignore[attr-defined]
-    world.engine.executor.submit = submit_after_action
+    world.bot.executor.submit = submit_after_action
 
 
 async def test_a_message_deleted_while_its_summary_generates_leaves_no_summary(recap_world: World) -> None:
