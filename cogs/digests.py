@@ -399,7 +399,7 @@ async def post_digest(bot: Any, record: DigestRecord, source: Any, target: disco
                                            readers=Readers(audiences=(source, target)))
     if not conversation.messages:
         return 0
-    summary = await engine.summarizer.summarize(
+    summary = await bot.summarizer.summarize(
         conversation.messages,
         SummaryOptions(length=record.length, style=record.style, generation=generation_settings(resolved, record.length)),
         guild=str(record.guild_id),

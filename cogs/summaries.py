@@ -172,7 +172,7 @@ async def _followup(bot: "RecapBot", interaction: discord.Interaction, action: s
     source = guild.get_channel_or_thread(record.channel_id)
     if source is None:
         raise UserFacingError(GONE)
-    if not engine.executor.ready:
+    if not bot.executor.ready:
         raise NotReady("I'm still starting up (loading the model). Try again in a minute.")
     # Every refusal comes before the defer, so it is a clean ephemeral answer; access is checked first.
     await require_readable(member, guild.me, source)

@@ -140,7 +140,7 @@ async def run_summary(
         raise UserFacingError("Summaries work in servers only.")
     if not bot.accepting:
         raise NotReady("I'm shutting down. Try again in a minute.")
-    if not engine.executor.ready:
+    if not bot.executor.ready:
         raise NotReady("I'm still starting up (loading the model). Try again in a minute.")
     resolved = await load_settings(bot, job.source)
     # Access first: any other answer about a channel she can't read (e.g. "turned off") would reveal it.
@@ -199,7 +199,7 @@ async def summarize_conversation(
     progress = progress or ProgressMessage(interaction)
     options = SummaryOptions(length=length, style=style, generation=job.generation or generation_settings(resolved, length))
     settings = options.generation or generation_for(length)
-    digest = fingerprint(conversation, length, style, settings, str(getattr(engine.executor.backend, "name", "")))
+    digest = fingerprint(conversation, length, style, settings, str(getattr(bot.executor.backend, "name", "")))
     notes = job.notes
     try:
         reused = await find_reusable(bot, conversation, digest, interaction.user.id)
@@ -248,8 +248,8 @@ async def generate_shared(
     key = (conversation.channel_id, digest, requester_id if private else None)
 
     async def work(report: Callable[[str, int, int], None]) -> Any:
-        with engine.executor.reserve(str(conversation.guild_id), str(requester_id)) as reservation:
-            return await engine.summarizer.summarize(
+        with bot.executor.reserve(str(conversation.guild_id), str(requester_id)) as reservation:
+            return await bot.summarizer.summarize(
                 conversation.messages,
                 options,
                 guild=str(conversation.guild_id),
