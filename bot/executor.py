@@ -36,6 +36,7 @@ from .generation import (
     GenerationResult,
     GenerationSettings,
     InvalidRequest,
+    OutOfMemory,
     Overloaded,
     Prompt,
     QueueStatus,
@@ -106,16 +107,22 @@ class Executor:
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "Executor":
-        factory = functools.partial(
-            load_backend,
-            settings.model,
-            model_file=settings.model_file,
-            device=settings.device,
-            dtype=settings.dtype,
-            cpu_threads=settings.cpu_threads,
-            cache_dir=settings.model_cache_dir,
-            adapter=settings.model_adapter,
-        )
+        factory: Callable[[], Any]
+        if settings.inference_url:  # a serving engine runs the model; this process keeps the front
+            from .remote_backend import RemoteConfig, connect
+
+            factory = functools.partial(connect, RemoteConfig.from_settings(settings))
+        else:
+            factory = functools.partial(
+                load_backend,
+                settings.model,
+                model_file=settings.model_file,
+                device=settings.device,
+                dtype=settings.dtype,
+                cpu_threads=settings.cpu_threads,
+                cache_dir=settings.model_cache_dir,
+                adapter=settings.model_adapter,
+            )
         return cls(
             factory,
             max_batch_size=settings.max_batch_size,
@@ -501,8 +508,9 @@ class Executor:
         for entry, outcome in zip(batch, outcomes):
             if outcome is None or entry.future.done():
                 continue
-            if isinstance(outcome, GenerationError):
-                self._stats.count("oom")
+            if isinstance(outcome, GenerationError):  # this row failed alone (OOM, or a remote server's answer)
+                if isinstance(outcome, OutOfMemory):
+                    self._stats.count("oom")
                 entry.future.set_exception(outcome)
             else:
                 rows += 1
