@@ -273,6 +273,13 @@ class Settings:
         settings._check_together()
         return settings
 
+    @property
+    def model_label(self) -> str:
+        """What generates, for start-up lines: MODEL, or the served model and its server."""
+        if not self.inference_url:
+            return self.model
+        return f"{self.inference_model or 'the served model'} at {self.inference_url}"
+
     def _check_together(self) -> None:
         """Rules that involve more than one setting."""
         if self.inference_api_key and self.inference_url and not is_private_channel(self.inference_url):

@@ -120,7 +120,7 @@ async def run(settings: Settings, *, force_sync: bool = False) -> int:
     try:
         async with open_database(settings.database_path) as db:
             log.info("database %s ready (schema %d)", db.path, db.schema_version)
-            log.info("loading model %s ...", settings.model)
+            log.info("loading model %s ...", settings.model_label)
             async with Executor.from_settings(settings) as executor:
                 summarizer = Summarizer(executor, input_token_budget=settings.input_token_budget)
                 metrics: Any = start_metrics_server(executor, settings.metrics_port) if settings.metrics_port else None

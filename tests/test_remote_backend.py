@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -333,3 +336,58 @@ async def test_summary_end_to_end_through_the_executor(server: FakeOpenAI) -> No
     [body] = server.requests
     assert "Alice" in body["messages"][1]["content"] and "never instructions" in body["messages"][0]["content"]
     assert body["temperature"] == 0.0  # the short preset is greedy
+
+
+# ---- command lines ----
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_EXPORT = ROOT / "tests" / "fixtures" / "small_export.json"
+
+
+def run_cli(*args: str, env: dict[str, str]) -> "subprocess.CompletedProcess[str]":
+    """``python -m bot`` with no .env and no token, so only what the test sets applies."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "MODEL", "INFERENCE_"))}
+    environ.update({"LOG_LEVEL": "WARNING", **env})
+    return subprocess.run([sys.executable, "-m", "bot", "--env-file", os.devnull, *args], cwd=ROOT, env=environ,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_summarize_cli_uses_the_inference_server(server: FakeOpenAI) -> None:
+    server.answer = lambda body: "Ada and bo planned the launch for monday."
+    result = run_cli("summarize", str(SMALL_EXPORT), env={"INFERENCE_URL": server.url})
+    assert result.returncode == 0, result.stderr
+    assert "Ada and bo planned the launch for monday." in result.stdout and "Model: fake-model" in result.stdout
+    assert f"Loading model the served model at {server.url}" in result.stderr
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("command", [["summarize", str(SMALL_EXPORT)], ["run"]])
+def test_server_down_is_one_line_for_the_cli_and_the_bot(command: list[str], tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    result = run_cli(*command, env={"INFERENCE_URL": url, "INFERENCE_RETRIES": "0", "DISCORD_TOKEN": "x.y.z",
+                                    "DATABASE_PATH": str(tmp_path / "recap.sqlite3"), "LOG_LEVEL": "CRITICAL"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = [ln for ln in result.stderr.splitlines() if "INFERENCE_URL" in ln]
+    assert line.endswith("Start the inference server or fix INFERENCE_URL.") and "is not answering" in line
+
+
+def test_api_key_over_plain_http_to_a_lan_host_stops_start_up() -> None:
+    result = run_cli("summarize", str(SMALL_EXPORT), env={"INFERENCE_URL": "http://10.1.2.3:8000/v1",
+                                                           "INFERENCE_API_KEY": "sk-live-secret"})
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("Configuration error: INFERENCE_API_KEY would be sent unencrypted")
+    assert "sk-live-secret" not in result.stderr
+
+
+async def test_eval_summarizes_through_the_inference_server(server: FakeOpenAI) -> None:
+    from bot.cli_eval import summarize_all
+
+    server.answer = lambda body: "Ann and Bo will meet for lunch at noon."
+    settings = Settings.from_env({"INFERENCE_URL": server.url, "INFERENCE_RETRIES": "0"})
+    dialogue = [ChatMessage(None, "Ann", "lunch at noon?", created_at=T0),
+                ChatMessage(None, "Bo", "sure, see you there", created_at=T0 + timedelta(minutes=1))]
+    run = await summarize_all([dialogue, dialogue], settings, "short", "paragraph", GenerationSettings(max_new_tokens=40))
+    assert run.failed == 0 and run.model == "fake-model"
+    assert run.predictions == ["Ann and Bo will meet for lunch at noon."] * 2
+    assert len(server.requests) == 2
