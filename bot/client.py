@@ -152,6 +152,12 @@ class RecapBot(commands.AutoShardedBot):
         log.info("synced %d application commands (%s)", len(synced), self.settings.dev_guild_id or "global")
         return len(synced)
 
+    def shard_scope(self) -> tuple[int, tuple[int, ...]] | None:
+        """(shard count, the shards this process runs) once connected; None before."""
+        if self.shard_count is None:
+            return None
+        return self.shard_count, tuple(sorted(self.shard_ids if self.shard_ids is not None else range(self.shard_count)))
+
     async def on_message(self, message: discord.Message, /) -> None:
         """Message text is data, never a command: no prefix commands are looked up (cogs still listen)."""
 

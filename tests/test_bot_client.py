@@ -58,12 +58,14 @@ async def test_a_broken_cog_does_not_stop_the_others(recap_world: World) -> None
 async def test_one_process_runs_every_shard_by_default(recap_world: World) -> None:
     assert isinstance(recap_world.bot, discord.AutoShardedClient)
     assert recap_world.bot.shard_count == 1 and sorted(recap_world.bot.shards) == [0]  # Discord's recommendation
+    assert recap_world.bot.shard_scope() == (1, (0,))
 
 
 @pytest.mark.parametrize("recap_options", [{"settings": {"shard_count": "3", "shard_ids": "0,1,2"}}])
 async def test_shard_settings_reach_the_gateway(recap_world: World) -> None:
     w = recap_world
     assert w.bot.shard_count == 3 and sorted(w.bot.shards) == [0, 1, 2]
+    assert w.bot.shard_scope() == (3, (0, 1, 2))
     result = await w.alice.slash(w.channel, "status")  # commands answer whichever shard the server is on
     assert result.ephemeral
 
