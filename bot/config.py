@@ -216,6 +216,7 @@ FIELDS: dict[str, _Field] = {
     "inference_api_key": _Field("INFERENCE_API_KEY", "", _secret, "Bearer key for INFERENCE_URL, if it wants one. Only sent over https or to this machine."),
     "inference_tokenizer": _Field("INFERENCE_TOKENIZER", "", _optional_text, "Tokenizer for counting tokens with INFERENCE_URL: `embedded`, a hub id or a directory. Empty: INFERENCE_MODEL's from the local Hugging Face cache if there, else an upper-side estimate (3 ASCII letters or spaces, 1 other ASCII character, or 1 UTF-8 byte of other text per token)."),
     "inference_context": _Field("INFERENCE_CONTEXT", "0", _int(0, 10_000_000), "The served model's context in tokens. 0: the server's max_model_len, else the tokenizer's model config, else 2048."),
+    "inference_api": _Field("INFERENCE_API", "auto", _choice("auto", "chat"), "auto: with a local tokenizer that has a chat template, render prompts here and use the server's /v1/completions (same prompt as in-process, answer start included); else /v1/chat/completions. chat: always chat completions."),
     "inference_timeout_s": _Field("INFERENCE_TIMEOUT_S", "300", _float(1, 86_400), "Most seconds one request to INFERENCE_URL may take."),
     "inference_retries": _Field("INFERENCE_RETRIES", "3", _int(0, 10), "Retries (with backoff) after a connection error or 5xx from INFERENCE_URL."),
     "shard_count": _Field("SHARD_COUNT", "0", _int(0, 100_000), "Gateway shards across all bot processes. 0: Discord's recommendation (needs SHARD_IDS empty)."),
@@ -254,6 +255,7 @@ class Settings:
     inference_api_key: Secret
     inference_tokenizer: str
     inference_context: int
+    inference_api: str
     inference_timeout_s: float
     inference_retries: int
     shard_count: int

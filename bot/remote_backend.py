@@ -13,6 +13,13 @@ and the field is left out from then on; ``describe()`` lists the settings the se
 
 Token counts use the served model's tokenizer when it can be loaded here (``INFERENCE_TOKENIZER``,
 or ``INFERENCE_MODEL`` from the local Hugging Face cache), else ``estimate_tokens``.
+
+Two ways to ask. With a local tokenizer that has a chat template, and a server that has the text
+``/completions`` endpoint, the prompt is rendered here exactly as the in-process model sees it, with the
+written start of the answer (``Prompt.prefix``), and sent as text: same prompt, same answer. Otherwise
+(``INFERENCE_API=chat``, no local template, or no ``/completions``) the system and user messages go to
+``/chat/completions`` and the server applies its template; a partial assistant message is not portable
+across servers, so there the model writes its own start (``prefill_answer`` is False).
 """
 
 from __future__ import annotations
@@ -73,6 +80,9 @@ OPTIONAL_FIELDS: dict[str, str] = {
     "repeat_penalty": "repetition_penalty",
     "seed": "seed",
 }
+# Fields any server may reject without harm, beyond the settings': vLLM would add a second BOS to a
+# rendered Llama 3 prompt without this one.
+DROPPABLE_FIELDS = (*OPTIONAL_FIELDS, "add_special_tokens")
 # Control-token spellings of common chat templates (ChatML, Llama 2 and 3, Gemma, Mistral). Without the
 # served model's tokenizer these are broken up, so message text cannot open a turn on the server.
 GENERIC_CONTROL = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>|</?s>|\[/?INST\]|<(?:start|end)_of_turn>|<bos>|<eos>")
@@ -89,12 +99,13 @@ class RemoteConfig:
     timeout_s: float = 300.0
     retries: int = 3
     backoff_s: float = 0.5  # the first retry's wait; doubles each time up to BACKOFF_CAP_S
+    api: str = "auto"  # auto: text completions with the local chat template when possible; chat: always chat
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "RemoteConfig":
         return cls(settings.inference_url, settings.inference_model, settings.inference_api_key,
                    settings.inference_tokenizer, settings.inference_context, settings.inference_timeout_s,
-                   settings.inference_retries)
+                   settings.inference_retries, api=settings.inference_api)
 
     @property
     def origin(self) -> str:
@@ -230,9 +241,7 @@ class RemoteBackend:
     """``ModelBackend``'s interface over an OpenAI-compatible ``/v1`` server."""
 
     is_encoder_decoder = False
-    # No portable way to send the start of the answer: vLLM takes continue_final_message, others do not.
-    prefill_answer = False
-    has_chat_template = True  # the server applies the model's template
+    has_chat_template = True  # the template is applied (here for text completions, else by the server)
     dtype_name = "served"
     model = None  # no local weights
 
@@ -245,6 +254,7 @@ class RemoteBackend:
         self.counter = TokenCounter(None)
         self.tokenizer_source = "estimated"
         self.tokenizer_lock = self.counter.lock
+        self.text_completions = False  # True: prompts rendered here and sent to /completions (see the module doc)
         self.ignored_fields: set[str] = set()  # request fields this server rejected; left out from now on
         self._reported: set[str] = set()  # 4xx answers already logged
         self._health: tuple[bool, float, str] = (False, 0.0, "not checked yet")
@@ -287,9 +297,30 @@ class RemoteBackend:
         self.context_window = (self.config.context
                                or (served_context if isinstance(served_context, int) and served_context > 0 else 0)
                                or tokenizer_context or DEFAULT_CONTEXT)
+        if self.config.api == "auto" and self.counter.has_chat_template:
+            self.text_completions = self._loop.submit(self._has_text_completions()).result()
         self._set_health(True, "ok")
-        log.info("inference server %s: model %s, context %d tokens, token counts %s",
-                 self.config.origin, self.name, self.context_window, self.tokenizer_source)
+        log.info("inference server %s: model %s, context %d tokens, token counts %s, %s",
+                 self.config.origin, self.name, self.context_window, self.tokenizer_source, self.api_name)
+
+    @property
+    def prefill_answer(self) -> bool:
+        """Whether prompts may write the start of the answer: only when the prompt is rendered here."""
+        return self.text_completions
+
+    @property
+    def api_name(self) -> str:
+        return "text completions with the local chat template" if self.text_completions else "chat completions"
+
+    async def _has_text_completions(self) -> bool:
+        """One token from /completions: servers without that endpoint get chat requests instead."""
+        probe = {"model": self.name, "prompt": "Hello", "max_tokens": 1, "temperature": 0.0}
+        try:
+            await self._with_retries(lambda: self._post("/completions", probe), "POST /completions")
+        except (_Rejected, GenerationError) as exc:
+            log.info("%s: no usable /completions (%s); using chat completions", self.config.origin, exc)
+            return False
+        return True
 
     # ---- tokens ----
 
@@ -300,8 +331,9 @@ class RemoteBackend:
         return [{"role": "system", "content": clean(prompt.system)}, {"role": "user", "content": clean(prompt.user)}]
 
     def render(self, prompt: Prompt) -> str:
-        """The prompt as the local tokenizer's template renders it (the server renders its own)."""
-        return self.counter.render(self._messages(prompt))
+        """The prompt as the local tokenizer's template renders it, with the answer's start when it is sent."""
+        prefix = self.defuse(_LONE_SURROGATE.sub("\ufffd", prompt.prefix)) if self.prefill_answer else ""
+        return self.counter.render(self._messages(prompt)) + prefix
 
     def defuse(self, text: str) -> str:
         return defuse_text(text, self.counter.special)
@@ -310,6 +342,8 @@ class RemoteBackend:
         return self.counter.count(text)
 
     def prompt_tokens(self, prompt: Prompt) -> int:
+        if self.text_completions:
+            return self.counter.count(self.render(prompt))
         return self.counter.count_messages(self._messages(prompt))
 
     def check_fits(self, prompt_tokens: int, settings: GenerationSettings) -> None:
@@ -362,7 +396,9 @@ class RemoteBackend:
 
     def payload(self, prompt: Prompt, settings: GenerationSettings) -> dict[str, Any]:
         """The request body for one row; greedy is temperature 0 with no sampling fields."""
-        body: dict[str, Any] = {"model": self.name, "messages": self._messages(prompt), "stream": False,
+        asked: dict[str, Any] = ({"prompt": self.render(prompt), "add_special_tokens": False} if self.text_completions
+                                 else {"messages": self._messages(prompt)})
+        body: dict[str, Any] = {"model": self.name, **asked, "stream": False,
                                 "max_tokens": settings.max_new_tokens,
                                 "temperature": settings.temperature if settings.do_sample else 0.0,
                                 "repetition_penalty": settings.repetition_penalty,
@@ -380,9 +416,9 @@ class RemoteBackend:
         while True:
             sent = {k: v for k, v in body.items() if k not in self.ignored_fields}
             try:
-                answer = await self._with_retries(lambda: self._post("/chat/completions", sent), "a completion")
+                answer = await self._with_retries(lambda: self._post(self._endpoint, sent), "a completion")
             except _Rejected as exc:
-                named = [k for k in sent if k in OPTIONAL_FIELDS and re.search(rf"\b{k}\b", exc.body)]
+                named = [k for k in sent if k in DROPPABLE_FIELDS and re.search(rf"\b{k}\b", exc.body)]
                 if named and not dropped_once and exc.status in (400, 422):
                     dropped_once = True
                     self._ignore(named, exc.status)
@@ -390,6 +426,10 @@ class RemoteBackend:
                 self._report_rejection(exc)
                 raise ServerRejected(f"the model server answered HTTP {exc.status}{_hint(exc.status)}: {_snippet(exc.body)}") from None
             return _parse_completion(answer)
+
+    @property
+    def _endpoint(self) -> str:
+        return "/completions" if self.text_completions else "/chat/completions"
 
     def _ignore(self, fields: list[str], status: int) -> None:
         new = [f for f in fields if f not in self.ignored_fields]
@@ -494,7 +534,7 @@ class RemoteBackend:
         if age > HEALTH_MAX_AGE_S and not self._closed and (self._health_refresh is None or self._health_refresh.done()):
             self._health_refresh = self._loop.submit(self._check_health())
         return {"model": self.name, "adapter": None, "device": self.device, "dtype": self.dtype_name,
-                "context_window": self.context_window, "server": self.config.origin,
+                "context_window": self.context_window, "server": self.config.origin, "api": self.api_name,
                 "server_ok": ok, "server_status": detail, "checked_s_ago": round(age, 1),
                 "tokens": self.tokenizer_source, "ignored_settings": self.ignored_settings}
 
@@ -521,7 +561,7 @@ class RemoteBackend:
 def _parse_completion(answer: Any) -> tuple[str, int | None, int | None, bool]:
     try:
         choice = answer["choices"][0]
-        text = choice["message"].get("content") or ""
+        text = (choice["text"] if "text" in choice else choice["message"].get("content")) or ""
     except (KeyError, IndexError, TypeError, AttributeError):
         raise ServerRejected(f"the model server's answer has no completion: {_snippet(json.dumps(answer)[:300])}") from None
     usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}

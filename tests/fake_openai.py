@@ -39,6 +39,7 @@ class FakeOpenAI:
         self.reject_fields: set[str] = set()
         self.api_key: str | None = None
         self.finish_reason = "stop"
+        self.text_completions = True  # False: /v1/completions answers 404, as on a chat-only server
         self.requests: list[dict[str, Any]] = []  # completion bodies, in arrival order (rejected ones too)
         self.headers: list[dict[str, str]] = []
         self.models_calls = 0
@@ -77,6 +78,7 @@ class FakeOpenAI:
         app = web.Application()
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._complete)
+        app.router.add_post("/v1/completions", self._complete)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -103,6 +105,9 @@ class FakeOpenAI:
         return web.json_response({"object": "list", "data": [entry]})
 
     async def _complete(self, request: web.Request) -> web.StreamResponse:
+        text_api = request.path.endswith("/v1/completions")
+        if text_api and not self.text_completions:
+            return web.json_response({"detail": "Not Found"}, status=404)
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
@@ -135,8 +140,8 @@ class FakeOpenAI:
         finally:
             self.in_flight -= 1
         text = self.answer(body)
-        payload = {"id": "x", "object": "chat.completion", "model": body.get("model"),
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                "finish_reason": self.finish_reason}],
+        choice: dict[str, Any] = {"text": text} if text_api else {"message": {"role": "assistant", "content": text}}
+        payload = {"id": "x", "object": "text_completion" if text_api else "chat.completion", "model": body.get("model"),
+                   "choices": [{"index": 0, **choice, "finish_reason": self.finish_reason}],
                    "usage": {"prompt_tokens": 11, "completion_tokens": len(text.split()), "total_tokens": 0}}
         return web.Response(body=json.dumps(payload).encode(), content_type="application/json")

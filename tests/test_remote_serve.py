@@ -30,6 +30,9 @@ PROMPT = Prompt("Summarize the conversation in one sentence.",
                 "[1] Ann: can we move the release to friday?\n[2] Bo: yes, friday works, I'll tell the team")
 
 
+PREFIXED = Prompt(PROMPT.system, PROMPT.user, prefix="Ann and Bo")
+
+
 @pytest.fixture(scope="module")
 def served(embedded_cache_dir: Path) -> Iterator[tuple[str, Path]]:
     """(the /v1 URL, the model directory it serves)."""
@@ -69,24 +72,29 @@ def _wait_healthy(server: subprocess.Popen[str], url: str) -> None:
     raise AssertionError(f"transformers serve did not answer within {STARTUP_S:.0f}s")
 
 
-async def test_generation_through_transformers_serve(served: tuple[str, Path]) -> None:
+async def test_generation_through_transformers_serve(served: tuple[str, Path], embedded_cache_dir: Path) -> None:
     url, folder = served
     executor = Executor(lambda: connect(RemoteConfig(url, tokenizer=str(folder), timeout_s=600)), max_batch_wait_ms=50)
     await executor.start()
     try:
         backend = executor.backend
         assert backend.name == str(folder) and backend.context_window == 8192  # from the local model config
-        greedy = GenerationSettings(max_new_tokens=12)
+        assert backend.text_completions and backend.prefill_answer  # the prompt is rendered here
+        # No repetition penalty: `transformers serve` does not take one, and the in-process run must match.
+        greedy = GenerationSettings(max_new_tokens=12, repetition_penalty=1.0)
         sampled = GenerationSettings(max_new_tokens=12, do_sample=True, temperature=0.7, top_k=20, seed=1)
-        results = await asyncio.gather(executor.submit(GenerationRequest(PROMPT, greedy, user="a")),
+        results = await asyncio.gather(executor.submit(GenerationRequest(PREFIXED, greedy, user="a")),
                                        executor.submit(GenerationRequest(PROMPT, greedy, user="b")),
                                        executor.submit(GenerationRequest(PROMPT, sampled, user="c")))
         assert all(r.text and 0 < r.new_tokens <= 12 for r in results)
-        assert results[0].text == results[1].text  # greedy is deterministic on the server too
-        assert results[0].prompt_tokens == await executor.prompt_tokens(PROMPT)  # local counts match the server's
+        assert results[1].prompt_tokens == await executor.prompt_tokens(PROMPT)  # local counts match the server's
         facts = backend.describe()
         # `transformers serve` answers 422 "Unexpected fields" for these: sent once, then left out.
         assert facts["ignored_settings"] == ["repetition_penalty", "top_k"]
         assert facts["server_ok"] is True
     finally:
         await executor.aclose()
+    # The same prompts on the same weights in this process: greedy answers are the same text.
+    local = load_backend("embedded", cache_dir=embedded_cache_dir, cpu_threads=1)
+    expected = local.generate_batch([PREFIXED, PROMPT], greedy)
+    assert [r.text for r in results[:2]] == [r.text for r in expected]
