@@ -73,13 +73,17 @@ POLL_S = 0.1  # how often a waiting batch reads the executor's per-row cancel fl
 MESSAGE_OVERHEAD = 8  # estimated template tokens around each chat message
 # Request fields beyond the OpenAI core, by the setting they carry. A server that rejects one by name
 # gets requests without it from then on. llama.cpp spells the penalty repeat_penalty: both are sent.
+# A server that takes neither gets frequency_penalty = penalty - 1, which is how `transformers serve`
+# maps it back (vLLM and OpenAI read frequency_penalty as a milder additive penalty: never sent with the others).
 OPTIONAL_FIELDS: dict[str, str] = {
     "top_p": "top_p",
     "top_k": "top_k",
     "repetition_penalty": "repetition_penalty",
     "repeat_penalty": "repetition_penalty",
+    "frequency_penalty": "repetition_penalty",
     "seed": "seed",
 }
+PENALTY_FIELDS = ("repetition_penalty", "repeat_penalty")
 # Fields any server may reject without harm, beyond the settings': vLLM would add a second BOS to a
 # rendered Llama 3 prompt without this one.
 DROPPABLE_FIELDS = (*OPTIONAL_FIELDS, "add_special_tokens")
@@ -403,6 +407,8 @@ class RemoteBackend:
                                 "temperature": settings.temperature if settings.do_sample else 0.0,
                                 "repetition_penalty": settings.repetition_penalty,
                                 "repeat_penalty": settings.repetition_penalty}
+        if all(f in self.ignored_fields for f in PENALTY_FIELDS) and settings.repetition_penalty > 1.0:
+            body["frequency_penalty"] = round(settings.repetition_penalty - 1.0, 4)
         if settings.do_sample:
             body.update(top_p=settings.top_p, top_k=settings.top_k)
             if settings.seed is not None:
@@ -411,10 +417,9 @@ class RemoteBackend:
 
     async def _complete(self, prompt: Prompt, settings: GenerationSettings) -> tuple[str, int | None, int | None, bool]:
         """(text, prompt tokens, new tokens, finished) for one row, retried as the module says."""
-        body = self.payload(prompt, settings)
         dropped_once = False
         while True:
-            sent = {k: v for k, v in body.items() if k not in self.ignored_fields}
+            sent = {k: v for k, v in self.payload(prompt, settings).items() if k not in self.ignored_fields}
             try:
                 answer = await self._with_retries(lambda: self._post(self._endpoint, sent), "a completion")
             except _Rejected as exc:

@@ -120,7 +120,7 @@ def test_greedy_and_sampled_settings_map_onto_the_request(backend: RemoteBackend
     greedy, sampled = server.requests
     assert greedy["temperature"] == 0.0 and greedy["max_tokens"] == 40 and greedy["repetition_penalty"] == 1.2
     assert greedy["repeat_penalty"] == 1.2  # llama.cpp's name for it
-    assert not {"top_p", "top_k", "seed"} & set(greedy)  # greedy: no sampling knobs
+    assert not {"top_p", "top_k", "seed", "frequency_penalty"} & set(greedy)  # greedy: no sampling knobs
     assert (sampled["temperature"], sampled["top_p"], sampled["top_k"], sampled["seed"]) == (0.5, 0.8, 20, 7)
     assert sampled["max_tokens"] == 30 and sampled["model"] == "fake-model" and sampled["stream"] is False
     assert [m["role"] for m in sampled["messages"]] == ["system", "user"]
@@ -185,10 +185,14 @@ def test_unexpected_fields_are_dropped_once_and_reported(backend: RemoteBackend,
     assert {"top_k", "repetition_penalty"} <= set(rejected)
     assert not {"top_k", "repetition_penalty", "repeat_penalty"} & set(accepted)
     assert accepted["top_p"] == 0.8 and accepted["seed"] == 7  # the fields it takes still go
+    assert accepted["frequency_penalty"] == pytest.approx(0.3)  # the penalty, as `transformers serve` reads it
     assert "rejected the request field(s)" in caplog.text
-    assert backend.describe()["ignored_settings"] == ["repetition_penalty", "top_k"]
+    assert backend.describe()["ignored_settings"] == ["top_k"]
     backend.generate_batch([PROMPT], SAMPLED)
     assert len(server.requests) == 3  # remembered: no second rejection
+    server.reject_fields |= {"frequency_penalty"}
+    backend.generate_batch([PROMPT], SAMPLED)
+    assert backend.describe()["ignored_settings"] == ["repetition_penalty", "top_k"]  # no field carries it now
 
 
 def test_a_field_rejected_again_is_an_error_not_a_loop(backend: RemoteBackend, server: FakeOpenAI) -> None:
