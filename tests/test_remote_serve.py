@@ -20,10 +20,11 @@ from bot.models import _gguf_cache_dir, load_backend, resolve_source
 from bot.remote_backend import RemoteConfig, connect
 from fake_openai import free_port
 
-pytestmark = pytest.mark.skipif(
-    any(importlib.util.find_spec(name) is None for name in ("fastapi", "uvicorn")),
-    reason="`transformers serve` needs the transformers[serving] extra",
-)
+pytestmark = [
+    pytest.mark.embedded,
+    pytest.mark.skipif(any(importlib.util.find_spec(name) is None for name in ("fastapi", "uvicorn")),
+                       reason="`transformers serve` needs the transformers[serving] extra"),
+]
 STARTUP_S = 300.0
 
 PROMPT = Prompt("Summarize the conversation in one sentence.",
