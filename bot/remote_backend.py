@@ -576,7 +576,7 @@ def _parse_completion(answer: Any) -> tuple[str, int | None, int | None, bool]:
 
 
 def _connection_error(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = " ".join(str(exc).split())  # one line, for start-up errors and logs
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
