@@ -3,12 +3,17 @@
 Usage:
   python bench/executor.py [--model embedded|PATH] [--requests 16] [--max-new-tokens N] [--device auto]
                            [--max-batch-size 8] [--make-random-model llama-1b|llama-small]
+                           [--backend inprocess|openai --url http://127.0.0.1:8000/v1]
 
 In one process, on one loaded model, with the same greedy settings: N chat-summary
 prompts of varied length go through the executor concurrently, then the same N run
 one after another with ``model.generate`` (the naive approach). Throughput counts the
 tokens each run actually generated. A ticker task records the event loop's worst
 stall during the executor run. The last line printed is one JSON object.
+
+``--backend openai --url URL`` compares instead the executor over an OpenAI-compatible server serving
+the same model (``RemoteBackend``, each row its own concurrent request) with the in-process executor,
+side by side on the same prompts.
 
 ``--make-random-model llama-1b`` first builds a random-weight ~1B Llama-shaped model
 (the embedded tokenizer) in a temporary folder, for measuring on a GPU without a download.
@@ -24,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -32,6 +37,7 @@ from engine.executor import Executor  # noqa: E402
 from engine.generation import GenerationRequest, GenerationResult, GenerationSettings, Prompt  # noqa: E402
 from engine.models import ModelBackend, load_backend, save_tiny_model  # noqa: E402
 from engine.prompts import LENGTHS  # noqa: E402
+from engine.remote_backend import RemoteBackend, RemoteConfig, connect  # noqa: E402
 
 RANDOM_SHAPES: dict[str, dict[str, Any]] = {
     "llama-1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
@@ -110,12 +116,17 @@ def sequential(backend: ModelBackend, prompts: list[Prompt], settings: Generatio
     return {"tokens": tokens, "wall_s": wall, "latencies": done_at, "texts": texts}
 
 
-async def through_executor(base: ModelBackend, prompts: list[Prompt], settings: GenerationSettings, batch: int) -> dict[str, Any]:
-    n = len(prompts)
-
+def wrapper_of(base: ModelBackend) -> Callable[[], ModelBackend]:
     def factory() -> ModelBackend:
         # A fresh wrapper over the already loaded model: closing the executor then frees only the wrapper.
         return ModelBackend(base.tokenizer, base.model, base.device, base.dtype, base.name)
+
+    return factory
+
+
+async def through_executor(factory: Callable[[], ModelBackend | RemoteBackend], prompts: list[Prompt],
+                           settings: GenerationSettings, batch: int) -> dict[str, Any]:
+    n = len(prompts)
 
     worst_stall = 0.0
 
@@ -162,7 +173,15 @@ def main() -> None:
     ap.add_argument("--max-batch-size", type=int, default=8, help="executor batch size (8 measured faster than 16 on a 2-core CPU)")
     ap.add_argument("--cache-dir", default="data/model-cache", help="where the converted GGUF model is cached")
     ap.add_argument("--make-random-model", choices=sorted(RANDOM_SHAPES), help="build a random-weight model first")
+    ap.add_argument("--backend", choices=("inprocess", "openai"), default="inprocess",
+                    help="openai: compare the executor over --url with the in-process executor")
+    ap.add_argument("--url", help="with --backend openai: the server's /v1 base, serving the same model as --model")
+    ap.add_argument("--served-model", default="", help="with --backend openai: the model name to ask for (default: the first listed)")
     args = ap.parse_args()
+    if args.backend == "openai":
+        if not args.url:
+            ap.error("--backend openai needs --url")
+        return compare_remote(args)
 
     with tempfile.TemporaryDirectory(prefix="recap-bench-") as tmp:
         model = make_random_model(args.make_random_model, Path(tmp)) if args.make_random_model else args.model
@@ -174,7 +193,7 @@ def main() -> None:
               f"{min(sizes)}-{max(sizes)} tokens; max_new_tokens={args.max_new_tokens}; executor batch {args.max_batch_size}")
         base.generate_batch(prompts[:1], settings.with_(max_new_tokens=4))  # warm-up for both runs
 
-        ex = asyncio.run(through_executor(base, prompts, settings, args.max_batch_size))
+        ex = asyncio.run(through_executor(wrapper_of(base), prompts, settings, args.max_batch_size))
         # On a thread of its own, like the executor's worker: torch's CPU threading behaves differently
         # on the main thread of a busy machine, and the comparison is about batching, not that.
         seq = asyncio.run(asyncio.to_thread(sequential, base, prompts, settings))
@@ -198,6 +217,29 @@ def main() -> None:
         "device": base.device,
         "requests": len(prompts),
     }))
+
+
+def compare_remote(args: argparse.Namespace) -> None:
+    """The executor in front of the server, then in front of the in-process model: same prompts, same settings."""
+    base = load_backend(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir)
+    # Greedy without a repetition penalty: `transformers serve` ignores the penalty, so both sides do the same.
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, repetition_penalty=1.0)
+    prompts = build_prompts(args.requests)
+    config = RemoteConfig(args.url, args.served_model, tokenizer=args.model, timeout_s=3600)
+    remote = asyncio.run(through_executor(lambda: connect(config), prompts, settings, args.max_batch_size))
+    local = asyncio.run(through_executor(wrapper_of(base), prompts, settings, args.max_batch_size))
+    figures = {}
+    for label, run in (("openai", remote), ("inprocess", local)):
+        tps = run["tokens"] / run["wall_s"]
+        print(f"{label:10} {run['tokens']} tokens in {run['wall_s']:.1f}s = {tps:.1f} tok/s; "
+              f"p50 {percentile(run['latencies'], .5):.1f}s p95 {percentile(run['latencies'], .95):.1f}s; "
+              f"worst event-loop stall {run['stall_s'] * 1000:.1f} ms")
+        figures[label] = {"tokens_per_s": round(tps, 2), "p50_s": round(percentile(run["latencies"], .5), 3),
+                          "p95_s": round(percentile(run["latencies"], .95), 3), "tokens": run["tokens"]}
+    same = sum(a == b for a, b in zip(remote["texts"], local["texts"]))
+    print(f"identical outputs {same}/{len(prompts)}")
+    print(json.dumps({"model": base.name, "url": config.origin, "requests": len(prompts),
+                      "max_new_tokens": args.max_new_tokens, "identical": same, **figures}))
 
 
 if __name__ == "__main__":

@@ -206,7 +206,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     styles = list(STYLES) if args.style == "all" else [args.style]
-    print(f"Loading model {settings.model} and summarizing {len(records)} dialogues...", file=sys.stderr)
+    print(f"Loading model {settings.model_label} and summarizing {len(records)} dialogues...", file=sys.stderr)
     rows = []
     try:
         for style in styles:

@@ -193,7 +193,7 @@ def summarize_and_print(
 ) -> int:
     options = SummaryOptions(length=length, style=style, generation=generation)
     progress = ProgressPrinter()
-    print(f"Loading model {settings.model} and summarizing {len(conversation.messages)} messages...", file=sys.stderr)
+    print(f"Loading model {settings.model_label} and summarizing {len(conversation.messages)} messages...", file=sys.stderr)
     try:
         summary = asyncio.run(summarize_messages(conversation.messages, settings, options, progress))
     except ModelLoadError as exc:

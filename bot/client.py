@@ -53,7 +53,15 @@ def intents() -> discord.Intents:
     return wanted
 
 
-class RecapBot(commands.Bot):
+def shard_options(settings: "Settings") -> dict[str, Any]:
+    """SHARD_COUNT / SHARD_IDS as discord.py wants them; None lets it ask Discord for the recommended count."""
+    return {"shard_count": settings.shard_count or None, "shard_ids": list(settings.shard_ids) or None}
+
+
+class RecapBot(commands.AutoShardedBot):
+    """Sharded from the start: one process runs every shard by default, several processes split them
+    with SHARD_COUNT / SHARD_IDS (see the README, "Scaling past one machine")."""
+
     def __init__(
         self,
         *,
@@ -65,6 +73,8 @@ class RecapBot(commands.Bot):
         **options: Any,
     ) -> None:
         options.setdefault("allowed_mentions", discord.AllowedMentions.none())
+        for key, value in shard_options(settings).items():
+            options.setdefault(key, value)
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents(),
@@ -148,13 +158,20 @@ class RecapBot(commands.Bot):
         log.info("synced %d application commands (%s)", len(synced), self.settings.dev_guild_id or "global")
         return len(synced)
 
+    def shard_scope(self) -> tuple[int, tuple[int, ...]] | None:
+        """(shard count, the shards this process runs) once connected; None before."""
+        if self.shard_count is None:
+            return None
+        return self.shard_count, tuple(sorted(self.shard_ids if self.shard_ids is not None else range(self.shard_count)))
+
     async def on_message(self, message: discord.Message, /) -> None:
         """Message text is data, never a command: no prefix commands are looked up (cogs still listen)."""
 
     # ------------------------------------------------------------ lifecycle
 
     async def on_ready(self) -> None:
-        log.info("connected as %s (id %s) to %d servers", self.user, self.user.id if self.user else "?", len(self.guilds))
+        log.info("connected as %s (id %s) to %d servers on shards %s of %s", self.user, self.user.id if self.user else "?",
+                 len(self.guilds), ",".join(map(str, sorted(self.shards))), self.shard_count)
 
     async def close(self) -> None:
         """Stop taking commands, unload cogs (the history cog flushes its buffer), then disconnect."""

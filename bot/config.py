@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from engine.netcheck import is_loopback_host, is_private_channel
+
 
 class ConfigError(ValueError):
     """A setting has a value that is not allowed. The message names the variable."""
@@ -137,6 +139,33 @@ def _path(name: str, raw: str) -> Path:
     return Path(_text(name, raw)).expanduser()
 
 
+def _http_url(name: str, raw: str) -> str:
+    """Empty, or an http(s) URL without user info (credentials go in their own setting)."""
+    from urllib.parse import urlsplit
+
+    value = raw.strip().rstrip("/")
+    if not value:
+        return ""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a URL (allowed: an http:// or https:// URL, or empty)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        raise ConfigError(f"{name}={raw!r} is not allowed (allowed: an http:// or https:// URL without user info, or empty)")
+    return value
+
+
+def _shard_ids(name: str, raw: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in raw.replace(" ", ",").split(",") if part)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not allowed (allowed: comma-separated shard numbers like 0,1, or empty)") from None
+    if any(v < 0 for v in values) or len(set(values)) != len(values):
+        raise ConfigError(f"{name}={raw!r} is not allowed (allowed: distinct shard numbers 0 or more, or empty)")
+    return values
+
+
 def _secret(name: str, raw: str) -> Secret:
     return Secret(raw.strip())
 
@@ -184,6 +213,16 @@ FIELDS: dict[str, _Field] = {
     "attachment_read_max_bytes": _Field("ATTACHMENT_READ_MAX_BYTES", "4194304", _int(0, 1_000_000_000), "Text attachment bytes one read of history downloads in all; beyond it, more attachments are named, not read."),
     "user_cooldown_s": _Field("USER_COOLDOWN_S", "20", _float(0, 86_400), "Seconds a member waits between summaries."),
     "metrics_port": _Field("METRICS_PORT", "0", _int(0, 65535), "Prometheus metrics on this port (127.0.0.1). 0: off."),
+    "inference_url": _Field("INFERENCE_URL", "", _http_url, "An OpenAI-compatible server's /v1 base (vLLM, llama.cpp, SGLang, `transformers serve`), e.g. http://127.0.0.1:8000/v1. Empty: run MODEL in this process."),
+    "inference_model": _Field("INFERENCE_MODEL", "", _optional_text, "The model name to ask INFERENCE_URL for. Empty: the first model the server lists."),
+    "inference_api_key": _Field("INFERENCE_API_KEY", "", _secret, "Bearer key for INFERENCE_URL, if it wants one. Only sent over https or to this machine."),
+    "inference_tokenizer": _Field("INFERENCE_TOKENIZER", "", _optional_text, "Tokenizer for counting tokens with INFERENCE_URL: `embedded`, a hub id or a directory. Empty: INFERENCE_MODEL's from the local Hugging Face cache if there, else an upper-side estimate (3 ASCII letters or spaces, 1 other ASCII character, or 1 UTF-8 byte of other text per token)."),
+    "inference_context": _Field("INFERENCE_CONTEXT", "0", _int(0, 10_000_000), "The served model's context in tokens. 0: the server's max_model_len, else the tokenizer's model config, else 2048."),
+    "inference_api": _Field("INFERENCE_API", "auto", _choice("auto", "chat"), "auto: with a local tokenizer that has a chat template, render prompts here and use the server's /v1/completions (same prompt as in-process, answer start included); else /v1/chat/completions. chat: always chat completions."),
+    "inference_timeout_s": _Field("INFERENCE_TIMEOUT_S", "300", _float(1, 86_400), "Most seconds one request to INFERENCE_URL may take."),
+    "inference_retries": _Field("INFERENCE_RETRIES", "3", _int(0, 10), "Retries (with backoff) after a connection error or 5xx from INFERENCE_URL."),
+    "shard_count": _Field("SHARD_COUNT", "0", _int(0, 100_000), "Gateway shards across all bot processes. 0: Discord's recommendation (needs SHARD_IDS empty)."),
+    "shard_ids": _Field("SHARD_IDS", "", _shard_ids, "The shards this process runs, e.g. 0,1. Empty: all of SHARD_COUNT."),
 }
 
 
@@ -213,6 +252,16 @@ class Settings:
     attachment_read_max_bytes: int
     user_cooldown_s: float
     metrics_port: int
+    inference_url: str
+    inference_model: str
+    inference_api_key: Secret
+    inference_tokenizer: str
+    inference_context: int
+    inference_api: str
+    inference_timeout_s: float
+    inference_retries: int
+    shard_count: int
+    shard_ids: tuple[int, ...]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -224,7 +273,26 @@ class Settings:
             if raw is None:
                 raw = environ.get(spec.env, spec.default)
             values[name] = spec.parse(spec.env, str(raw))
-        return cls(**values)
+        settings = cls(**values)
+        settings._check_together()
+        return settings
+
+    @property
+    def model_label(self) -> str:
+        """What generates, for start-up lines: MODEL, or the served model and its server."""
+        if not self.inference_url:
+            return self.model
+        return f"{self.inference_model or 'the served model'} at {self.inference_url}"
+
+    def _check_together(self) -> None:
+        """Rules that involve more than one setting."""
+        if self.inference_api_key and self.inference_url and not is_private_channel(self.inference_url):
+            raise ConfigError("INFERENCE_API_KEY would be sent unencrypted: INFERENCE_URL must be https:// "
+                              "or point at this machine (127.0.0.1, ::1 or localhost)")
+        if self.shard_ids and not self.shard_count:
+            raise ConfigError("SHARD_IDS needs SHARD_COUNT (the total number of shards across all processes)")
+        if any(i >= self.shard_count for i in self.shard_ids):
+            raise ConfigError(f"SHARD_IDS={','.join(map(str, self.shard_ids))} is out of range (allowed: 0 to SHARD_COUNT-1)")
 
     @classmethod
     def load(cls, env_file: str | os.PathLike[str] | None = ".env", **overrides: Any) -> "Settings":

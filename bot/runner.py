@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
 import sys
 from typing import Any, Mapping
 
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, is_loopback_host
 
 log = logging.getLogger("bot.runner")
 
@@ -27,7 +26,6 @@ log = logging.getLogger("bot.runner")
 API_BASE_ENV = "RECAP_DISCORD_API_BASE"  # e.g. http://127.0.0.1:8080/api/v10
 GATEWAY_ENV = "RECAP_DISCORD_GATEWAY"  # e.g. ws://127.0.0.1:8080/gateway
 TEST_MODE_ENV = "RECAP_TEST_MODE"
-_LOOPBACK_NAMES = {"localhost"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,11 +43,7 @@ def _loopback_url(variable: str, raw: str, schemes: tuple[str, ...]) -> str:
         raise ConfigError(f"{variable} is not a URL") from None
     if url.scheme not in schemes or url.user is not None or url.password is not None:
         raise ConfigError(f"{variable} must be a {' or '.join(schemes)} URL without user info")
-    try:
-        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        loopback = host.lower().rstrip(".") in _LOOPBACK_NAMES
-    if not loopback:
+    if not is_loopback_host(host):
         raise ConfigError(f"{variable} may only point at this machine (127.0.0.1, ::1 or localhost), not {host!r}")
     return raw
 
@@ -127,7 +121,7 @@ async def run(settings: Settings, *, force_sync: bool = False) -> int:
     try:
         async with open_database(settings.database_path) as db:
             log.info("database %s ready (schema %d)", db.path, db.schema_version)
-            log.info("loading model %s ...", settings.model)
+            log.info("loading model %s ...", settings.model_label)
             async with build_executor(settings) as executor:
                 summarizer = Summarizer(executor, input_token_budget=settings.input_token_budget)
                 metrics: Any = start_metrics_server(executor, settings.metrics_port) if settings.metrics_port else None

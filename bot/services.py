@@ -4,24 +4,32 @@ from __future__ import annotations
 
 import functools
 
+from typing import Any, Callable
+
 from engine.executor import Executor
 from engine.models import load_backend
+from engine.remote_backend import RemoteConfig, connect
 
 from .config import Settings
 
 
 def build_executor(settings: Settings) -> Executor:
-    """An executor whose worker loads ``MODEL`` (with ``MODEL_ADAPTER``) and enforces the queue limits."""
-    factory = functools.partial(
-        load_backend,
-        settings.model,
-        model_file=settings.model_file,
-        device=settings.device,
-        dtype=settings.dtype,
-        cpu_threads=settings.cpu_threads,
-        cache_dir=settings.model_cache_dir,
-        adapter=settings.model_adapter,
-    )
+    """An executor whose worker loads ``MODEL`` (with ``MODEL_ADAPTER``), or talks to the serving engine at
+    ``INFERENCE_URL``, and enforces the queue limits either way."""
+    factory: Callable[[], Any]
+    if settings.inference_url:  # a serving engine runs the model; this process keeps the front
+        factory = functools.partial(connect, remote_config(settings))
+    else:
+        factory = functools.partial(
+            load_backend,
+            settings.model,
+            model_file=settings.model_file,
+            device=settings.device,
+            dtype=settings.dtype,
+            cpu_threads=settings.cpu_threads,
+            cache_dir=settings.model_cache_dir,
+            adapter=settings.model_adapter,
+        )
     return Executor(
         factory,
         max_batch_size=settings.max_batch_size,
@@ -32,3 +40,10 @@ def build_executor(settings: Settings) -> Executor:
         max_queue_per_user=settings.max_queue_per_user,
         request_timeout_s=settings.request_timeout_s,
     )
+
+
+def remote_config(settings: Settings) -> RemoteConfig:
+    """The INFERENCE_* settings for the remote backend (the API key unwrapped only here)."""
+    return RemoteConfig(settings.inference_url, settings.inference_model, settings.inference_api_key.get(),
+                        settings.inference_tokenizer, settings.inference_context, settings.inference_timeout_s,
+                        settings.inference_retries, api=settings.inference_api)

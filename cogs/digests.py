@@ -124,10 +124,11 @@ class DigestsCog(commands.Cog, name="Digests"):
             self._changed = False  # before reading, so a change made during this pass is not lost
             try:
                 now = self.clock.now()
-                due = await self.bot.db.reading(store.due_digests, now)
+                shards = self.bot.shard_scope()  # other bot processes run the other shards' digests
+                due = await self.bot.db.reading(store.due_digests, now, shards=shards)
                 if due:
                     await asyncio.gather(*(self._run_guarded(record, now) for record in due))
-                wake_at = await self.bot.db.reading(store.earliest_next_run)
+                wake_at = await self.bot.db.reading(store.earliest_next_run, shards=shards)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -42,6 +42,7 @@ from .generation import (
     GenerationResult,
     GenerationSettings,
     InvalidRequest,
+    OutOfMemory,
     Overloaded,
     Prompt,
     QueueStatus,
@@ -536,8 +537,9 @@ class Executor:
         for entry, outcome in zip(batch, outcomes):
             if outcome is None or entry.future.done():
                 continue
-            if isinstance(outcome, GenerationError):
-                self._stats.count("oom")
+            if isinstance(outcome, GenerationError):  # this row failed alone (OOM, or a remote server's answer)
+                if isinstance(outcome, OutOfMemory):
+                    self._stats.count("oom")
                 entry.future.set_exception(outcome)
             else:
                 rows += 1

@@ -115,7 +115,7 @@ def load_on_thread(factory: Callable[[], ModelBackend], previous: ModelBackend |
 def release_on_thread(backend: ModelBackend | None) -> None:
     """Drop the model's tensors and hand cached device memory back."""
     if backend is not None:
-        backend.model = None
+        backend.close()  # a local model drops its weights; a remote one closes its connections
     gc.collect()
     _empty_device_cache()
 

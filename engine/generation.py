@@ -66,6 +66,18 @@ class OutOfMemory(GenerationError):
     user_message = "This conversation is too large for the model's memory."
 
 
+class ServerUnavailable(GenerationError):
+    """The inference server (INFERENCE_URL) kept failing: connection errors or 5xx, after the retries."""
+
+    user_message = "The model server is not answering right now. Try again in a minute."
+
+
+class ServerRejected(GenerationError):
+    """The inference server refused the request with a 4xx: a setting or a bug, so it is not retried."""
+
+    user_message = "The model server refused this request; the bot's logs say why."
+
+
 class SummaryFailed(GenerationError):
     """The model produced nothing usable (empty, repetition loop, echo) even after one retry."""
 

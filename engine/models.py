@@ -289,15 +289,7 @@ class ModelBackend:
         self.tokenizer_lock = threading.RLock()
 
     def _context_window(self) -> int:
-        config = self.model.config
-        for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-            value = getattr(config, attr, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        tok_max = getattr(self.tokenizer, "model_max_length", 0)
-        if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
-            return tok_max
-        return 512
+        return context_window_of(self.model.config, self.tokenizer) or 512
 
     @property
     def dtype_name(self) -> str:
@@ -310,14 +302,7 @@ class ModelBackend:
         from messages could otherwise open a new turn (``<|im_start|>``) or end the prompt. A word
         joiner after the first character keeps the text readable and makes it ordinary tokens.
         """
-        if self._special_text is None:
-            return text
-        # Repeated: a token can only reappear if one was split, and each split removes one match.
-        while True:
-            defused = self._special_text.sub(lambda m: m.group(0)[0] + WORD_JOINER + m.group(0)[1:], text)
-            if defused == text:
-                return text
-            text = defused
+        return defuse_text(text, self._special_text)
 
     def render(self, prompt: Prompt) -> str:
         """The exact text fed to the tokenizer: chat template for chat models, plain text otherwise.
@@ -344,18 +329,7 @@ class ModelBackend:
             return len(self.tokenizer(rendered, add_special_tokens=not self.has_chat_template)["input_ids"])
 
     def check_fits(self, prompt_tokens: int, settings: GenerationSettings) -> None:
-        limit = self.context_window - (0 if self.is_encoder_decoder else settings.max_new_tokens)
-        if prompt_tokens > limit:
-            raise InvalidRequest(
-                f"prompt of {prompt_tokens} tokens does not fit the model's context "
-                f"({self.context_window} tokens, {settings.max_new_tokens} kept for the answer)"
-            )
-        # Encoder-decoder decoders have their own position table: a longer answer would index past it.
-        if self.is_encoder_decoder and settings.max_new_tokens >= self.context_window:
-            raise InvalidRequest(
-                f"max_new_tokens={settings.max_new_tokens} is longer than this model can write "
-                f"(at most {self.context_window - 1} tokens)"
-            )
+        check_fits(self.context_window, self.is_encoder_decoder, prompt_tokens, settings)
 
     def generate_batch(
         self,
@@ -374,9 +348,7 @@ class ModelBackend:
 
         if not prompts:
             return []
-        row_limits = list(row_max_new_tokens) if row_max_new_tokens is not None else [settings.max_new_tokens] * len(prompts)
-        if len(row_limits) != len(prompts) or any(not 0 < n <= settings.max_new_tokens for n in row_limits):
-            raise ValueError("row_max_new_tokens must give each row a length between 1 and settings.max_new_tokens")
+        row_limits = checked_row_limits(len(prompts), settings, row_max_new_tokens)
         texts = [self.render(p) for p in prompts]
         started = time.perf_counter()
         tok = self.tokenizer
@@ -424,13 +396,65 @@ class ModelBackend:
             results.append(GenerationResult(text, int(plen), len(kept), finished, elapsed, len(prompts)))
         return results
 
+    def close(self) -> None:
+        """Drop the weights (the caller frees device memory after)."""
+        self.model = None
+
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "adapter": self.adapter, "device": self.device, "dtype": self.dtype_name,
                 "context_window": self.context_window}
 
 
+def context_window_of(config: Any, tokenizer: Any) -> int | None:
+    """The context length a model config (or failing that its tokenizer) declares; None if neither does."""
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    tok_max = getattr(tokenizer, "model_max_length", 0)
+    if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:  # "unlimited" tokenizers say 10**30
+        return tok_max
+    return None
+
+
+def check_fits(context_window: int, is_encoder_decoder: bool, prompt_tokens: int, settings: GenerationSettings) -> None:
+    """Raise ``InvalidRequest`` when the prompt and its answer cannot fit the model's context."""
+    limit = context_window - (0 if is_encoder_decoder else settings.max_new_tokens)
+    if prompt_tokens > limit:
+        raise InvalidRequest(
+            f"prompt of {prompt_tokens} tokens does not fit the model's context "
+            f"({context_window} tokens, {settings.max_new_tokens} kept for the answer)"
+        )
+    # Encoder-decoder decoders have their own position table: a longer answer would index past it.
+    if is_encoder_decoder and settings.max_new_tokens >= context_window:
+        raise InvalidRequest(
+            f"max_new_tokens={settings.max_new_tokens} is longer than this model can write "
+            f"(at most {context_window - 1} tokens)"
+        )
+
+
+def checked_row_limits(rows: int, settings: GenerationSettings, row_max_new_tokens: Sequence[int] | None) -> list[int]:
+    """Each row's own answer length for ``generate_batch``: at least 1, at most ``settings.max_new_tokens``."""
+    limits = list(row_max_new_tokens) if row_max_new_tokens is not None else [settings.max_new_tokens] * rows
+    if len(limits) != rows or any(not 0 < n <= settings.max_new_tokens for n in limits):
+        raise ValueError("row_max_new_tokens must give each row a length between 1 and settings.max_new_tokens")
+    return limits
+
+
 WORD_JOINER = "\u2060"
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def defuse_text(text: str, pattern: re.Pattern[str] | None) -> str:
+    """``text`` with every match of ``pattern`` broken by a word joiner after its first character."""
+    if pattern is None:
+        return text
+    # Repeated: a token can only reappear if one was split, and each split removes one match.
+    while True:
+        defused = pattern.sub(lambda m: m.group(0)[0] + WORD_JOINER + m.group(0)[1:], text)
+        if defused == text:
+            return text
+        text = defused
 
 
 def _special_token_pattern(tokenizer: Any) -> re.Pattern[str] | None:

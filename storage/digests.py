@@ -110,18 +110,32 @@ async def count_digests(conn: aiosqlite.Connection, guild_id: int | None = None)
     return int(rows[0][0])
 
 
-async def due_digests(conn: aiosqlite.Connection, now: datetime, limit: int = 50) -> list[DigestRecord]:
-    """Digests whose ``next_run_at`` is at or before ``now``, earliest first."""
+Shards = tuple[int, tuple[int, ...]]  # (shard count, the shards one bot process runs)
+
+
+def _on_shards(shards: Shards | None) -> tuple[str, tuple[int, ...]]:
+    """SQL keeping the digests of servers on ``shards`` (Discord puts a server on shard (id >> 22) % count)."""
+    if shards is None:
+        return "", ()
+    count, ids = shards
+    return f" AND ((guild_id >> 22) % ?) IN ({','.join('?' * len(ids))})", (count, *ids)
+
+
+async def due_digests(conn: aiosqlite.Connection, now: datetime, limit: int = 50,
+                      shards: Shards | None = None) -> list[DigestRecord]:
+    """Digests whose ``next_run_at`` is at or before ``now``, earliest first; only those on ``shards`` if given."""
+    clause, params = _on_shards(shards)
     rows = await conn.execute_fetchall(
-        f"SELECT {_COLUMNS} FROM digests WHERE next_run_at <= ? ORDER BY next_run_at, id LIMIT ?",
-        (to_ms(now, "now"), limit),
+        f"SELECT {_COLUMNS} FROM digests WHERE next_run_at <= ?{clause} ORDER BY next_run_at, id LIMIT ?",
+        (to_ms(now, "now"), *params, limit),
     )
     return [_row(r) for r in rows]
 
 
-async def earliest_next_run(conn: aiosqlite.Connection) -> datetime | None:
-    """When the scheduler must next wake; None when there are no digests."""
-    rows = await conn.execute_fetchall("SELECT min(next_run_at) FROM digests")
+async def earliest_next_run(conn: aiosqlite.Connection, shards: Shards | None = None) -> datetime | None:
+    """When the scheduler must next wake; None when there are no digests (on ``shards``, if given)."""
+    clause, params = _on_shards(shards)
+    rows = await conn.execute_fetchall(f"SELECT min(next_run_at) FROM digests WHERE 1{clause}", params)
     return from_ms(rows[0][0]) if rows and rows[0][0] is not None else None
 
 

@@ -161,7 +161,8 @@ async def start_world(
             bot = RecapBot(settings=cfg, db=db, executor=executor, summarizer=summarizer, extensions=extensions)
             # Env.start/shutdown rather than ``async with simcord.run``: fixture setup and teardown run in
             # different contexts under pytest-asyncio, and run()'s context manager needs one context.
-            env = simcord.Env(bot, settle_timeout=settle_timeout)
+            # SimCord plays Discord's recommended shard count (one) when SHARD_COUNT leaves it to Discord.
+            env = simcord.Env(bot, settle_timeout=settle_timeout, shard_count=None if cfg.shard_count else 1)
             await env.start()
             try:
                 guild = env.create_guild("Recap Test")

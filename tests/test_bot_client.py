@@ -11,7 +11,8 @@ from aiohttp import web
 from simcord_helpers import World, make_settings, recap_options, recap_world  # noqa: F401
 
 from bot import runner
-from bot.client import intents
+from bot.client import intents, shard_options
+from bot.config import ConfigError, Settings
 
 
 def command_puts(w: World) -> list[str]:
@@ -52,6 +53,33 @@ async def test_a_broken_cog_does_not_stop_the_others(recap_world: World) -> None
     assert "cogs.status" in w.bot.extensions
     result = await w.alice.slash(w.channel, "status")
     assert result.ephemeral
+
+
+async def test_one_process_runs_every_shard_by_default(recap_world: World) -> None:
+    assert isinstance(recap_world.bot, discord.AutoShardedClient)
+    assert recap_world.bot.shard_count == 1 and sorted(recap_world.bot.shards) == [0]  # Discord's recommendation
+    assert recap_world.bot.shard_scope() == (1, (0,))
+
+
+@pytest.mark.parametrize("recap_options", [{"settings": {"shard_count": "3", "shard_ids": "0,1,2"}}])
+async def test_shard_settings_reach_the_gateway(recap_world: World) -> None:
+    w = recap_world
+    assert w.bot.shard_count == 3 and sorted(w.bot.shards) == [0, 1, 2]
+    assert w.bot.shard_scope() == (3, (0, 1, 2))
+    result = await w.alice.slash(w.channel, "status")  # commands answer whichever shard the server is on
+    assert result.ephemeral
+
+
+def test_shard_settings() -> None:
+    assert shard_options(Settings.from_env({})) == {"shard_count": None, "shard_ids": None}
+    assert shard_options(Settings.from_env({"SHARD_COUNT": "4", "SHARD_IDS": "2, 3"})) == {"shard_count": 4, "shard_ids": [2, 3]}
+    assert shard_options(Settings.from_env({"SHARD_COUNT": "4"})) == {"shard_count": 4, "shard_ids": None}
+    for environ, message in [({"SHARD_IDS": "0"}, "SHARD_IDS needs SHARD_COUNT"),
+                             ({"SHARD_COUNT": "2", "SHARD_IDS": "0,2"}, "SHARD_IDS=0,2 is out of range"),
+                             ({"SHARD_COUNT": "2", "SHARD_IDS": "0,0"}, "SHARD_IDS='0,0' is not allowed"),
+                             ({"SHARD_COUNT": "2", "SHARD_IDS": "one"}, "SHARD_IDS='one' is not allowed")]:
+        with pytest.raises(ConfigError, match=message):
+            Settings.from_env(environ)
 
 
 def test_run_refuses_without_a_token(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -519,3 +519,17 @@ async def test_digest_id_autocomplete_names_no_channel_the_member_cannot_see(wor
     except simcord.SetupError:
         return  # hidden by default_permissions, as in Discord
     assert from_member == []  # no Manage Server: no list at all
+
+
+async def test_a_process_runs_only_the_digests_of_its_own_shards(world: World) -> None:
+    """With several bot processes, each runs the digests of the servers on its shards and leaves the rest."""
+    own_shard = (world.guild.id >> 22) % 2
+    world.bot.shard_scope = lambda: (2, (own_shard,))  # as if SHARD_COUNT=2, SHARD_IDS=<this server's shard>
+    target = world.guild.create_text_channel("digests")
+    mine = await add_digest(world, world.channel, target)
+    foreign_guild = ((world.guild.id >> 22) + 1) << 22  # the next shard: another process's server
+    foreign = await add_digest(world, world.channel, target, guild_id=foreign_guild)
+    await run_at(world, mine.next_run_at)
+    assert (await get(world, mine.id)).last_status == "nothing new to summarize"
+    untouched = await get(world, foreign.id)
+    assert untouched.last_status is None and untouched.next_run_at == foreign.next_run_at  # not "no longer in that server"

@@ -88,6 +88,18 @@ async def test_due_and_earliest(db) -> None:
     assert [d.id for d in await db.reading(digests.due_digests, T0 + timedelta(days=1))] == [early, late]
 
 
+async def test_due_and_earliest_only_on_this_process_shards(db) -> None:
+    on_0, on_1 = 4 << 22, (7 << 22) + 12345  # Discord puts a server on shard (id >> 22) % count
+    mine = await db.writing(digests.insert_digest, record(guild_id=on_1, next_run_at=T0 + timedelta(hours=1)))
+    await db.writing(digests.insert_digest, record(guild_id=on_0, next_run_at=T0))
+    later = T0 + timedelta(days=1)
+    assert [d.id for d in await db.reading(digests.due_digests, later, shards=(2, (1,)))] == [mine]
+    assert await db.reading(digests.earliest_next_run, shards=(2, (1,))) == T0 + timedelta(hours=1)
+    assert len(await db.reading(digests.due_digests, later, shards=(2, (0, 1)))) == 2
+    assert len(await db.reading(digests.due_digests, later, shards=(1, (0,)))) == 2
+    assert await db.reading(digests.earliest_next_run, shards=(3, (2,))) is None
+
+
 async def test_record_run_moves_window_and_schedule(db) -> None:
     new_id = await db.writing(digests.insert_digest, record())
     assert await db.writing(digests.record_run, new_id, ran_until=T0, next_run_at=T0 + timedelta(days=1), status="posted")
