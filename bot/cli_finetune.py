@@ -127,13 +127,14 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     trainer.save_adapter(name, backend.name)
     print(f"Adapter saved in {out} ({result.steps} steps, final loss {result.final_loss:.3f}, {result.seconds / 60:.1f} min).",
           file=sys.stderr)
+    base_name = backend.name
     del trainer, backend
     scores = None
     if eval_records is not None:
         scores = compare(eval_records, settings, out)
         if scores is None:
             return EXIT_FAILED
-    write_model_card(out, name, run_info, result.steps, scores, settings.model)
+    write_model_card(out, name, run_info, result.steps, scores, base_name)
     print(f"Model card: {out / 'README.md'}. Serve with MODEL_ADAPTER={out}", file=sys.stderr)
     return 0
 
