@@ -70,22 +70,6 @@ class Outcome:
     failed: bool = False
 
 
-def error_text(record: InteractionRecord) -> str | None:
-    """An error answer: a text-only initial response, or the deferred reply edited to text without embeds."""
-    for callback in record.callbacks:
-        data = callback["body"].get("data") or {}
-        if callback["body"].get("type") == 4 and data.get("content") and not data.get("embeds"):
-            return data["content"]
-    for body in [*record.edits, *record.followups]:
-        if body.get("embeds") == [] and body.get("content"):
-            return body["content"]
-    return None
-
-
-def is_final(record: InteractionRecord) -> bool:
-    return any(e.get("fields") for e in record.embeds()) or error_text(record) is not None
-
-
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -122,9 +106,9 @@ async def run_scenario(fake: FakeDiscord, bot: BotProcess, scenario: Scenario, t
     outcomes = [Outcome(r) for r in records]
 
     async def watch(outcome: Outcome) -> None:
-        await fake.wait_for(lambda: is_final(outcome.record), timeout=timeout, what=f"{name} reply")
+        await fake.wait_for(lambda: outcome.record.is_final(), timeout=timeout, what=f"{name} reply")
         outcome.final_at = loop.time()
-        text = error_text(outcome.record)
+        text = outcome.record.error_text()
         if text is not None:
             outcome.refused = "Try again in" in text or "busy" in text
             outcome.failed = not outcome.refused
@@ -148,7 +132,7 @@ async def run_scenario(fake: FakeDiscord, bot: BotProcess, scenario: Scenario, t
         "max_ack_s": round(max(acks), 2) if acks else None,
         "unacknowledged": sum(not o.record.callbacks for o in outcomes),
         "wall_s": round(wall, 2),
-        "refusal_texts": sorted({error_text(o.record) or "" for o in outcomes if o.refused})[:3],
+        "refusal_texts": sorted({o.record.error_text() or "" for o in outcomes if o.refused})[:3],
     }
 
 

@@ -133,22 +133,6 @@ def _summary_embeds(record: InteractionRecord) -> list[dict]:
     return [e for e in record.embeds() if e.get("description") or e.get("fields")]
 
 
-def _error_reply(record: InteractionRecord) -> str | None:
-    """An error answer: an initial text-only response, or the deferred reply edited to text with no embeds."""
-    for callback in record.callbacks:
-        data = callback["body"].get("data") or {}
-        if callback["body"].get("type") == 4 and data.get("content") and not data.get("embeds"):
-            return data["content"]
-    for body in [*record.edits, *record.followups]:
-        if body.get("embeds") == [] and body.get("content"):
-            return body["content"]
-    return None
-
-
-def _final(record: InteractionRecord) -> bool:
-    return any(e.get("fields") for e in record.embeds()) or _error_reply(record) is not None
-
-
 def assert_no_pings(fake: FakeDiscord) -> None:
     bodies = fake.message_bodies()
     assert bodies, "the bot sent no message at all"
@@ -186,7 +170,7 @@ async def test_settings_persist_across_a_clean_restart(tmp_path: Path, embedded_
         # A member without Manage Server cannot change it.
         denied = await run_command(running, "settings set", {"length": "short"}, invoker=world.member,
                                    done=lambda r: bool(r.texts()), what="settings set refusal", timeout=30)
-        assert _error_reply(denied) is not None and "short" not in "\n".join(denied.texts()), denied.texts()
+        assert denied.error_text() is not None and "short" not in "\n".join(denied.texts()), denied.texts()
         assert await second.stop(timeout=15) == 0, second.log_tail()
         assert first.logged_errors() == [] and second.logged_errors() == []
         assert_no_pings(fake)
@@ -201,7 +185,7 @@ async def test_settings_persist_across_a_clean_restart(tmp_path: Path, embedded_
 async def summary(running: Running) -> InteractionRecord:
     """``/summarize messages:20`` by a regular member in #general, run once for the tests that read it."""
     return await run_command(running, "summarize", {"messages": 20}, invoker=running.fake.world.member,
-                             done=_final, what="the summary")
+                             done=InteractionRecord.is_final, what="the summary")
 
 
 async def test_summarize_defers_then_replies_with_a_summary(running: Running, summary: InteractionRecord) -> None:
@@ -209,7 +193,7 @@ async def test_summarize_defers_then_replies_with_a_summary(running: Running, su
     # Acknowledged (deferred) within Discord's 3-second deadline.
     first = summary.callbacks[0]
     assert first["body"]["type"] == 5 and first["at"] - summary.sent_at < 3
-    assert _error_reply(summary) is None, _error_reply(summary)
+    assert summary.error_text() is None, summary.error_text()
     assert _summary_embeds(summary), summary.texts()
     text = "\n".join(summary.texts())
     authors = {m.author.global_name for m in running.seeded[-20:]}
@@ -243,8 +227,8 @@ async def test_member_who_cannot_read_history_is_refused(running: Running) -> No
     fake, world = running.fake, running.fake.world
     before = len(fake.requests_to("GET", rf"/channels/{world.general.id}/messages"))
     record = await run_command(running, "summarize", {"messages": 10}, invoker=world.newcomer,
-                               done=_final, what="the refusal", timeout=30)
-    refusal = _error_reply(record)
+                               done=InteractionRecord.is_final, what="the refusal", timeout=30)
+    refusal = record.error_text()
     assert refusal is not None and "history" in refusal, record.texts()
     assert not _summary_embeds(record)
     assert len(fake.requests_to("GET", rf"/channels/{world.general.id}/messages")) == before

@@ -50,6 +50,21 @@ class InteractionRecord:
     def embeds(self) -> list[dict[str, Any]]:
         return [e for body in self.all_bodies() for e in body.get("embeds") or []]
 
+    def error_text(self) -> str | None:
+        """An error answer: an initial text-only response, or the deferred reply edited to text with no embeds."""
+        for callback in self.callbacks:
+            data = callback["body"].get("data") or {}
+            if callback["body"].get("type") == 4 and data.get("content") and not data.get("embeds"):
+                return data["content"]
+        for body in [*self.edits, *self.followups]:
+            if body.get("embeds") == [] and body.get("content"):
+                return body["content"]
+        return None
+
+    def is_final(self) -> bool:
+        """The bot's last word: a summary (its details embed has fields) or an error answer."""
+        return any(e.get("fields") for e in self.embeds()) or self.error_text() is not None
+
     def texts(self) -> list[str]:
         """All visible text: contents and every embed part, for loose assertions."""
         out: list[str] = []
