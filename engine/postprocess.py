@@ -157,6 +157,17 @@ def fit_length(text: str, max_words: int) -> str:
     return "\n".join(kept)
 
 
+def as_bullets(text: str) -> str:
+    """One ``- `` line per point: bullet lines kept, prose split into its sentences."""
+    items: list[str] = []
+    for line in text.splitlines():
+        if _BULLET.match(line):
+            items.append("- " + _BULLET.sub("", line, count=1).strip())
+        else:
+            items.extend(f"- {part.strip()}" for part in re.split(r"(?<=[.!?])\s+", line) if part.strip())
+    return "\n".join(item for item in items if item.strip("- "))
+
+
 def tidy_spaces(text: str) -> str:
     lines = []
     for line in text.splitlines():

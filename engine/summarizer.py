@@ -375,6 +375,8 @@ class _Run:
         text = postprocess.tidy_spaces(text)
         if self.options.style == "action_items" and re.fullmatch(r"(?is)[-\s]*no action items\W*", text):
             text = "No action items."  # the written "- " start, answered with "none"
+        if self.options.style == "bullets":
+            text = postprocess.as_bullets(text)  # a model without the written "- " start may answer in prose
         if fit:
             text = postprocess.fit_length(text, target_words(self.options.length, len(transcript.lines)))
         citations = [mid for mid in (transcript.message_id(i) for i in final.citations) if mid is not None]

@@ -30,14 +30,11 @@ def test_default_settings_serve_the_embedded_model_with_the_adapter(tmp_path: Pa
     assert settings.model == "embedded" and settings.model_adapter == "auto"
 
 
-@pytest.fixture(scope="module")
-def tuned_backend(embedded_cache_dir: Path):
-    return load_backend("embedded", cache_dir=embedded_cache_dir, cpu_threads=1, adapter="auto")
-
-
 @pytest.fixture
-async def tuned_executor(tuned_backend):  # noqa: ANN001
-    ex = Executor(lambda: tuned_backend, max_batch_wait_ms=20)
+async def tuned_executor(embedded_cache_dir: Path):
+    # A fresh backend each time: closing an executor releases its backend's model.
+    ex = Executor(lambda: load_backend("embedded", cache_dir=embedded_cache_dir, cpu_threads=1, adapter="auto"),
+                  max_batch_wait_ms=20)
     await ex.start()
     yield ex
     await ex.aclose()

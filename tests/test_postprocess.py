@@ -136,3 +136,12 @@ def test_list_styles_get_normalized_bullets_and_lose_a_cut_last_line():
 def test_numbered_items_after_a_bullet_are_renumbered_and_empty_items_dropped():
     out = clean("- 1. Bob fixes the crash\n- 2.\n- 3) Carol updates the changelog", listing=True)
     assert out.text == "- Bob fixes the crash\n- Carol updates the changelog"
+
+
+def test_bullets_style_answers_in_prose_become_one_point_per_line() -> None:
+    from engine.postprocess import as_bullets
+
+    assert as_bullets("Priya reports the outage. Marco will clean the logs.") == (
+        "- Priya reports the outage.\n- Marco will clean the logs.")
+    assert as_bullets("- one\n* two\n3. three") == "- one\n- two\n- three"
+    assert as_bullets("- \nLena holds the release.") == "- Lena holds the release."
