@@ -20,11 +20,12 @@ from typing import Any, Callable, TextIO
 from engine.conversation import ChatMessage
 from engine.generation import GenerationError, GenerationSettings, InvalidRequest, Overloaded
 from engine.models import ModelLoadError
-from engine.prompts import LENGTHS, STYLES, generation_for
+from engine.prompts import LENGTH, STYLE, STYLES, generation_for
 
 from .cli_summarize import (
     EXIT_FAILED,
     EXIT_INPUT,
+    add_choice_argument,
     add_model_arguments,
     apply_model_overrides,
     generation_from_args,
@@ -48,9 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="JSON Lines file: {\"dialogue\": ..., \"summary\" or \"summary1\"..\"summary3\": ...}")
     parser.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N records")
     parser.add_argument("--json", action="store_true", help="end the output with one JSON line of the results")
-    parser.add_argument("--length", choices=list(LENGTHS), default="short", help="summary length (default: short)")
-    parser.add_argument("--style", choices=[*STYLES, "all"], default="paragraph",
-                        help="summary style, or `all` for one row per style (default: paragraph)")
+    add_choice_argument(parser, LENGTH, default="short")
+    add_choice_argument(parser, STYLE, extra=("all",))  # all: one row per style
     add_model_arguments(parser)
 
 

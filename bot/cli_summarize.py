@@ -15,12 +15,13 @@ import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from engine.conversation import ChatMessage
 from engine.generation import GenerationError, GenerationSettings, InvalidRequest
 from engine.models import ModelLoadError
-from engine.prompts import LENGTHS, STYLES, generation_for
+from engine.prompts import LENGTH, STYLE, generation_for
+from engine.tunables import GENERATION_TUNABLES, InvalidTunable, Tunable
 from engine.summarizer import Summarizer, Summary, SummaryOptions
 
 from .config import FIELDS, ConfigError, Settings
@@ -42,27 +43,48 @@ def positive_int(raw: str) -> int:
     return value
 
 
+def tunable_flag(tunable: Tunable) -> Callable[[str], Any]:
+    """An argparse ``type`` that applies the tunable's own rule (the one /settings applies)."""
+
+    def parse(raw: str) -> Any:
+        try:
+            return tunable.parse(raw)
+        except InvalidTunable as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Model and generation options shared by ``summarize`` and ``eval``."""
+    """Model and generation options shared by ``summarize`` and ``eval``: one flag per generation tunable."""
     group = parser.add_argument_group("model and generation (default: the settings / the length preset)")
     group.add_argument("--model", help="`embedded`, a Hugging Face hub id, or a local directory (overrides MODEL)")
     group.add_argument("--model-file", help="GGUF file inside the model directory or repo (overrides MODEL_FILE)")
     group.add_argument("--adapter", help="fine-tuned adapter directory, `none` or `auto` (overrides MODEL_ADAPTER)")
     group.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (overrides DEVICE)")
-    group.add_argument("--max-new-tokens", type=int, help="most tokens generated (default: set by --length)")
-    group.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (with --sample)")
-    group.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling cut-off (with --sample)")
-    group.add_argument("--top-k", type=int, default=50, help="top-k sampling cut-off (with --sample)")
-    group.add_argument("--repetition-penalty", type=float, default=1.1, help="1.0 = none")
-    group.add_argument("--sample", action=argparse.BooleanOptionalAction, default=False,
-                       help="sample instead of greedy decoding (default: --no-sample)")
+    for tunable in GENERATION_TUNABLES:
+        if tunable.kind is bool:  # --sample / --no-sample
+            text = f"{tunable.help} (default: {'on' if tunable.default else 'off'})"
+            group.add_argument(tunable.cli_flag, dest=tunable.name, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            text = f"{tunable.help} Allowed: {tunable.allowed()}; default: {tunable.default}."
+            group.add_argument(tunable.cli_flag, dest=tunable.name, type=tunable_flag(tunable),
+                               metavar=tunable.kind.__name__.upper(), help=text)
     group.add_argument("--seed", type=int, help="random seed for --sample, for repeatable output")
+
+
+def add_choice_argument(parser: argparse.ArgumentParser, tunable: Tunable, *, default: str | None = None,
+                        extra: tuple[str, ...] = ()) -> None:
+    """``--length`` / ``--style`` with the engine's presets (``extra``: choices this command adds)."""
+    chosen = default or tunable.default
+    parser.add_argument(tunable.cli_flag, dest=tunable.name, choices=[*(tunable.choices or ()), *extra],
+                        default=chosen, help=f"{tunable.help} (default: {chosen})")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="DiscordChatExporter JSON export or `Name: text` transcript; `-` reads stdin")
-    parser.add_argument("--length", choices=list(LENGTHS), default="medium", help="summary length (default: medium)")
-    parser.add_argument("--style", choices=list(STYLES), default="paragraph", help="summary style (default: paragraph)")
+    add_choice_argument(parser, LENGTH)
+    add_choice_argument(parser, STYLE)
     parser.add_argument("--limit", type=positive_int, metavar="N", help="summarize only the last N messages")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     add_model_arguments(parser)
@@ -83,23 +105,8 @@ def apply_model_overrides(settings: Settings, args: argparse.Namespace) -> Setti
 
 
 def generation_from_args(args: argparse.Namespace, length: str) -> GenerationSettings:
-    """The length preset with the command line's overrides; raises ``InvalidRequest`` naming the bad value."""
-    try:
-        return generation_for(
-            length,
-            max_new_tokens_override=args.max_new_tokens,
-            sampling=args.sample,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            top_k=args.top_k,
-            repetition_penalty=args.repetition_penalty,
-            seed=args.seed,
-        )
-    except InvalidRequest as exc:
-        option = str(exc).split("=", 1)[0]
-        if not option.isidentifier():
-            raise
-        raise InvalidRequest(f"--{option.replace('_', '-')}: {exc}") from None
+    """The length preset with the command line's generation flags (each checked as it was parsed)."""
+    return generation_for(length, seed=args.seed, **{t.name: getattr(args, t.name) for t in GENERATION_TUNABLES})
 
 
 # --- progress -----------------------------------------------------------------------------

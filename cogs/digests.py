@@ -33,15 +33,15 @@ from bot.schedule import (
     parse_at,
     plan_run,
 )
+from engine.prompts import LENGTH, STYLE
 from engine.summarizer import SummaryOptions
 from storage import digests as store
 from storage.digests import DigestRecord
 from storage.errors import StorageError
-from storage.settings import SPECS
 
 from .utils.channel_names import Readers
 from .utils.checks import can_read
-from .utils.options import LengthChoice, StyleChoice
+from .utils.options import choices_of
 from .utils.flow import SummaryJob, SummaryOutcome, generation_settings, load_settings, store_summary
 from .utils.progress import NO_PINGS
 from .utils.reading import Scope, read_conversation
@@ -61,8 +61,6 @@ MIN_SLEEP_S = 1.0
 MAX_PARALLEL_RUNS = 4
 
 WeekdayChoice = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-assert set(LengthChoice.__args__) == set(SPECS["length"].choices or ())  # type: ignore[attr-defined]
-assert set(StyleChoice.__args__) == set(SPECS["style"].choices or ())  # type: ignore[attr-defined]
 
 SourceChannel = discord.TextChannel | discord.Thread | discord.VoiceChannel
 
@@ -269,6 +267,7 @@ class DigestsCog(commands.Cog, name="Digests"):
         style="Summary format",
         weekday="Weekly only: the day to post (default: today's weekday)",
     )
+    @app_commands.choices(length=choices_of(LENGTH), style=choices_of(STYLE))
     async def digest_set(
         self,
         interaction: discord.Interaction,
@@ -277,8 +276,8 @@ class DigestsCog(commands.Cog, name="Digests"):
         every: Literal["daily", "weekly"],
         at: str,
         timezone: str,
-        length: LengthChoice = "medium",
-        style: StyleChoice = "bullets",
+        length: str = LENGTH.default,
+        style: str = "bullets",  # a digest reads best as a list
         weekday: WeekdayChoice | None = None,
     ) -> None:
         """Post a summary of a channel on a schedule."""

@@ -8,10 +8,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import tunables
 from cogs.utils.errors import BadOption
-from cogs.utils.options import LengthChoice, SourceChannel, StyleChoice
+from cogs.utils.options import SourceChannel, choices_of
 from cogs.utils.server_settings import settings_channel_id
 from cogs.utils.render import truncate
+from engine.prompts import LENGTH, STYLE
 from storage import settings as store
 
 if TYPE_CHECKING:
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 
 NO_PINGS = discord.AllowedMentions.none()
 ChannelOption = Optional[app_commands.Transform[Any, SourceChannel]]
-SETTING_NAMES = tuple(store.SPECS)
+SETTING_NAMES = tuple(t.name for t in tunables.SETTINGS)
 
 
 def _scope_channel(interaction: discord.Interaction, scope: str | None, channel: Any) -> int | None:
@@ -78,26 +80,15 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Reca
     @app_commands.describe(
         scope="Change the server default or one channel's override",
         channel="The channel to override (with scope:channel; default: here)",
-        length="Summary length preset",
-        max_new_tokens="Most tokens a summary may generate (0: from the length preset)",
-        temperature="Sampling temperature",
-        top_p="Nucleus sampling probability",
-        top_k="Sample from the k most likely tokens (0: no limit)",
-        repetition_penalty="Penalty for repeated tokens (1.0: none)",
-        sampling="Sample (varied wording) instead of greedy decoding",
-        max_messages="Most messages one summary may read",
-        retention_days="Delete stored messages older than this (0: keep forever; server only)",
-        enabled="Whether Recap summarizes and records messages here",
-        private_default="Summaries are private unless asked otherwise",
-        style="Default summary layout",
-        default_window="Messages summarized when /summarize gets no range",
+        **{t.name: t.help for t in tunables.SETTINGS},
     )
+    @app_commands.choices(length=choices_of(LENGTH), style=choices_of(STYLE))
     async def set_(
         self,
         interaction: discord.Interaction,
         scope: Optional[Literal["server", "channel"]] = None,
         channel: ChannelOption = None,
-        length: Optional[LengthChoice] = None,
+        length: Optional[str] = None,
         max_new_tokens: Optional[int] = None,
         temperature: Optional[float] = None,
         top_p: Optional[float] = None,
@@ -108,21 +99,13 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Reca
         retention_days: Optional[int] = None,
         enabled: Optional[bool] = None,
         private_default: Optional[bool] = None,
-        style: Optional[StyleChoice] = None,
+        style: Optional[str] = None,
         default_window: Optional[int] = None,
     ) -> None:
         """Change one or more settings for the server or one channel."""
         assert interaction.guild_id is not None
-        given = {
-            name: value
-            for name, value in dict(
-                length=length, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                repetition_penalty=repetition_penalty, sampling=sampling, max_messages=max_messages,
-                retention_days=retention_days, enabled=enabled, private_default=private_default,
-                style=style, default_window=default_window,
-            ).items()
-            if value is not None
-        }
+        options = locals()  # one option per declared setting (a test checks they match)
+        given = {t.name: options[t.name] for t in tunables.SETTINGS if options[t.name] is not None}
         if not given:
             raise BadOption("Give at least one setting to change, e.g. `/settings set length:short`.")
         channel_id = _scope_channel(interaction, scope, channel)

@@ -11,8 +11,9 @@ from discord.ext import commands
 from cogs.utils.errors import AccessDenied, BadOption, NO_ACCESS, UserFacingError
 from cogs.utils.flow import SummaryJob, run_summary
 from cogs.utils.server_settings import load_settings
-from cogs.utils.options import LengthChoice, SourceChannel, StyleChoice, parse_message_ref, parse_since
+from cogs.utils.options import SourceChannel, choices_of, parse_message_ref, parse_since
 from cogs.utils.reading import Scope
+from engine.prompts import LENGTH, STYLE
 
 if TYPE_CHECKING:
     from bot.client import RecapBot
@@ -70,6 +71,7 @@ class Summarize(commands.Cog):
         style="How the summary is laid out (key_messages: the key messages quoted in the third person, no model writing)",
         private="Only you see the summary",
     )
+    @app_commands.choices(length=choices_of(LENGTH), style=choices_of(STYLE))
     async def summarize(
         self,
         interaction: discord.Interaction,
@@ -77,8 +79,8 @@ class Summarize(commands.Cog):
         since: Optional[str] = None,
         from_message: Optional[str] = None,
         channel: Optional[app_commands.Transform[Any, SourceChannel]] = None,
-        length: Optional[LengthChoice] = None,
-        style: Optional[StyleChoice] = None,
+        length: Optional[str] = None,
+        style: Optional[str] = None,
         private: Optional[bool] = None,
     ) -> None:
         """Summarize the conversation in this channel or thread."""

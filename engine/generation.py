@@ -9,15 +9,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
-# Allowed ranges, declared once. storage/settings.py holds the same ranges for
-# what admins may store; this module checks what reaches the model.
-LIMITS = {
-    "max_new_tokens": (1, 2048),
-    "temperature": (0.05, 2.0),
-    "top_p": (0.05, 1.0),
-    "top_k": (0, 500),
-    "repetition_penalty": (1.0, 2.0),
-}
+from .tunables import (
+    MAX_NEW_TOKENS,
+    REPETITION_PENALTY,
+    SAMPLING,
+    TEMPERATURE,
+    TOP_K,
+    TOP_P,
+    InvalidTunable,
+)
 
 
 class GenerationError(Exception):
@@ -88,23 +88,27 @@ class SummaryFailed(GenerationError):
 class GenerationSettings:
     """Exactly what reaches ``generate``. Validated: a bad value raises ``InvalidRequest``."""
 
-    max_new_tokens: int = 160
-    do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 50
-    repetition_penalty: float = 1.1
+    max_new_tokens: int = 160  # the medium length preset's
+    do_sample: bool = SAMPLING.default
+    temperature: float = TEMPERATURE.default
+    top_p: float = TOP_P.default
+    top_k: int = TOP_K.default
+    repetition_penalty: float = REPETITION_PENALTY.default
     seed: int | None = None  # for sampling; None: nondeterministic
 
     def __post_init__(self) -> None:
-        for name, (lo, hi) in LIMITS.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi):
-                raise InvalidRequest(f"{name}={value!r} is out of range (allowed: {lo} to {hi})")
-        if not isinstance(self.max_new_tokens, int) or not isinstance(self.top_k, int):
-            raise InvalidRequest("max_new_tokens and top_k must be whole numbers")
-        if not isinstance(self.do_sample, bool):
-            raise InvalidRequest("do_sample must be true or false")
+        # The tunables' own rule (the one admins and flags meet), as the engine's gate.
+        try:
+            SAMPLING.check(self.do_sample)
+            for tunable in (TEMPERATURE, TOP_P, TOP_K, REPETITION_PENALTY):
+                tunable.check(getattr(self, tunable.name))
+        except InvalidTunable as exc:
+            raise InvalidRequest(str(exc)) from None
+        # Any whole number of tokens up to the tunable's maximum: internal requests (a warm-up) ask for
+        # fewer than admins may set; "0: from the preset" is resolved before a request is built.
+        n = self.max_new_tokens
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_NEW_TOKENS.maximum:
+            raise InvalidRequest(f"max_new_tokens cannot be {n!r} (allowed: 1 to {MAX_NEW_TOKENS.maximum:g}).")
 
     def group_key(self) -> tuple[Any, ...]:
         """Requests batch together only when everything but max_new_tokens agrees."""

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Any
+
 from .generation import GenerationSettings, InvalidRequest, Prompt
 from .transcript import TRANSCRIPT_END, TRANSCRIPT_START
+from .tunables import GENERATION_TUNABLES, MAX_NEW_TOKENS, SAMPLING, InvalidTunable, Tunable
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,10 @@ STYLES: dict[str, str] = {
     "key_messages": "the key messages, quoted faithfully in the third person (no model)",
 }
 MODEL_FREE_STYLES = frozenset({"key_messages"})
+
+# The presets as tunables: /summarize, /settings, /digest and the command line offer exactly these.
+LENGTH = Tunable("length", str, "medium", "Summary length preset.", choices=tuple(LENGTHS))
+STYLE = Tunable("style", str, "paragraph", "Summary format.", choices=tuple(STYLES))
 KEY_MESSAGE_COUNT = {"short": 2, "medium": 4, "long": 8}
 
 # Per style: the output format the model is told to use (citations are [n] message numbers).
@@ -79,36 +86,33 @@ COMBINE_RULES = (
 )
 
 
-def generation_for(
-    length: str = "medium",
-    max_new_tokens_override: int | None = None,
-    sampling: bool = False,
-    temperature: float = 0.7,
-    top_p: float = 0.9,
-    top_k: int = 50,
-    repetition_penalty: float = 1.1,
-    seed: int | None = None,
-) -> GenerationSettings:
-    """Stored per-server settings -> validated ``GenerationSettings`` (raises ``InvalidRequest``)."""
-    if length not in LENGTHS:
-        raise InvalidRequest(f"length={length!r} is not allowed (allowed: {', '.join(LENGTHS)})")
-    max_new = max_new_tokens_override if max_new_tokens_override else LENGTHS[length].max_new_tokens
-    return GenerationSettings(
-        max_new_tokens=max_new,
-        do_sample=sampling,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        repetition_penalty=repetition_penalty,
-        seed=seed,
-    )
+def generation_for(length: str = LENGTH.default, seed: int | None = None, **values: Any) -> GenerationSettings:
+    """The length preset with tuned generation settings (``GENERATION_TUNABLES`` names) applied.
+
+    Missing or ``None`` values take the tunable's default; ``max_new_tokens`` 0 or missing takes the
+    preset's. Raises ``InvalidRequest`` naming the bad value.
+    """
+    known = {t.name: t for t in GENERATION_TUNABLES}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise TypeError(f"not generation settings: {', '.join(sorted(unknown))}")
+    try:
+        LENGTH.check(length)
+    except InvalidTunable as exc:
+        raise InvalidRequest(str(exc)) from None
+    given = {name: value for name, value in values.items() if value is not None}
+    tuned = {name: given.get(name, tunable.default) for name, tunable in known.items()}
+    max_new = tuned.pop(MAX_NEW_TOKENS.name) or LENGTHS[length].max_new_tokens
+    do_sample = tuned.pop(SAMPLING.name)
+    return GenerationSettings(max_new_tokens=max_new, do_sample=do_sample, seed=seed, **tuned)
 
 
 def check_options(length: str, style: str) -> None:
-    if length not in LENGTHS:
-        raise InvalidRequest(f"length={length!r} is not allowed (allowed: {', '.join(LENGTHS)})")
-    if style not in STYLES:
-        raise InvalidRequest(f"style={style!r} is not allowed (allowed: {', '.join(STYLES)})")
+    try:
+        LENGTH.check(length)
+        STYLE.check(style)
+    except InvalidTunable as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def target_words(length: str, line_count: int) -> int:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Iterable
 import aiosqlite
 
 from .convert import check_id, to_ms, utc_now
-from .errors import StorageError
+from .errors import InvalidSetting, StorageError
 from .messages import delete_author_messages, delete_messages
-from .settings import SERVER, SPECS
+from .settings import RETENTION_DAYS, SERVER, SPECS, parse_value
 
 if TYPE_CHECKING:
     from .db import Database
@@ -76,7 +76,8 @@ async def forget_user(conn: aiosqlite.Connection, user_id: int) -> ForgetResult:
 
 async def _retention_by_guild(conn: aiosqlite.Connection) -> dict[int, int]:
     """Retention days of every server with stored messages or summaries (the default where unset)."""
-    default = SPECS["retention_days"].default
+    spec = SPECS[RETENTION_DAYS]  # registered by the application (bot/tunables.py)
+    default = spec.default
     rows = await conn.execute_fetchall(
         "SELECT guild_id FROM (SELECT DISTINCT guild_id FROM messages UNION SELECT DISTINCT guild_id FROM summaries)"
     )
@@ -87,8 +88,8 @@ async def _retention_by_guild(conn: aiosqlite.Connection) -> dict[int, int]:
     for guild_id, raw in stored:
         if guild_id in days:
             try:
-                days[guild_id] = SPECS["retention_days"].validate(json.loads(raw))
-            except ValueError:
+                days[guild_id] = parse_value(spec, json.loads(raw))
+            except (InvalidSetting, ValueError):
                 pass  # an unreadable value keeps the default
     return days
 

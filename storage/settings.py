@@ -1,16 +1,18 @@
-"""Per-server defaults with per-channel overrides for every summary tunable.
+"""Per-server defaults with per-channel overrides for every registered setting.
 
-``SPECS`` is the one declaration of each setting: type, built-in default, allowed values and
-meaning. Reads resolve channel -> server -> built-in default and say where each value came from.
-Values are validated on ``set`` so nothing out of range is ever stored; they are stored as JSON.
+Storage declares no setting itself: the application registers each one's declaration (name, default,
+parsing rule) once at import (``bot/tunables.py``, which takes the generation settings from the
+engine), as Red-DiscordBot's Config has its defaults registered. Reads resolve channel -> server ->
+default and say where each value came from. Values are parsed on ``set`` so nothing out of range is
+ever stored, and again when read, so a hand-edited or outdated row falls back instead of leaking.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping, Protocol
 
 import aiosqlite
 
@@ -18,97 +20,45 @@ from .convert import check_id, to_ms, utc_now
 from .errors import InvalidSetting
 
 SERVER = 0  # channel_id of a server-wide value
-
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0")
+RETENTION_DAYS = "retention_days"  # the one setting storage acts on itself (storage/privacy.py)
 
 
-@dataclass(frozen=True)
-class SettingSpec:
-    name: str
-    kind: type
-    default: Any
-    description: str
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple[str, ...] | None = None
-    zero_means: str | None = None  # 0 is allowed below ``minimum`` and means this
+class SettingSpec(Protocol):
+    """What storage needs of a setting's declaration (``engine.tunables.Tunable`` is one)."""
 
-    def allowed(self) -> str:
-        if self.kind is bool:
-            return "true or false"
-        if self.choices:
-            return ", ".join(self.choices)
-        span = f"{_num(self.minimum)} to {_num(self.maximum)}"
-        return f"0 ({self.zero_means}) or {span}" if self.zero_means else span
-
-    def validate(self, value: Any) -> Any:
-        """The typed value, from a value of the right type or its text; raises InvalidSetting."""
-        bad = InvalidSetting(self.name, f"{self.name} cannot be {value!r} (allowed: {self.allowed()}).", self.allowed())
-        if self.kind is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-                return value.strip().lower() in _TRUE
-            raise bad
-        if self.kind is str:
-            if isinstance(value, str) and value.strip().lower() in (self.choices or ()):
-                return value.strip().lower()
-            raise bad
-        number = _number(value, self.kind)
-        if number is None:
-            raise bad
-        if self.zero_means and number == 0:
-            return self.kind(0)
-        assert self.minimum is not None and self.maximum is not None
-        if not self.minimum <= number <= self.maximum:
-            raise bad
-        return number
+    @property
+    def name(self) -> str: ...
+    @property
+    def default(self) -> Any: ...
+    @property
+    def help(self) -> str: ...
+    def parse(self, value: Any) -> Any:
+        """The typed value; raises ``ValueError`` with a message for the admin."""
+    def allowed(self) -> str: ...
 
 
-def _num(x: float | None) -> str:
-    return str(int(x)) if x is not None and float(x).is_integer() else str(x)
+_registered: dict[str, SettingSpec] = {}
+SPECS: Mapping[str, SettingSpec] = MappingProxyType(_registered)  # registration order: the order shown
 
 
-def _number(value: Any, kind: type) -> Any:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip()) if kind is float else int(value.strip())
-        except ValueError:
-            return None
-    if kind is int:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        return value if isinstance(value, int) else None
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    return None
+def register(*specs: SettingSpec) -> None:
+    """Declare settings; registering the same declaration again is a no-op, a different one an error."""
+    for spec in specs:
+        known = _registered.get(spec.name)
+        if known is not None and known != spec:
+            raise ValueError(f"setting {spec.name!r} is already registered with another declaration")
+        _registered[spec.name] = spec
 
 
-def _spec(name: str, kind: type, default: Any, description: str, **limits: Any) -> tuple[str, SettingSpec]:
-    return name, SettingSpec(name, kind, default, description, **limits)
+def defaults() -> dict[str, Any]:
+    return {name: spec.default for name, spec in SPECS.items()}
 
 
-SPECS: dict[str, SettingSpec] = dict(
-    [
-        _spec("length", str, "medium", "Summary length preset.", choices=("short", "medium", "long")),
-        _spec("max_new_tokens", int, 0, "Most tokens a summary may generate.", minimum=16, maximum=1024, zero_means="from the length preset"),
-        _spec("temperature", float, 0.7, "Sampling temperature (used when sampling is on).", minimum=0.05, maximum=2.0),
-        _spec("top_p", float, 0.9, "Nucleus sampling: keep the most likely tokens up to this probability.", minimum=0.05, maximum=1.0),
-        _spec("top_k", int, 50, "Sample only from the k most likely tokens (0: no limit).", minimum=0, maximum=500),
-        _spec("repetition_penalty", float, 1.1, "Penalty for repeating tokens (1.0: none).", minimum=1.0, maximum=2.0),
-        _spec("sampling", bool, False, "Sample (varied wording) instead of greedy decoding."),
-        _spec("default_window", int, 100, "Messages summarized when /summarize is given no range.", minimum=1, maximum=1000),
-        _spec("max_messages", int, 1000, "Most messages one summary may read.", minimum=1, maximum=5000),
-        _spec("style", str, "paragraph", "Summary format.", choices=("paragraph", "bullets", "topics", "action_items", "key_messages")),
-        _spec("private_default", bool, False, "Reply only to the requester unless they choose otherwise."),
-        _spec("retention_days", int, 30, "Delete stored messages older than this many days (0: keep forever). Server-wide.", minimum=0, maximum=3650),
-        _spec("enabled", bool, True, "Whether Recap summarizes and records messages here."),
-    ]
-)
-DEFAULTS: dict[str, Any] = {name: spec.default for name, spec in SPECS.items()}
+def parse_value(spec: SettingSpec, value: Any) -> Any:
+    try:
+        return spec.parse(value)
+    except ValueError as exc:
+        raise InvalidSetting(spec.name, str(exc), spec.allowed()) from None
 
 
 @dataclass(frozen=True)
@@ -142,7 +92,7 @@ def _spec_for(name: str) -> SettingSpec:
 
 
 def validate_setting(name: str, value: Any) -> Any:
-    return _spec_for(name).validate(value)
+    return parse_value(_spec_for(name), value)
 
 
 def _scope(channel_id: int | None) -> int:
@@ -151,7 +101,7 @@ def _scope(channel_id: int | None) -> int:
 
 def _decode(name: str, raw: str) -> Any:
     """A stored value, re-validated so a hand-edited or outdated row falls back instead of leaking."""
-    return SPECS[name].validate(json.loads(raw))
+    return parse_value(SPECS[name], json.loads(raw))
 
 
 async def get_settings(conn: aiosqlite.Connection, guild_id: int, channel_id: int | None = None) -> ResolvedSettings:
@@ -161,7 +111,7 @@ async def get_settings(conn: aiosqlite.Connection, guild_id: int, channel_id: in
         f"SELECT channel_id, name, value FROM settings WHERE guild_id = ? AND channel_id IN ({', '.join('?' * len(scopes))})",
         (gid, *scopes),
     )
-    values, sources = dict(DEFAULTS), {name: "default" for name in SPECS}
+    values, sources = defaults(), {name: "default" for name in SPECS}
     # Server rows first, then channel rows override them.
     for scope, name, raw in sorted(rows, key=lambda r: r[0] != SERVER):
         if name not in SPECS:
@@ -183,8 +133,8 @@ async def get_setting(conn: aiosqlite.Connection, guild_id: int, name: str, chan
 async def set_setting(conn: aiosqlite.Connection, guild_id: int, name: str, value: Any, channel_id: int | None = None) -> Any:
     """Validate and store one value for a server (``channel_id`` None) or a channel; returns the stored value."""
     spec = _spec_for(name)
-    typed = spec.validate(value)
-    if name == "retention_days" and channel_id is not None:
+    typed = parse_value(spec, value)
+    if name == RETENTION_DAYS and channel_id is not None:
         raise InvalidSetting(name, "retention_days is a server-wide setting; set it without a channel.", spec.allowed())
     await conn.execute(
         "INSERT INTO settings (guild_id, channel_id, name, value, updated_at) VALUES (?, ?, ?, ?, ?) "

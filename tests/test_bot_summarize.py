@@ -270,7 +270,7 @@ async def test_overloaded_executor_replies_with_a_retry_hint(recap_world: World)
     await w.say(w.alice, "please summarize this")
     # Someone else's long generation holds the only queue slot.
     hog = asyncio.create_task(
-        w.bot.executor.submit(GenerationRequest(Prompt("s", "x " * 50), GenerationSettings(max_new_tokens=1500), guild="other"))
+        w.bot.executor.submit(GenerationRequest(Prompt("s", "x " * 50), GenerationSettings(max_new_tokens=1000), guild="other"))
     )
     await asyncio.sleep(0)  # submit() admits the request before its first await
     assert w.bot.executor.metrics()["pending"] == 1

@@ -135,7 +135,7 @@ def test_eval_command_json_line(words_model: Path, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", RECORDS)
     env = {"MODEL": str(words_model), "DEVICE": "cpu", "MODEL_CACHE_DIR": str(tmp_path / "cache"),
            "MAX_BATCH_WAIT_MS": "20", "LOG_LEVEL": "WARNING"}
-    result = run_eval("--data", str(data), "--json", "--max-new-tokens", "12", env=env)
+    result = run_eval("--data", str(data), "--json", "--max-new-tokens", "16", env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     out = json.loads(lines[-1])

@@ -309,7 +309,7 @@ def test_finetune_command_end_to_end(words_model: Path, tmp_path: Path) -> None:
     assert {"adapter_config.json", "adapter_model.safetensors", ADAPTER_META} <= {p.name for p in out.iterdir()}
     # The adapter serves: eval with --adapter names it.
     evaluated = subprocess.run([sys.executable, "-m", "bot", "--env-file", os.devnull, "eval", "--data", str(dev),
-                                "--adapter", str(out), "--json", "--max-new-tokens", "8"],
+                                "--adapter", str(out), "--json", "--max-new-tokens", "16"],
                                cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout.strip().splitlines()[-1])["model"].endswith("+ adapter adapter")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from bot import tunables
 from storage import InvalidSetting, settings
-from storage.settings import DEFAULTS, SPECS
+from storage.settings import SPECS, defaults
 from test_storage_helpers import CHANNEL, GUILD, OTHER_CHANNEL, OTHER_GUILD, db, db_path  # noqa: F401
 
 EXPECTED_DEFAULTS = {
@@ -16,10 +19,19 @@ EXPECTED_DEFAULTS = {
 
 
 def test_every_builtin_default_is_declared_once_and_valid() -> None:
-    assert DEFAULTS == EXPECTED_DEFAULTS
+    assert defaults() == EXPECTED_DEFAULTS
+    assert list(SPECS.values()) == list(tunables.SETTINGS)  # the store holds the application's declarations
     for name, spec in SPECS.items():
-        assert spec.validate(spec.default) == spec.default, name
-        assert spec.description
+        assert spec.parse(spec.default) == spec.default, name
+        assert spec.help
+
+
+def test_a_setting_is_registered_once() -> None:
+    settings.register(SPECS["temperature"])  # the same declaration again: a no-op
+    clash = dataclasses.replace(SPECS["temperature"], default=0.5)
+    with pytest.raises(ValueError, match="already registered"):
+        settings.register(clash)
+    assert SPECS["temperature"].default == 0.7
 
 
 async def test_unset_values_come_from_the_defaults(db) -> None:

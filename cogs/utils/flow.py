@@ -26,6 +26,7 @@ import discord
 
 from engine.generation import GenerationSettings
 from engine.prompts import generation_for
+from engine.tunables import GENERATION_TUNABLES
 from engine.summarizer import SummaryOptions
 from storage import SourcesGone, SummaryRecord, summaries
 
@@ -78,21 +79,10 @@ ViewFactory = Callable[[SummaryOutcome], "discord.ui.View | None"]
 
 def generation_settings(resolved: "ResolvedSettings", length: str | None = None) -> GenerationSettings | None:
     """What the admins set, for ``length`` (default: the channel's); ``None`` leaves every knob to the length preset."""
-    changed = any(
-        resolved.source(name) != "default"
-        for name in ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "sampling")
-    )
-    if not changed:
+    names = [t.name for t in GENERATION_TUNABLES]
+    if all(resolved.source(name) == "default" for name in names):
         return None
-    return generation_for(
-        length or resolved["length"],
-        max_new_tokens_override=int(resolved["max_new_tokens"]) or None,  # 0: the preset's
-        sampling=bool(resolved["sampling"]),
-        temperature=float(resolved["temperature"]),
-        top_p=float(resolved["top_p"]),
-        top_k=int(resolved["top_k"]),
-        repetition_penalty=float(resolved["repetition_penalty"]),
-    )
+    return generation_for(length or resolved["length"], **{name: resolved[name] for name in names})
 
 
 async def acknowledge(interaction: discord.Interaction, *, ephemeral: bool) -> None:

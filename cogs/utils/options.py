@@ -5,17 +5,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any
 
 import discord
 from discord import app_commands
 
+from engine.tunables import Tunable
+
 from .errors import AccessDenied, BadOption, NO_ACCESS
 from .render import neutralize_mentions
 
-# Option choices shared by /summarize, /settings and /digest (the engine's lengths and styles).
-LengthChoice = Literal["short", "medium", "long"]
-StyleChoice = Literal["paragraph", "bullets", "topics", "action_items", "key_messages"]
+
+def choices_of(tunable: Tunable) -> list[app_commands.Choice[str]]:
+    """A preset tunable's values as option choices: /summarize, /settings and /digest offer the engine's own."""
+    return [app_commands.Choice(name=value, value=value) for value in tunable.choices or ()]
+
 
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 _SINCE = re.compile(r"^(\d{1,4})\s*(m|min|h|d|w)$")
