@@ -20,13 +20,16 @@ from discord.ext import commands
 from cogs.utils.cooldowns import GuildActivity, UserCooldown
 from cogs.utils.coverage import Coverage
 from cogs.utils.erasure import ErasureCheckpoints
+from cogs.utils.mentions import NO_PINGS
+from cogs.utils.services import CogServices
 from cogs.utils.sharing import SharedRuns
 
-if TYPE_CHECKING:
-    from storage import Database, MessageBuffer
+if TYPE_CHECKING:  # the engine pulls in the model stack: only the type checker needs it here
+    from engine.executor import Executor
+    from engine.summarizer import Summarizer
+    from storage import Database
 
     from bot.config import Settings
-    from cogs.utils.flow import ViewFactory
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +70,12 @@ class RecapBot(commands.AutoShardedBot):
         *,
         settings: "Settings",
         db: "Database",
-        executor: Any,
-        summarizer: Any,
+        executor: "Executor",
+        summarizer: "Summarizer",
         extensions: Iterable[str] = EXTENSIONS,
         **options: Any,
     ) -> None:
-        options.setdefault("allowed_mentions", discord.AllowedMentions.none())
+        options.setdefault("allowed_mentions", NO_PINGS)
         for key, value in shard_options(settings).items():
             options.setdefault(key, value)
         super().__init__(
@@ -93,9 +96,8 @@ class RecapBot(commands.AutoShardedBot):
         self.cooldowns = UserCooldown(settings.user_cooldown_s)
         self.guild_slots = GuildActivity()  # summaries in progress per server (counted, never refused)
         self.shared_summaries = SharedRuns()  # concurrent requests for the same summary generate it once
-        self.message_buffer: "MessageBuffer | None" = None  # set by cogs.history while it is loaded
-        # Buttons for every summary reply; cogs.summaries sets it (see cogs/utils/flow.py).
-        self.summary_view_factory: "ViewFactory | None" = None
+        # What cogs lend each other while loaded (cogs.history's message buffer, cogs.summaries' buttons).
+        self.services = CogServices()
         self.started_at = time.time()
         self.accepting = True  # False while shutting down: commands answer "shutting down"
         self.force_sync = False  # sync at start even when the tree hash is unchanged (runner --force-sync)

@@ -10,11 +10,10 @@ from discord.ext import commands
 
 from cogs.utils.checks import is_owner
 from cogs.utils.errors import UserFacingError
+from cogs.utils.mentions import NO_PINGS
 
 if TYPE_CHECKING:
     from bot.client import RecapBot
-
-NO_PINGS = discord.AllowedMentions.none()
 
 
 class Admin(commands.Cog):

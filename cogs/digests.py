@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -40,14 +40,17 @@ from storage.digests import DigestRecord
 from storage.errors import StorageError
 
 from .utils.channel_names import Readers
-from .utils.checks import can_read
+from .utils.checks import can_read, manage_guild_only, manages_guild
 from .utils.options import choices_of
 from .utils.flow import SummaryJob, SummaryOutcome, generation_settings, load_settings, store_summary
-from .utils.progress import NO_PINGS
+from .utils.mentions import NO_PINGS
 from .utils.reading import Scope, read_conversation
 from .utils.render import ReplyContext, build_summary_messages
 from .utils.replies import describe_error
 from .utils.visibility import bot_access, describe_leaks, find_leaks, resolve_member
+
+if TYPE_CHECKING:
+    from bot.client import RecapBot
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +80,20 @@ def _fmt(moment: datetime | None, style: str = "f") -> str:
     return discord.utils.format_dt(moment, style) if moment else "never"
 
 
-class DigestsCog(commands.Cog, name="Digests"):
+@manage_guild_only()
+class DigestsCog(commands.GroupCog, name="Digests", group_name="digest",
+                 group_description="Scheduled summaries of a channel, posted in another channel"):
     """Schedules digests and runs them."""
 
-    digest = app_commands.Group(
-        name="digest",
-        description="Scheduled summaries of a channel, posted in another channel",
-        guild_only=True,
-        default_permissions=discord.Permissions(manage_guild=True),
-    )
-
-    def __init__(self, bot: commands.Bot, clock: Clock | None = None) -> None:
-        self.bot: Any = bot
+    def __init__(self, bot: "RecapBot", clock: Clock | None = None) -> None:
+        self.bot = bot
         self.clock: Clock = clock or SystemClock()
         self._task: asyncio.Task[None] | None = None
         self._nap: asyncio.Task[None] | None = None  # the current sleep; cancelled to wake early
         self._changed = False  # set by wake(): re-read the table before sleeping again
         self._runs = asyncio.Semaphore(MAX_PARALLEL_RUNS)
         self.passes = 0  # scheduler passes done (tests and /status can watch it move)
+        super().__init__()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -256,7 +255,7 @@ class DigestsCog(commands.Cog, name="Digests"):
 
     # --- commands --------------------------------------------------------------------------
 
-    @digest.command(name="set")
+    @app_commands.command(name="set")
     @app_commands.describe(
         source="The channel or thread to summarize",
         target="The channel to post the digest in",
@@ -281,8 +280,6 @@ class DigestsCog(commands.Cog, name="Digests"):
         weekday: WeekdayChoice | None = None,
     ) -> None:
         """Post a summary of a channel on a schedule."""
-        if not await _allowed(interaction):
-            return
         member, guild = interaction.user, interaction.guild
         assert isinstance(member, discord.Member) and guild is not None
         now = self.clock.now()
@@ -315,11 +312,9 @@ class DigestsCog(commands.Cog, name="Digests"):
             f"({_fmt(record.next_run_at, 'R')}). Days with no messages post nothing."
         )
 
-    @digest.command(name="list")
+    @app_commands.command(name="list")
     async def digest_list(self, interaction: discord.Interaction) -> None:
         """Show this server's digests."""
-        if not await _allowed(interaction):
-            return
         assert interaction.guild is not None
         records = await self.bot.db.reading(store.list_digests, interaction.guild.id)
         if not records:
@@ -330,13 +325,11 @@ class DigestsCog(commands.Cog, name="Digests"):
             embed.add_field(name=f"#{record.id}", value=_describe(record), inline=False)
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
-    @digest.command(name="remove")
+    @app_commands.command(name="remove")
     @app_commands.describe(digest_id="The digest's number, from /digest list")
     @app_commands.rename(digest_id="id")
     async def digest_remove(self, interaction: discord.Interaction, digest_id: int) -> None:
         """Stop a digest."""
-        if not await _allowed(interaction):
-            return
         assert interaction.guild is not None
         if not 0 < digest_id < 2**63 or not await self.bot.db.writing(store.delete_digest, digest_id, interaction.guild.id):
             await interaction.response.send_message(
@@ -350,7 +343,7 @@ class DigestsCog(commands.Cog, name="Digests"):
     async def _digest_id_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
         # Autocomplete skips the command's checks: the Manage Server rule is applied here too.
         member = interaction.user
-        if interaction.guild is None or not isinstance(member, discord.Member) or not member.guild_permissions.manage_guild:
+        if not manages_guild(interaction) or not isinstance(member, discord.Member):
             return []
         records = await self.bot.db.reading(store.list_digests, interaction.guild.id)
         choices = []
@@ -392,7 +385,7 @@ def window_scope(plan: RunPlan) -> Scope:
     return Scope(after=plan.window_start - timedelta(milliseconds=1), before=plan.window_end)
 
 
-async def post_digest(bot: Any, record: DigestRecord, source: Any, target: discord.TextChannel,
+async def post_digest(bot: "RecapBot", record: DigestRecord, source: Any, target: discord.TextChannel,
                       plan: RunPlan, resolved: Any) -> int:
     """Summarize the window and post it in ``target``; returns the messages read (0: nothing posted)."""
     conversation = await read_conversation(bot, source, window_scope(plan), int(resolved["max_messages"]),
@@ -412,7 +405,7 @@ async def post_digest(bot: Any, record: DigestRecord, source: Any, target: disco
         style=record.style, capped_at=conversation.capped_at, skipped_files=tuple(conversation.skipped_files),
     )
     view = None
-    factory = getattr(bot, "summary_view_factory", None)
+    factory = bot.services.summary_views.get()  # None: cogs.summaries is not loaded, no buttons
     if factory is not None and summary_id is not None:
         job = SummaryJob(source=source, scope=window_scope(plan),
                          length=record.length, style=record.style, private=False)
@@ -450,18 +443,6 @@ async def setup_problem(member: discord.Member, me: discord.Member, source: Any,
             "Pick a target that only people who can read the source can see."
         )
     return None
-
-
-async def _allowed(interaction: discord.Interaction) -> bool:
-    """The runtime half of the Manage Server rule (default_permissions is only what Discord shows)."""
-    member = interaction.user
-    if interaction.guild is None or not isinstance(member, discord.Member):
-        await interaction.response.send_message("Digests are set up inside a server.", ephemeral=True)
-        return False
-    if not member.guild_permissions.manage_guild:
-        await interaction.response.send_message("You need the Manage Server permission to manage digests.", ephemeral=True)
-        return False
-    return True
 
 
 async def _fetch_channel(guild: discord.Guild, channel_id: int) -> Any:
@@ -506,5 +487,5 @@ def _timezones_matching(current: str) -> list[str]:
     return (starts + contains)[:25]
 
 
-async def setup(bot: commands.Bot) -> None:
+async def setup(bot: "RecapBot") -> None:
     await bot.add_cog(DigestsCog(bot))

@@ -39,14 +39,14 @@ class History(commands.Cog):
         # A discord.ext.tasks loop flushes the buffer (rather than MessageBuffer.start()'s own task) so the
         # flush cadence is visible to discord.py's lifecycle and to test harnesses that track bot tasks.
         self.flusher.start()
-        self.bot.message_buffer = self.buffer
+        self.bot.services.message_buffer.provide(self.buffer)
         if self.bot.is_ready():  # reloaded while connected: what happened meanwhile was missed
             self.bot.coverage.connected()
 
     async def cog_unload(self) -> None:
         if self._sweep is not None:
             self._sweep.cancel()
-        self.bot.message_buffer = None
+        self.bot.services.message_buffer.withdraw(self.buffer)
         self.flusher.cancel()
         await self.buffer.aclose()  # writes whatever is still buffered
         self.bot.coverage.reset()  # nothing is being recorded any more

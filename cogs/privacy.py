@@ -8,12 +8,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.utils.mentions import NO_PINGS
 from storage import digests, messages, privacy
 
 if TYPE_CHECKING:
     from bot.client import RecapBot
 
-NO_PINGS = discord.AllowedMentions.none()
 T = TypeVar("T")
 
 
@@ -35,7 +35,7 @@ class Privacy(commands.GroupCog, group_name="privacy", group_description="Contro
 
     async def _erase(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run a delete after flushing buffered messages (so none escape), then purge old pages from the WAL."""
-        buffer = self.bot.message_buffer
+        buffer = self.bot.services.message_buffer.get()  # None: the history cog is not loaded, nothing is buffered
         result = await (buffer.write_after_flush(fn, *args) if buffer is not None else self.bot.db.writing(fn, *args))
         # The delete is committed: a checkpoint that cannot finish now (a busy reader) is retried by
         # the history cog's loop, and is no reason to tell the member it failed.

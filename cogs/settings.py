@@ -9,7 +9,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import tunables
+from cogs.utils.checks import manage_guild_only
 from cogs.utils.errors import BadOption
+from cogs.utils.mentions import NO_PINGS
 from cogs.utils.options import SourceChannel, choices_of
 from cogs.utils.server_settings import settings_channel_id
 from cogs.utils.render import truncate
@@ -19,7 +21,6 @@ from storage import settings as store
 if TYPE_CHECKING:
     from bot.client import RecapBot
 
-NO_PINGS = discord.AllowedMentions.none()
 ChannelOption = Optional[app_commands.Transform[Any, SourceChannel]]
 SETTING_NAMES = tuple(t.name for t in tunables.SETTINGS)
 
@@ -48,18 +49,11 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-@app_commands.guild_only()
-@app_commands.default_permissions(manage_guild=True)
+@manage_guild_only()
 class Settings(commands.GroupCog, group_name="settings", group_description="Recap's settings for this server and its channels"):
     def __init__(self, bot: "RecapBot") -> None:
         self.bot = bot
         super().__init__()
-
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        # default_permissions only hides the command; this is what is enforced.
-        if not interaction.permissions.manage_guild:
-            raise app_commands.MissingPermissions(["manage_guild"])
-        return True
 
     @app_commands.command(name="show")
     @app_commands.describe(channel="Show the settings that apply in this channel (default: here)")

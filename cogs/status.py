@@ -9,12 +9,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.utils.mentions import NO_PINGS
 from storage import messages
 
 if TYPE_CHECKING:
     from bot.client import RecapBot
-
-NO_PINGS = discord.AllowedMentions.none()
 
 
 def _seconds(value: Any) -> str:

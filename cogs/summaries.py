@@ -25,9 +25,10 @@ from storage import SummaryRecord, summaries
 
 from .utils.channel_names import summary_readers
 from .utils.checks import can_read, require_readable
+from .utils.cooldowns import summary_request
 from .utils.errors import ChannelDisabled, NotReady, UserFacingError
 from .utils.flow import SummaryJob, SummaryOutcome, acknowledge, load_settings, reply_would_leak, summarize_conversation
-from .utils.progress import NO_PINGS
+from .utils.mentions import NO_PINGS
 from .utils.reading import Scope, read_by_ids
 from .utils.stored import StoredSummaryView
 from .utils.render import ReplyContext, build_summary_messages, truncate
@@ -103,7 +104,7 @@ def followup_view(summary_id: int) -> discord.ui.View:
 
 
 def view_for_outcome(outcome: SummaryOutcome) -> discord.ui.View | None:
-    """``bot.summary_view_factory``: every stored summary gets the buttons."""
+    """What this cog provides as ``bot.services.summary_views``: every stored summary gets the buttons."""
     return followup_view(outcome.summary_id) if outcome.summary_id is not None else None
 
 
@@ -184,22 +185,17 @@ async def _followup(bot: "RecapBot", interaction: discord.Interaction, action: s
     private, notes = record.private, ()
     if not private and await reply_would_leak(source, interaction.channel):
         private, notes = True, (LEAK_NOTE,)
-    ticket = bot.cooldowns.hit(member.id)
-    try:
-        with bot.guild_slots.slot(guild.id):
-            await acknowledge(interaction, ephemeral=private)
-            readers = summary_readers(member, source, interaction.channel, private)
-            conversation = await read_by_ids(bot, source, record.source_ids, readers)
-            if not conversation.messages:
-                raise UserFacingError(GONE)
-            job = SummaryJob(source=source, scope=Scope(), length=plan.length, style=plan.style,
-                             private=private, generation=plan.generation, notes=notes)
-            await summarize_conversation(
-                bot, interaction, conversation, job, resolved, private=private, view_factory=view_for_outcome
-            )
-    except BaseException:
-        ticket.release()  # nothing was made (failed, timed out, refused): no cooldown
-        raise
+    with summary_request(bot.cooldowns, bot.guild_slots, member.id, guild.id):
+        await acknowledge(interaction, ephemeral=private)
+        readers = summary_readers(member, source, interaction.channel, private)
+        conversation = await read_by_ids(bot, source, record.source_ids, readers)
+        if not conversation.messages:
+            raise UserFacingError(GONE)
+        job = SummaryJob(source=source, scope=Scope(), length=plan.length, style=plan.style,
+                         private=private, generation=plan.generation, notes=notes)
+        await summarize_conversation(
+            bot, interaction, conversation, job, resolved, private=private, view_factory=view_for_outcome
+        )
 
 
 # --- showing a stored summary ----------------------------------------------------------------
@@ -343,12 +339,11 @@ class SummariesCog(commands.Cog, name="Summaries"):
     async def cog_load(self) -> None:
         # Registered once per process: presses on any summary, even from before a restart, land here.
         self.bot.add_dynamic_items(FollowUpButton)
-        self.bot.summary_view_factory = view_for_outcome
+        self.bot.services.summary_views.provide(view_for_outcome)
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(FollowUpButton)
-        if self.bot.summary_view_factory is view_for_outcome:
-            self.bot.summary_view_factory = None
+        self.bot.services.summary_views.withdraw(view_for_outcome)
 
     @app_commands.command(name="summaries")
     @app_commands.guild_only()
@@ -366,5 +361,5 @@ class SummariesCog(commands.Cog, name="Summaries"):
         await interaction.response.send_message(embed=pager.embed(), view=pager, ephemeral=True, allowed_mentions=NO_PINGS)
 
 
-async def setup(bot: commands.Bot) -> None:
-    await bot.add_cog(SummariesCog(bot))  # type: ignore[arg-type]
+async def setup(bot: "RecapBot") -> None:
+    await bot.add_cog(SummariesCog(bot))

@@ -37,7 +37,7 @@ from bot.client import RecapBot
 from bot.config import Settings
 from engine.executor import Executor
 from engine.models import load_backend
-from storage import open_database
+from storage import MessageBuffer, open_database
 
 BOT_EXTENSIONS = ("cogs.errors", "cogs.history", "cogs.summarize", "cogs.settings", "cogs.privacy", "cogs.status", "cogs.admin")
 
@@ -129,6 +129,13 @@ class World:
     @property
     def db(self) -> Any:
         return self.bot.db
+
+    @property
+    def message_buffer(self) -> MessageBuffer:
+        """The history cog's buffer; the test needs that cog loaded."""
+        buffer = self.bot.services.message_buffer.get()
+        assert buffer is not None, "cogs.history is not loaded"
+        return buffer
 
     async def say(self, who: simcord.MemberActor, *lines: str, channel: simcord.ChannelHandle | None = None) -> list[discord.Message]:
         return [await who.send(channel or self.channel, line) for line in lines]

@@ -187,7 +187,7 @@ async def test_a_deleted_message_makes_the_stored_summary_stale(recap_world: Wor
     first = await w.alice.slash(w.channel, "summarize")
     await until(w, lambda: has_summary(first))
     await w.bob.delete(sent[-2])
-    await until(w, lambda: w.bot.message_buffer is not None)
+    await until(w, lambda: w.bot.services.message_buffer.get() is not None)
     submitted = w.bot.executor.metrics()["submitted"]
     again = await w.bob.slash(w.channel, "summarize")
     await until(w, lambda: has_summary(again))

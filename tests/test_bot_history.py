@@ -10,8 +10,7 @@ from storage import messages, settings as store
 
 
 async def stored(w: World, channel_id: int) -> list[str]:
-    assert w.bot.message_buffer is not None
-    await w.bot.message_buffer.flush()
+    await w.message_buffer.flush()
     return [m.content for m in await w.db.reading(messages.last_messages, channel_id, 1000)]
 
 
@@ -50,8 +49,7 @@ async def test_edit_updates_the_stored_copy(recap_world: World) -> None:
 async def test_delete_and_bulk_delete(recap_world: World) -> None:
     w = recap_world
     sent = await w.say(w.alice, "one walrus-ember-301", "two", "three", "four")
-    assert w.bot.message_buffer is not None
-    await w.bot.message_buffer.flush()
+    await w.message_buffer.flush()
     await w.db.checkpoint()
     assert b"walrus-ember-301" in database_bytes(w)
     await w.alice.delete(sent[0])

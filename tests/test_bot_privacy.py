@@ -8,8 +8,7 @@ from storage import messages, privacy
 
 
 async def flush(w: World) -> None:
-    assert w.bot.message_buffer is not None
-    await w.bot.message_buffer.flush()
+    await w.message_buffer.flush()
 
 
 async def test_optout_deletes_stored_messages_and_stops_storing(recap_world: World) -> None:

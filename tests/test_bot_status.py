@@ -11,8 +11,7 @@ from simcord_helpers import World, allow_command, recap_options, recap_world, re
 async def test_status_shows_model_queue_uptime_and_stored_count(recap_world: World) -> None:
     w = recap_world
     await w.say(w.alice, "one", "two")
-    assert w.bot.message_buffer is not None
-    await w.bot.message_buffer.flush()
+    await w.message_buffer.flush()
     result = await w.alice.slash(w.channel, "status")
     assert result.ephemeral
     fields = {f.name: f.value for f in result.response.embeds[0].fields}

@@ -74,3 +74,46 @@ def test_the_checker_sees_relative_and_absolute_imports(tmp_path: Path) -> None:
     seen = imported_modules(sample)
     assert "engine.transcript" in seen and "engine.prompts.summary_prompt" in seen
     assert any(m.startswith("cogs.utils") for m in imported_modules(ROOT / "cogs" / "summarize.py"))
+
+
+def bot_attribute_writes(source: str) -> list[str]:
+    """Every ``bot.x = ...`` / ``self.bot.x = ...`` / ``setattr(bot, ...)`` in ``source``, as text."""
+    found = []
+
+    def is_bot(node: ast.expr) -> bool:
+        return (isinstance(node, ast.Name) and node.id == "bot") or (
+            isinstance(node, ast.Attribute) and node.attr == "bot" and isinstance(node.value, ast.Name) and node.value.id == "self"
+        )
+
+    for node in ast.walk(ast.parse(source)):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr" and node.args:
+            if is_bot(node.args[0]):
+                found.append(ast.unparse(node))
+        for target in targets:
+            if isinstance(target, ast.Attribute) and is_bot(target.value):
+                found.append(ast.unparse(target))
+    return found
+
+
+def test_no_cog_sets_attributes_on_the_bot() -> None:
+    """Cogs lend each other parts through ``bot.services`` (typed), never by setting names on the bot."""
+    broken = [f"{path.relative_to(ROOT)}: {write}" for path in python_files("cogs")
+              for write in bot_attribute_writes(path.read_text(encoding="utf-8"))]
+    assert not broken, "\n".join(broken)
+
+
+def test_the_attribute_checker_sees_every_spelling() -> None:
+    sample = "self.bot.buffer = b\nbot.factory = f\nbot.count += 1\nsetattr(self.bot, 'x', 1)\nself.buffer = b\n"
+    assert bot_attribute_writes(sample) == ["self.bot.buffer", "bot.factory", "bot.count", "setattr(self.bot, 'x', 1)"]
+
+
+def test_no_pings_is_built_in_one_place() -> None:
+    """Every send uses ``cogs.utils.mentions.NO_PINGS``; a second ``AllowedMentions`` could drift."""
+    places = [f"{path.relative_to(ROOT)}:{number}" for package in ("bot", "cogs") for path in python_files(package)
+              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if "AllowedMentions" in line]
+    assert places == ["cogs/utils/mentions.py:12"], places

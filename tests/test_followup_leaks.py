@@ -23,8 +23,7 @@ async def press_on_a_summary_of_a_private_channel(w: World, posted_in) -> tuple[
     staff = w.guild.create_text_channel("staff", overwrites={w.guild.default_role: HIDE, w.alice: SHOW, w.guild.me: SHOW})
     await w.env.settle()
     spoken = await w.say(w.alice, "the budget is tight this quarter", "we postpone the offsite", channel=staff)
-    assert w.bot.message_buffer is not None
-    await w.bot.message_buffer.flush()
+    await w.message_buffer.flush()
     record = SummaryRecord(guild_id=w.guild.id, channel_id=staff.id, requester_id=w.alice.id, text="Budget talk.",
                            length="medium", style="paragraph", source_ids=[m.id for m in spoken])
     summary_id = await w.db.writing(summaries.insert_summary, record)

@@ -71,8 +71,7 @@ async def test_a_button_after_a_restart_rechecks_messages_deleted_offline(recap_
     spoken = await w.say(w.alice, f"only {secret} here", "and a second line")
     record = SummaryRecord(guild_id=w.guild.id, channel_id=w.channel.id, requester_id=w.alice.id, text="x",
                            length="medium", style="paragraph", source_ids=[spoken[0].id])
-    assert w.bot.message_buffer is not None
-    await w.bot.message_buffer.flush()
+    await w.message_buffer.flush()
     summary_id = await w.db.writing(summaries.insert_summary, record)
     from cogs.summaries import followup_view
 

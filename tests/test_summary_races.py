@@ -101,8 +101,7 @@ async def test_an_opt_out_while_a_summary_generates_leaves_no_summary(recap_worl
             await privacy.opt_out(conn, user_id)
             await messages.delete_author_messages(conn, user_id)
 
-        assert w.bot.message_buffer is not None
-        await w.bot.message_buffer.write_after_flush(erase, w.alice.id)
+        await w.message_buffer.write_after_flush(erase, w.alice.id)
 
     hold_generation_until(w, opt_out_alice)
     result = await w.bob.slash(w.channel, "summarize")

@@ -2,7 +2,8 @@
 
 The cooldown answers with how long to wait. Capacity is not decided here: a
 busy server's members wait in the executor's queue, which refuses (with a
-retry hint) only when it is really full.
+retry hint) only when it is really full. ``summary_request`` holds both for one
+request, as /summarize and the follow-up buttons do.
 """
 
 from __future__ import annotations
@@ -101,3 +102,19 @@ class GuildActivity:
             self._running[guild_id] -= 1
             if self._running[guild_id] <= 0:
                 del self._running[guild_id]
+
+
+@contextmanager
+def summary_request(cooldowns: UserCooldown, activity: GuildActivity, user_id: int, guild_id: int) -> Iterator[None]:
+    """One summary request, start to end: the member's cooldown starts, the server counts it as in progress.
+
+    Raises ``TryLater`` at once (nothing counted) while the member is cooling down. A request that ends
+    in any exception, cancellation included, made no summary: its cooldown is given back.
+    """
+    ticket = cooldowns.hit(user_id)
+    try:
+        with activity.slot(guild_id):
+            yield
+    except BaseException:
+        ticket.release()  # failed, refused, timed out or cancelled: no cooldown
+        raise

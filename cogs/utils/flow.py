@@ -4,7 +4,7 @@
 reading, generation with progress, the reply, and storing the summary. Other
 cogs reuse the pieces: ``summarize_conversation`` (from already-read messages)
 and ``send_summary`` (the reply), and attach buttons through ``view_factory``
-(or ``bot.summary_view_factory`` for every summary).
+(or ``bot.services.summary_views``, which cogs.summaries provides, for every summary).
 
 A busy bot: members beyond what runs now wait in the executor's queue, their
 "thinking" reply showing their place in line (``ProgressMessage``); the executor
@@ -31,10 +31,12 @@ from engine.summarizer import SummaryOptions
 from storage import SourcesGone, SummaryRecord, summaries
 
 from .checks import require_readable
+from .cooldowns import summary_request
 from .errors import NO_ACCESS, AccessDenied, ChannelDisabled, NotReady, UserFacingError
-from .progress import NO_PINGS, ProgressMessage
+from .mentions import NO_PINGS
+from .progress import ProgressMessage
 from .channel_names import summary_readers
-from .reading import Conversation, Scope, read_conversation
+from .reading import Conversation, Scope, flush_buffered, read_conversation
 from .render import ReplyContext, build_summary_messages, progress_text
 from .reuse import find_reusable, fingerprint, reuse_note
 from .stored import StoredSummaryView
@@ -142,30 +144,25 @@ async def run_summary(
     if not private and await reply_would_leak(job.source, interaction.channel):
         private = True
         job.notes += ("Sent only to you: some people who can see this channel can't read the one summarized.",)
-    ticket = bot.cooldowns.hit(interaction.user.id)
-    try:
-        with bot.guild_slots.slot(guild.id):
-            await acknowledge(interaction, ephemeral=private)
-            if job.scope.from_id is not None:
-                await require_message(job.source, job.scope.from_id)
-            progress = ProgressMessage(interaction)
-            conversation = await read_conversation(
-                bot,
-                job.source,
-                job.scope,
-                int(resolved["max_messages"]),
-                progress=lambda stage, done, total: progress.update(progress_text(stage, done, total)),
-                readers=summary_readers(interaction.user, job.source, interaction.channel, private),
-            )
-            await progress.settle()
-            if not conversation.messages:
-                raise UserFacingError("There are no messages to summarize there (my own messages and opted-out members are left out).")
-            return await summarize_conversation(
-                bot, interaction, conversation, job, resolved, private=private, progress=progress, view_factory=view_factory
-            )
-    except BaseException:
-        ticket.release()  # no summary was made (failed, timed out, refused, cancelled): no cooldown
-        raise
+    with summary_request(bot.cooldowns, bot.guild_slots, interaction.user.id, guild.id):
+        await acknowledge(interaction, ephemeral=private)
+        if job.scope.from_id is not None:
+            await require_message(job.source, job.scope.from_id)
+        progress = ProgressMessage(interaction)
+        conversation = await read_conversation(
+            bot,
+            job.source,
+            job.scope,
+            int(resolved["max_messages"]),
+            progress=lambda stage, done, total: progress.update(progress_text(stage, done, total)),
+            readers=summary_readers(interaction.user, job.source, interaction.channel, private),
+        )
+        await progress.settle()
+        if not conversation.messages:
+            raise UserFacingError("There are no messages to summarize there (my own messages and opted-out members are left out).")
+        return await summarize_conversation(
+            bot, interaction, conversation, job, resolved, private=private, progress=progress, view_factory=view_factory
+        )
 
 
 async def summarize_conversation(
@@ -215,7 +212,7 @@ async def summarize_conversation(
         skipped_files=tuple(conversation.skipped_files),
         notes=notes,
     )
-    factory = view_factory or bot.summary_view_factory
+    factory = view_factory or bot.services.summary_views.get()
     view = factory(outcome) if factory is not None and summary_id is not None else None
     outcome.messages = await send_summary(interaction, summary, ctx, private=private, view=view)
     return outcome
@@ -292,8 +289,7 @@ async def store_summary(
         end_at=summary.end,
     )
     try:
-        if bot.message_buffer is not None:
-            await bot.message_buffer.flush()  # the sources are checked against stored rows
+        await flush_buffered(bot)  # the sources are checked against stored rows
         return await bot.db.writing(summaries.insert_summary, record, require_sources=True)
     except SourcesGone:  # deleted or opted out while generating: the summary would keep their text
         raise UserFacingError(SOURCES_GONE) from None

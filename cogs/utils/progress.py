@@ -10,8 +10,9 @@ from typing import Callable
 
 import discord
 
+from .mentions import NO_PINGS
+
 log = logging.getLogger(__name__)
-NO_PINGS = discord.AllowedMentions.none()
 
 
 class ProgressMessage:

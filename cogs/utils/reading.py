@@ -183,12 +183,20 @@ async def _report(progress: Progress | None, stage: str, done: int, total: int) 
         await result
 
 
+async def flush_buffered(bot: "RecapBot") -> None:
+    """Write what the history listeners buffered: it is part of history (and of what a summary may cite)."""
+    buffer = bot.services.message_buffer.get()
+    if buffer is not None:  # no history cog loaded: nothing is buffered
+        await buffer.flush()
+
+
 async def _store(bot: "RecapBot", batch: list[StoredMessage]) -> None:
     """A fetched page is already a batch: written at once, in order with the listeners' deletes."""
     if not batch:
         return
-    if bot.message_buffer is not None:
-        await bot.message_buffer.write_fetched(batch)  # skips ids deleted since the fetch
+    buffer = bot.services.message_buffer.get()
+    if buffer is not None:
+        await buffer.write_fetched(batch)  # skips ids deleted since the fetch
     else:
         await bot.db.writing(messages.upsert_messages, batch)
 
@@ -197,8 +205,9 @@ async def _reconcile(bot: "RecapBot", channel_id: int, after_id: int, upto_id: i
     """Discord was just read for ``(after_id, upto_id]``: what it no longer has is erased here too."""
     if upto_id <= after_id:
         return
-    if bot.message_buffer is not None:
-        result = await bot.message_buffer.reconcile(channel_id, after_id, upto_id, present)
+    buffer = bot.services.message_buffer.get()
+    if buffer is not None:
+        result = await buffer.reconcile(channel_id, after_id, upto_id, present)
     else:
         result, _ = await bot.db.writing(messages.delete_missing, channel_id, after_id, upto_id, present)
     if result.messages or result.summaries:
@@ -278,8 +287,7 @@ async def read_conversation(
     guild: discord.Guild = channel.guild
     wanted = min(scope.last, max_messages) if scope.last else max_messages
     lower, upper = scope.id_bounds()
-    if bot.message_buffer is not None:
-        await bot.message_buffer.flush()  # what the listeners buffered is part of history too
+    await flush_buffered(bot)
 
     covered = bot.coverage.covered_after(channel.id)
     stored: list[StoredMessage] = []
@@ -330,8 +338,7 @@ async def read_by_ids(bot: "RecapBot", channel: Any, source_ids: list[int], read
     """
     if not source_ids:
         return Conversation(channel_id=channel.id, guild_id=channel.guild.id, messages=[])
-    if bot.message_buffer is not None:
-        await bot.message_buffer.flush()
+    await flush_buffered(bot)
     wanted = set(source_ids)
     first, last = min(source_ids), max(source_ids)
     verified_from = await _recheck(bot, channel, first - 1, last, len(wanted))

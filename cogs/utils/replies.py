@@ -20,10 +20,10 @@ from storage import StorageError
 from storage.errors import MigrationError, SchemaTooNew
 
 from .errors import TryLater, UserFacingError
+from .mentions import NO_PINGS
 from .render import neutralize_mentions
 
 log = logging.getLogger(__name__)
-NO_PINGS = discord.AllowedMentions.none()
 
 
 @dataclass(frozen=True)
