@@ -28,7 +28,9 @@ these three.
   batches at a different point (0 sends them at once, where they mostly share one batch). Reported:
   each short request's time alone and during the long job, their ratios, the long summary's time,
   the messages it read (its "Messages" field) and whether it succeeded. INPUT_TOKEN_BUDGET is raised
-  (``--input-token-budget``) so N messages fit the reader's budget at all.
+  (``--input-token-budget``) so N messages fit the reader's budget at all (3,000 seeded messages are
+  about 80,000 tokens; the default 24,000 keeps only the newest ~900). On a CPU give the long reply
+  time: ``--timeout 3600`` for ``--long 3000``.
 
 The last line printed is one JSON object.
 """
