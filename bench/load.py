@@ -22,12 +22,13 @@ these three.
   through ``/settings set``. Server B (a second guild; the bot then syncs its commands globally) has 5
   members and two channels seeded alike. Each member first asks ``/summarize messages:<window+i>`` in
   the first channel, one after another: their times alone. Then a member of A asks
-  ``/summarize messages:N``; once its reply shows "Summarizing" (the map stage has begun) the 5
-  members ask the same windows again in the second channel (so no stored summary is reused),
+  ``/summarize messages:N``; once its reply shows a place in line or a part (read, and its parts
+  handed to the model) and ``--long-lead`` seconds more, the 5 members ask the same windows again in the second channel (so no stored summary is reused),
   ``--short-spacing`` seconds apart: members who do not coordinate, each meeting the long job's
   batches at a different point (0 sends them at once, where they mostly share one batch). Reported:
   each short request's time alone and during the long job, their ratios, the long summary's time,
-  the messages it read (its "Messages" field) and whether it succeeded. INPUT_TOKEN_BUDGET is raised
+  the messages it read (its "Messages" field), whether it succeeded, its progress lines with their
+  times, and ``/status``'s batch sizes (which requests shared a generate call). INPUT_TOKEN_BUDGET is raised
   (``--input-token-budget``) so N messages fit the reader's budget at all (3,000 seeded messages are
   about 80,000 tokens; the default 24,000 keeps only the newest ~900). On a CPU give the long reply
   time: ``--timeout 3600`` for ``--long 3000``.
@@ -40,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import statistics
 import sys
 import tempfile
