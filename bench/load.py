@@ -21,17 +21,17 @@ these three.
   (the default one) has a channel of N varied messages; a moderator raises its ``max_messages`` to N
   through ``/settings set``. Server B (a second guild; the bot then syncs its commands globally) has 5
   members and two channels seeded alike. Each member first asks ``/summarize messages:<window+i>`` in
-  the first channel, one after another: their times alone. Then a member of A asks
-  ``/summarize messages:N``; once its reply shows a place in line or a part (read, and its parts
-  handed to the model) and ``--long-lead`` seconds more, the 5 members ask the same windows again in the second channel (so no stored summary is reused),
-  ``--short-spacing`` seconds apart: members who do not coordinate, each meeting the long job's
-  batches at a different point (0 sends them at once, where they mostly share one batch). Reported:
-  each short request's time alone and during the long job, their ratios, the long summary's time,
-  the messages it read (its "Messages" field), whether it succeeded, its progress lines with their
-  times, and ``/status``'s batch sizes (which requests shared a generate call). INPUT_TOKEN_BUDGET is raised
-  (``--input-token-budget``) so N messages fit the reader's budget at all (3,000 seeded messages are
-  about 80,000 tokens; the default 24,000 keeps only the newest ~900). On a CPU give the long reply
-  time: ``--timeout 3600`` for ``--long 3000``.
+  the first channel, one after another: their times alone. Then a member of A asks ``/summarize
+  messages:N``; once its reply shows a place in line or a part (read, and its parts handed to the model)
+  and ``--long-lead`` seconds more, the 5 members ask the same windows again in the second channel (so
+  no stored summary is reused), ``--short-spacing`` seconds apart: members who do not coordinate, each
+  meeting the long job's batches at a different point (0 sends them at once, where they mostly share one
+  batch). Reported: each short request's time alone and during the long job, their ratios, the long
+  summary's time, the messages it read (its "Messages" field), whether it succeeded, its progress lines
+  with their times, and ``/status``'s batch sizes (which requests shared a generate call).
+  INPUT_TOKEN_BUDGET is raised (``--input-token-budget``) so N messages fit the reader's budget at all
+  (3,000 seeded messages are about 80,000 tokens; the default 24,000 keeps only the newest ~900). On a
+  CPU give the long reply time: ``--timeout 3600`` for ``--long 3000``.
 
 The last line printed is one JSON object.
 """
@@ -216,7 +216,8 @@ def seed_long(fake: FakeDiscord, n: int, window: int) -> LongScenario:
     pair = [world.add_channel(name, guild_id=other.id) for name in ("short-alone", "short-during")]
     for short in pair:
         world.seed_conversation(short.id, lines, start=now - timedelta(hours=2), spacing=timedelta(minutes=1))
-    members = [world.add_member(f"other-member{i}", f"Other Member {i}", guild_id=other.id) for i in range(SHORT_MEMBERS)]
+    members = [world.add_member(f"other-member{i}", f"Other Member {i}", guild_id=other.id)
+               for i in range(SHORT_MEMBERS)]
     return LongScenario(n, window, channel, asker, pair[0], pair[1], members)
 
 
@@ -239,7 +240,8 @@ async def run_long(fake: FakeDiscord, bot: BotProcess, sc: LongScenario, args: a
     name, timeout = sc.name, args.timeout
     loop = asyncio.get_running_loop()
     setting = await fake.slash("settings set", {"max_messages": sc.n}, invoker=fake.world.moderator, channel=sc.channel)
-    await bot.until(fake.wait_for(lambda: bool(setting.texts()), timeout=60, what="settings reply"), what="settings reply")
+    await bot.until(fake.wait_for(lambda: bool(setting.texts()), timeout=60, what="settings reply"),
+                    what="settings reply")
     said = " ".join(setting.texts())
     if not said.startswith("Updated") or "max_messages" not in said:
         raise RuntimeError(f"/settings set max_messages:{sc.n} was not applied: {said!r}")
@@ -257,14 +259,15 @@ async def run_long(fake: FakeDiscord, bot: BotProcess, sc: LongScenario, args: a
         # Read, and its parts handed to the model: the reply shows a place in line ("You're next in
         # line", the executor's queue report) or a part. "Summarizing part 1/k" alone comes only when
         # a whole batch of parts is done, too late to overlap.
-        return long.record.is_final() or any(str(e.get("content") or "").startswith(("You're", "Summarizing", "Combining"))
-                                             for e in long.record.edits)
+        shown = [str(e.get("content") or "") for e in long.record.edits]
+        return long.record.is_final() or any(t.startswith(("You're", "Summarizing", "Combining")) for t in shown)
 
     await bot.until(fake.wait_for(under_way, timeout=timeout, what="long summary under way"), what="long summary")
     started_s = round(loop.time() - long.record.sent_at, 2)
     await asyncio.sleep(args.long_lead)
-    print(f"{name}: long summary under way after {started_s} s ({long.record.edits[-1].get('content')!r}); sending {len(sc.members)} short requests "
-          f"{args.short_spacing} s apart", flush=True)
+    shown = long.record.edits[-1].get("content") if long.record.edits else None
+    print(f"{name}: long summary under way after {started_s} s ({shown!r}); sending {len(sc.members)} short "
+          f"requests {args.short_spacing} s apart", flush=True)
 
     async def short(i: int, member: Member, window: int) -> Outcome:
         await asyncio.sleep(i * args.short_spacing)
@@ -290,7 +293,8 @@ async def run_long(fake: FakeDiscord, bot: BotProcess, sc: LongScenario, args: a
     status = await fake.slash("status", {}, invoker=sc.asker, channel=sc.channel)
     await bot.until(fake.wait_for(lambda: any(e.get("fields") for e in status.embeds()), timeout=60, what="status"),
                     what="status reply")
-    batches = {f["name"]: f["value"] for e in status.embeds() for f in e.get("fields") or [] if f["name"].startswith("Batches")}
+    batches = {f["name"]: f["value"] for e in status.embeds() for f in e.get("fields") or []
+               if f["name"].startswith("Batches")}
 
     pairs = [(a.seconds, d.seconds) for a, d in zip(alone, during) if a.ok and d.ok and a.seconds]
     ratios = [round(d / a, 2) for a, d in pairs]
