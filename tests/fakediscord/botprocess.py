@@ -80,11 +80,16 @@ class BotProcess:
                              f"--- bot log ---\n{self.log_tail()}")
 
     async def wait_connected(self, *, timeout: float, identify_count: int = 1) -> None:
-        """IDENTIFY number ``identify_count`` received and the server's commands synced (now or before)."""
+        """IDENTIFY number ``identify_count`` received and the commands synced (now or before): to the
+        server in DEV_GUILD_ID, or globally when it is empty (a bot in several servers)."""
         fake = self.fake
         await self.until(fake.wait_identified(timeout=timeout, count=identify_count), what="IDENTIFY")
-        await self.until(fake.wait_for(lambda: bool(fake.world.guild_commands.get(fake.world.guild_id)),
-                                       timeout=timeout, what="guild command sync"), what="command sync")
+        dev_guild = self.env.get("DEV_GUILD_ID", "")
+
+        def synced() -> bool:
+            return bool(fake.world.guild_commands.get(int(dev_guild)) if dev_guild else fake.world.global_commands)
+
+        await self.until(fake.wait_for(synced, timeout=timeout, what="command sync"), what="command sync")
 
     async def stop(self, *, timeout: float) -> int:
         """SIGTERM, then wait; returns the exit code. Kills (and fails) if it does not exit in time."""

@@ -94,8 +94,9 @@ class Gateway:
             await self._resume(session, data)
         elif op == REQUEST_MEMBERS:
             world = self.fake.world
-            members = [payloads.member(m) for m in world.members.values()]
-            await session.send(DISPATCH, {"guild_id": str(world.guild_id), "members": members, "chunk_index": 0,
+            guild_id = int(data.get("guild_id") or world.guild_id)
+            members = [payloads.guild_member(world, guild_id, m) for m in world.members_in(guild_id)]
+            await session.send(DISPATCH, {"guild_id": str(guild_id), "members": members, "chunk_index": 0,
                                           "chunk_count": 1, "not_found": [], "nonce": data.get("nonce")},
                                "GUILD_MEMBERS_CHUNK")
         elif op in (PRESENCE, VOICE):
@@ -114,17 +115,18 @@ class Gateway:
         self.identifies.append({k: v for k, v in data.items() if k != "token"})
         ready = {"v": 10, "user": {**payloads.user(world.bot), "verified": True, "mfa_enabled": False, "flags": 0},
                  "session_id": session.session_id, "session_type": "normal",
-                 "resume_gateway_url": self.fake.gateway_url, "guilds": [{"id": str(world.guild_id),
-                                                                         "unavailable": True}],
+                 "resume_gateway_url": self.fake.gateway_url,
+                 "guilds": [{"id": str(g), "unavailable": True} for g in world.guilds],
                  "application": {"id": str(world.application_id), "flags": 0}, "private_channels": [],
                  "relationships": [], "presences": [], "geo_ordered_rtc_regions": [], "guild_join_requests": [],
                  "user_settings": {}, "shard": [0, 1], "_trace": ["fake-gateway"]}
         await session.send(DISPATCH, ready, "READY")
-        guild = payloads.guild(world)
-        if not session.intents & GUILD_MEMBERS_INTENT:
-            # Without the members intent Discord sends only the bot's own member.
-            guild["members"] = [payloads.member(world.bot_member)]
-        await session.send(DISPATCH, guild, "GUILD_CREATE")
+        for guild_id in world.guilds:
+            guild = payloads.guild(world, guild_id)
+            if not session.intents & GUILD_MEMBERS_INTENT:
+                # Without the members intent Discord sends only the bot's own member.
+                guild["members"] = [payloads.guild_member(world, guild_id, world.bot_member)]
+            await session.send(DISPATCH, guild, "GUILD_CREATE")
         await self.fake.changed()
 
     async def _resume(self, session: Session, data: dict[str, Any]) -> None:

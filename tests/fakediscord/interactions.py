@@ -146,7 +146,8 @@ def _option(world: World, spec: dict[str, Any], value: Any, resolved: dict[str, 
 def slash_command(world: World, *, name: str, path: list[str], values: dict[str, Any], invoker: Member,
                   channel: Channel, guild_scoped: bool) -> InteractionRecord:
     """An INTERACTION_CREATE payload for ``/name path... values`` from ``invoker`` in ``channel``."""
-    commands = world.commands_for(world.guild_id if guild_scoped else None)
+    guild_id = channel.guild_id or world.guild_id
+    commands = world.commands_for(guild_id if guild_scoped else None)
     schema = find_command(commands, name)
     resolved: dict[str, dict[str, Any]] = {}
     data: dict[str, Any] = {"id": schema["id"], "name": name, "type": 1,
@@ -154,19 +155,19 @@ def slash_command(world: World, *, name: str, path: list[str], values: dict[str,
     if resolved:
         data["resolved"] = resolved
     if guild_scoped:
-        data["guild_id"] = str(world.guild_id)
+        data["guild_id"] = str(guild_id)
     interaction_id = new_snowflake()
     token = "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(48)
-    member = payloads.member(invoker)
+    member = payloads.guild_member(world, guild_id, invoker)
     member["permissions"] = str(world.permissions_in(channel, invoker.user.id))
     channel_payload = payloads.channel(world, channel)
     payload = {
         "id": str(interaction_id), "application_id": str(world.application_id), "type": 2, "token": token,
-        "version": 1, "guild_id": str(world.guild_id),
-        "guild": {"id": str(world.guild_id), "locale": "en-US", "features": []},
+        "version": 1, "guild_id": str(guild_id),
+        "guild": {"id": str(guild_id), "locale": "en-US", "features": []},
         "channel_id": str(channel.id), "channel": channel_payload, "member": member, "data": data,
         "app_permissions": str(world.permissions_in(channel, world.bot.id)), "locale": "en-US",
-        "guild_locale": "en-US", "entitlements": [], "authorizing_integration_owners": {"0": str(world.guild_id)},
+        "guild_locale": "en-US", "entitlements": [], "authorizing_integration_owners": {"0": str(guild_id)},
         "context": 0, "attachment_size_limit": 10 * 1024 * 1024,
     }
     return InteractionRecord(interaction_id, token, payload, channel.id, invoker.user.id)

@@ -20,8 +20,10 @@ def user(u: User) -> dict[str, Any]:
     return data
 
 
-def member(m: Member, *, with_user: bool = True) -> dict[str, Any]:
-    data: dict[str, Any] = {"roles": [str(r) for r in m.role_ids], "nick": m.nick, "avatar": None,
+def member(m: Member, *, with_user: bool = True, role_ids: list[int] | None = None) -> dict[str, Any]:
+    """``role_ids``: the member's roles in the server at hand (``World.role_ids_in``); default all."""
+    roles = m.role_ids if role_ids is None else role_ids
+    data: dict[str, Any] = {"roles": [str(r) for r in roles], "nick": m.nick, "avatar": None,
                             "joined_at": iso(m.joined_at), "premium_since": None, "deaf": False,
                             "mute": False, "flags": 0, "pending": False, "communication_disabled_until": None}
     if with_user:
@@ -41,7 +43,7 @@ def channel(world: World, c: Channel) -> dict[str, Any]:
     if c.type == DM:
         return {"id": str(c.id), "type": DM, "last_message_id": last_id, "flags": 0,
                 "recipients": [user(world.users[r]) for r in c.recipients]}
-    data: dict[str, Any] = {"id": str(c.id), "type": c.type, "guild_id": str(world.guild_id), "name": c.name,
+    data: dict[str, Any] = {"id": str(c.id), "type": c.type, "guild_id": str(c.guild_id), "name": c.name,
                             "position": c.position, "parent_id": str(c.parent_id) if c.parent_id else None,
                             "last_message_id": last_id, "rate_limit_per_user": 0, "nsfw": False, "flags": 0}
     if c.type == PUBLIC_THREAD:
@@ -53,22 +55,29 @@ def channel(world: World, c: Channel) -> dict[str, Any]:
     return data
 
 
-def guild(world: World) -> dict[str, Any]:
+def guild_member(world: World, guild_id: int, m: Member, *, with_user: bool = True) -> dict[str, Any]:
+    """A member as that server sees it: only its own roles."""
+    return member(m, with_user=with_user, role_ids=world.role_ids_in(m, guild_id))
+
+
+def guild(world: World, guild_id: int | None = None) -> dict[str, Any]:
     """GUILD_CREATE: ``member_count`` equals the members sent, so the client never asks for chunks."""
-    members = list(world.members.values())
-    channels = [c for c in world.channels.values() if c.type not in (DM, PUBLIC_THREAD)]
-    threads = [c for c in world.channels.values() if c.type == PUBLIC_THREAD and not c.archived]
+    g = world.guilds[guild_id or world.guild_id]
+    members = world.members_in(g.id)
+    mine = [c for c in world.channels.values() if c.guild_id == g.id]
+    channels = [c for c in mine if c.type != PUBLIC_THREAD]
+    threads = [c for c in mine if c.type == PUBLIC_THREAD and not c.archived]
     return {
-        "id": str(world.guild_id), "name": world.guild_name, "icon": None, "splash": None, "banner": None,
-        "description": None, "owner_id": str(world.owner_id), "afk_channel_id": None, "afk_timeout": 300,
+        "id": str(g.id), "name": g.name, "icon": None, "splash": None, "banner": None,
+        "description": None, "owner_id": str(g.owner_id), "afk_channel_id": None, "afk_timeout": 300,
         "verification_level": 0, "default_message_notifications": 1, "explicit_content_filter": 0,
         "mfa_level": 0, "premium_tier": 0, "premium_subscription_count": 0, "preferred_locale": "en-US",
         "system_channel_id": None, "system_channel_flags": 0, "rules_channel_id": None,
         "public_updates_channel_id": None, "nsfw_level": 0, "features": [], "emojis": [], "stickers": [],
-        "roles": [role(r) for r in world.roles.values()],
+        "roles": [role(r) for r in world.roles_in(g.id)],
         "channels": [channel(world, c) for c in channels],
         "threads": [channel(world, c) for c in threads],
-        "members": [member(m) for m in members], "member_count": len(members), "large": False,
+        "members": [guild_member(world, g.id, m) for m in members], "member_count": len(members), "large": False,
         "unavailable": False, "joined_at": iso(world.bot_member.joined_at), "voice_states": [],
         "presences": [], "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
         "application_id": None, "max_members": 500000,
@@ -87,31 +96,32 @@ def attachment(a: Attachment, channel_id: int, base_url: str) -> dict[str, Any]:
 def message(world: World, m: Message, base_url: str, *, with_member: bool = False,
             with_reference: bool = True) -> dict[str, Any]:
     c = world.channels.get(m.channel_id)
-    in_guild = c is not None and c.type != DM
+    guild_id = c.guild_id if c is not None else None
+    in_guild = guild_id is not None
     data: dict[str, Any] = {
         "id": str(m.id), "channel_id": str(m.channel_id), "type": m.type, "flags": m.flags,
         "author": user(m.author), "content": m.content, "timestamp": iso(m.created_at),
         "edited_timestamp": iso(m.edited_at) if m.edited_at else None, "tts": False,
         "mention_everyone": m.mention_everyone,
-        "mentions": [_mentioned(world, uid, in_guild) for uid in m.mention_ids],
+        "mentions": [_mentioned(world, uid, guild_id) for uid in m.mention_ids],
         "mention_roles": [str(r) for r in m.role_mention_ids],
         "attachments": [attachment(a, m.channel_id, base_url) for a in m.attachments],
         "embeds": m.embeds, "components": m.components, "pinned": m.pinned, "reactions": [],
     }
     if in_guild:
-        data["guild_id"] = str(world.guild_id)
+        data["guild_id"] = str(guild_id)
         if with_member and m.author.id in world.members:
-            data["member"] = member(world.members[m.author.id], with_user=False)
+            data["member"] = guild_member(world, guild_id, world.members[m.author.id], with_user=False)
     if m.webhook_id:
         data["webhook_id"] = str(m.webhook_id)
         data["application_id"] = str(world.application_id)
     if m.interaction_id and m.interaction_user:
         data["interaction_metadata"] = {"id": str(m.interaction_id), "type": 2, "user": user(m.interaction_user),
-                                        "authorizing_integration_owners": {"0": str(world.guild_id)},
+                                        "authorizing_integration_owners": {"0": str(guild_id or world.guild_id)},
                                         "name": m.interaction_name}
     if m.reply_to:
         data["message_reference"] = {"type": 0, "message_id": str(m.reply_to), "channel_id": str(m.channel_id),
-                                     "guild_id": str(world.guild_id) if in_guild else None}
+                                     "guild_id": str(guild_id) if in_guild else None}
         target = world.find_message(m.reply_to)
         if with_reference:
             data["referenced_message"] = (message(world, target, base_url, with_reference=False)
@@ -119,10 +129,10 @@ def message(world: World, m: Message, base_url: str, *, with_member: bool = Fals
     return data
 
 
-def _mentioned(world: World, user_id: int, in_guild: bool) -> dict[str, Any]:
+def _mentioned(world: World, user_id: int, guild_id: int | None) -> dict[str, Any]:
     data = user(world.users[user_id])
-    if in_guild and user_id in world.members:
-        data["member"] = member(world.members[user_id], with_user=False)
+    if guild_id is not None and user_id in world.guilds[guild_id].member_ids:
+        data["member"] = guild_member(world, guild_id, world.members[user_id], with_user=False)
     return data
 
 
@@ -131,5 +141,5 @@ def application(world: World) -> dict[str, Any]:
             "description": "Recap (fake)", "summary": "", "type": None, "bot_public": True,
             "bot_require_code_grant": False, "owner": user(world.owner.user), "team": None,
             "verify_key": "0" * 64, "flags": 0, "bot": user(world.bot), "tags": [],
-            "approximate_guild_count": 1, "redirect_uris": [], "interactions_endpoint_url": None,
+            "approximate_guild_count": len(world.guilds), "redirect_uris": [], "interactions_endpoint_url": None,
             "integration_types_config": {"0": {}}, "install_params": None, "role_connections_verification_url": None}

@@ -164,7 +164,7 @@ class RestApi:
         guild_id = request.match_info.get("guild_id")
         if guild_id is None:
             return self.world.global_commands
-        if guild_id != str(self.world.guild_id):
+        if not guild_id.isdigit() or int(guild_id) not in self.world.guilds:
             raise MISSING_ACCESS
         return self.world.guild_commands.setdefault(int(guild_id), [])
 
@@ -371,7 +371,8 @@ class RestApi:
             self.require(self.world.channels[message.channel_id], perms.MANAGE_MESSAGES)
         self.world.remove_message(message.id)
         await self.fake.gateway.dispatch("MESSAGE_DELETE", {"id": str(message.id), "channel_id":
-                                         str(message.channel_id), "guild_id": str(self.world.guild_id)})
+                                         str(message.channel_id),
+                                         "guild_id": str(self.world.channels[message.channel_id].guild_id)})
         return None
 
     async def typing(self, request: web.Request) -> Any:
@@ -386,31 +387,33 @@ class RestApi:
 
     # -- guild -----------------------------------------------------------------------------
 
-    def _guild(self, request: web.Request) -> None:
-        if request.match_info["guild_id"] != str(self.world.guild_id):
+    def _guild(self, request: web.Request) -> int:
+        raw = request.match_info["guild_id"]
+        if not raw.isdigit() or int(raw) not in self.world.guilds:
             raise unknown("Guild", 10004)
+        return int(raw)
 
     async def get_guild(self, request: web.Request) -> Any:
-        self._guild(request)
-        data = payloads.guild(self.world)
+        data = payloads.guild(self.world, self._guild(request))
         for key in ("channels", "threads", "members", "voice_states", "presences"):
             data.pop(key)
         return data
 
     async def get_guild_channels(self, request: web.Request) -> Any:
-        self._guild(request)
-        return [payloads.channel(self.world, c) for c in self.world.channels.values() if c.type not in (DM, 11)]
+        guild_id = self._guild(request)
+        return [payloads.channel(self.world, c) for c in self.world.channels.values()
+                if c.guild_id == guild_id and c.type not in (DM, 11)]
 
     async def get_roles(self, request: web.Request) -> Any:
-        self._guild(request)
-        return [payloads.role(r) for r in self.world.roles.values()]
+        return [payloads.role(r) for r in self.world.roles_in(self._guild(request))]
 
     async def get_member(self, request: web.Request) -> Any:
-        self._guild(request)
-        found = self.world.members.get(int(request.match_info["user_id"]))
-        if found is None:
+        guild_id = self._guild(request)
+        user_id = int(request.match_info["user_id"])
+        found = self.world.members.get(user_id)
+        if found is None or user_id not in self.world.guilds[guild_id].member_ids:
             raise unknown("Member", 10007)
-        return payloads.member(found)
+        return payloads.guild_member(self.world, guild_id, found)
 
     # -- files -----------------------------------------------------------------------------
 

@@ -221,13 +221,15 @@ class FakeDiscord:
         """Dispatch ``/command [sub ...]`` with ``options`` as ``invoker`` in ``channel``.
 
         ``command`` may name a subcommand path: ``"settings set"``. The command must have been
-        synced: a guild command when one by that name exists in the server, else a global one.
+        synced: a guild command when one by that name exists in the channel's server, else a global one.
         """
         name, *path = command.split()
         world = self.world
-        guild_scoped = any(c["name"] == name for c in world.guild_commands.get(world.guild_id, []))
+        channel = channel or world.general
+        guild_id = channel.guild_id or world.guild_id
+        guild_scoped = any(c["name"] == name for c in world.guild_commands.get(guild_id, []))
         record = interactions.slash_command(world, name=name, path=path, values=options or {},
-                                            invoker=invoker or world.member, channel=channel or world.general,
+                                            invoker=invoker or world.member, channel=channel,
                                             guild_scoped=guild_scoped)
         return await self._send_interaction(record)
 
@@ -236,19 +238,20 @@ class FakeDiscord:
         world = self.world
         invoker = invoker or world.member
         channel = world.channels[message.channel_id]
+        guild_id = channel.guild_id or world.guild_id
         record = InteractionRecord(new_snowflake(), "Y29tcG9uZW50" + secrets.token_urlsafe(48), {}, channel.id,
                                    invoker.user.id)
-        member = payloads.member(invoker)
+        member = payloads.guild_member(world, guild_id, invoker)
         member["permissions"] = str(world.permissions_in(channel, invoker.user.id))
         record.payload = {
             "id": str(record.id), "application_id": str(world.application_id), "type": 3, "token": record.token,
-            "version": 1, "guild_id": str(world.guild_id), "channel_id": str(channel.id),
-            "guild": {"id": str(world.guild_id), "locale": "en-US", "features": []},
+            "version": 1, "guild_id": str(guild_id), "channel_id": str(channel.id),
+            "guild": {"id": str(guild_id), "locale": "en-US", "features": []},
             "channel": payloads.channel(world, channel), "member": member,
             "message": payloads.message(world, message, self.base_url),
             "data": {"custom_id": custom_id, "component_type": 2},
             "app_permissions": str(world.permissions_in(channel, world.bot.id)), "locale": "en-US",
-            "entitlements": [], "authorizing_integration_owners": {"0": str(world.guild_id)}, "context": 0,
+            "entitlements": [], "authorizing_integration_owners": {"0": str(guild_id)}, "context": 0,
             "attachment_size_limit": 10 * 1024 * 1024,
         }
         return await self._send_interaction(record)

@@ -259,3 +259,33 @@ async def test_ephemeral_edits_with_an_uploaded_file(fake: FakeDiscord, probe: P
     url = f"{fake.base_url}/attachments/{message.channel_id}/{message.attachments[0].id}/summary.txt"
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         assert await response.read() == b"line one\nline two\n"
+
+
+async def test_a_second_server_has_its_own_members_roles_and_channels(fake: FakeDiscord) -> None:
+    world = fake.world
+    other = world.add_guild("Other Server", "olga")
+    room = world.add_channel("room", guild_id=other.id)
+    guest = world.add_member("gus", "Gus", guild_id=other.id)
+    world.add_message(room.id, guest, "only in the other server")
+    client = Probe(world.guild_id)
+    async with client:
+        task = asyncio.create_task(client.start(TOKEN))
+        await asyncio.wait_for(client.wait_until_ready(), 10)
+        await client.tree.sync()  # global commands, which a server without its own sync uses
+        first, second = client.get_guild(world.guild_id), client.get_guild(other.id)
+        assert first is not None and second is not None
+        assert {m.id for m in second.members} == {world.bot.id, other.owner_id, guest.user.id}
+        assert guest.user.id not in {m.id for m in first.members}
+        assert second.default_role.id == other.id and second.owner_id == other.owner_id
+        assert [r.name for r in second.me.roles[1:]] == [world.bot.username] and second.me.roles[1].guild == second
+        assert [c.id for c in second.text_channels] == [room.id] and first.get_channel(room.id) is None
+        assert world.permissions_in(room, guest.user.id) & (1 << 16)
+        assert world.permissions_in(room, world.member.user.id) == 0  # not a member there
+        record = await fake.slash("summarize", {"messages": 5}, invoker=guest, channel=room)
+        await fake.wait_for(lambda: record.followups, timeout=10, what="followup in the other server")
+        assert record.payload["guild_id"] == str(other.id) and "guild_id" not in record.payload["data"]
+        # Newest first: the deferred "thinking" message, then the other server's one message.
+        assert client.read[0].author.id == world.bot.id
+        assert [m.content for m in client.read[1:]] == ["only in the other server"]
+        await client.close()
+        await asyncio.wait_for(task, 10)

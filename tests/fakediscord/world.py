@@ -1,4 +1,4 @@
-"""What the fake Discord knows: one server with roles, channels, members, messages and commands.
+"""What the fake Discord knows: servers with roles, channels, members, messages and commands.
 
 Records are plain dataclasses; ``payloads.py`` turns them into the JSON shapes
 discord.py parses. Tests seed and inspect a ``World`` directly.
@@ -41,6 +41,7 @@ class Role:
     position: int = 0
     managed: bool = False
     color: int = 0
+    guild_id: int | None = None  # None: the world's first server
 
 
 @dataclass
@@ -63,6 +64,17 @@ class Channel:
     owner_id: int | None = None  # threads
     archived: bool = False
     recipients: list[int] = field(default_factory=list)  # DMs
+    guild_id: int | None = None  # None for DMs; set by World.add_channel
+
+
+@dataclass
+class Guild:
+    """A server the bot is in. Roles and channels name their server; members are listed here."""
+
+    id: int
+    name: str
+    owner_id: int = 0
+    member_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -107,6 +119,7 @@ class World:
 
     ``general``: everyone reads it, except members with the Newcomer role, who may view but not
     read its history. ``staff``: only Moderators (and the bot) can see it.
+    ``add_guild`` adds more servers (the bot is in each); ``guild_id`` stays the first one.
     """
 
     def __init__(self, *, guild_name: str = "Recap Test Server", bot_name: str = "Recap") -> None:
@@ -122,6 +135,7 @@ class World:
         self.ephemeral: list[Message] = []  # interaction replies only their invoker sees
         self.global_commands: list[dict] = []
         self.guild_commands: dict[int, list[dict]] = {}
+        self.guilds: dict[int, Guild] = {self.guild_id: Guild(self.guild_id, guild_name)}
 
         self.everyone = self.add_role("@everyone", perms.EVERYONE_DEFAULT, role_id=self.guild_id)
         self.moderator_role = self.add_role("Moderator", perms.MANAGE_GUILD | perms.MANAGE_MESSAGES, position=2)
@@ -136,7 +150,8 @@ class World:
         self.newcomer = self.add_member("newt", "Newt", roles=[self.newcomer_role.id])
         self.bot_member = Member(self.bot, [self.bot_role.id])
         self.members[self.bot.id] = self.bot_member
-        self.owner_id = self.owner.user.id
+        self.guilds[self.guild_id].member_ids.append(self.bot.id)
+        self.guilds[self.guild_id].owner_id = self.owner.user.id
 
         self.general = self.add_channel("general", topic="Everything and nothing", overwrites=[
             overwrite(self.newcomer_role.id, 0, deny=perms.READ_MESSAGE_HISTORY)])
@@ -145,33 +160,52 @@ class World:
             overwrite(self.moderator_role.id, 0, allow=perms.VIEW_CHANNEL),
             overwrite(self.bot.id, 1, allow=perms.VIEW_CHANNEL)])
 
+    @property
+    def owner_id(self) -> int:
+        return self.guilds[self.guild_id].owner_id
+
     # -- building -------------------------------------------------------------------------
 
+    def add_guild(self, name: str, owner_name: str) -> Guild:
+        """Another server with its own @everyone, the bot (with its managed role) and an owner member."""
+        guild = Guild(new_snowflake(), name)
+        self.guilds[guild.id] = guild
+        self.add_role("@everyone", perms.EVERYONE_DEFAULT, role_id=guild.id, guild_id=guild.id)
+        bot_role = self.add_role(self.bot.username, self.roles[self.bot_role.id].permissions, position=3, managed=True,
+                                 guild_id=guild.id)
+        # One Member record spans servers; each server sees only its own roles (``roles_in``).
+        self.bot_member.role_ids.append(bot_role.id)
+        guild.member_ids.append(self.bot.id)
+        guild.owner_id = self.add_member(owner_name, guild_id=guild.id).user.id
+        return guild
+
     def add_role(self, name: str, permissions: int, *, position: int = 0, managed: bool = False,
-                 role_id: int | None = None) -> Role:
-        role = Role(role_id or new_snowflake(), name, permissions, position, managed)
+                 role_id: int | None = None, guild_id: int | None = None) -> Role:
+        role = Role(role_id or new_snowflake(), name, permissions, position, managed, guild_id=guild_id or self.guild_id)
         self.roles[role.id] = role
         return role
 
     def add_member(self, username: str, display_name: str | None = None, *, roles: Iterable[int] = (),
-                   bot: bool = False) -> Member:
+                   bot: bool = False, guild_id: int | None = None) -> Member:
         user = User(new_snowflake(), username, display_name, bot)
         self.users[user.id] = user
         member = Member(user, list(roles))
         self.members[user.id] = member
+        self.guilds[guild_id or self.guild_id].member_ids.append(user.id)
         return member
 
     def add_channel(self, name: str, *, type: int = TEXT, topic: str | None = None,
                     overwrites: list[dict] | None = None, parent_id: int | None = None,
-                    owner_id: int | None = None) -> Channel:
+                    owner_id: int | None = None, guild_id: int | None = None) -> Channel:
         channel = Channel(new_snowflake(), name, type, topic, len(self.channels), parent_id,
-                          overwrites or [], owner_id)
+                          overwrites or [], owner_id, guild_id=None if type == DM else guild_id or self.guild_id)
         self.channels[channel.id] = channel
         self.messages[channel.id] = []
         return channel
 
     def add_thread(self, parent: Channel, name: str, owner: Member) -> Channel:
-        return self.add_channel(name, type=PUBLIC_THREAD, parent_id=parent.id, owner_id=owner.user.id)
+        return self.add_channel(name, type=PUBLIC_THREAD, parent_id=parent.id, owner_id=owner.user.id,
+                                guild_id=parent.guild_id)
 
     def open_dm(self, user_id: int) -> Channel:
         for channel in self.channels.values():
@@ -241,18 +275,34 @@ class World:
                         return attachment
         return None
 
+    def guild_of(self, channel: Channel) -> Guild | None:
+        """The server ``channel`` belongs to; None for a DM."""
+        return self.guilds[channel.guild_id] if channel.guild_id is not None else None
+
+    def roles_in(self, guild_id: int) -> list[Role]:
+        return [r for r in self.roles.values() if r.guild_id == guild_id]
+
+    def members_in(self, guild_id: int) -> list[Member]:
+        return [self.members[uid] for uid in self.guilds[guild_id].member_ids]
+
+    def role_ids_in(self, member: Member, guild_id: int) -> list[int]:
+        """The member's roles in that server (a Member record may hold roles of several)."""
+        return [r for r in member.role_ids if r in self.roles and self.roles[r].guild_id == guild_id]
+
     def permissions_in(self, channel: Channel, user_id: int) -> int:
         """The member's permissions in ``channel`` after overwrites; threads use their parent's."""
-        if channel.type == DM:
+        guild = self.guild_of(channel)
+        if guild is None:
             return perms.VIEW_CHANNEL | perms.SEND_MESSAGES | perms.READ_MESSAGE_HISTORY | perms.ATTACH_FILES
         member = self.members.get(user_id)
-        if member is None:
+        if member is None or user_id not in guild.member_ids:
             return 0
         if channel.type == PUBLIC_THREAD and channel.parent_id in self.channels:
             channel = self.channels[channel.parent_id]
-        base = perms.base_permissions(self.guild_id, self.owner_id, user_id, member.role_ids,
-                                      {r.id: r.permissions for r in self.roles.values()})
-        return perms.apply_overwrites(base, self.guild_id, user_id, member.role_ids, channel.overwrites)
+        role_ids = self.role_ids_in(member, guild.id)
+        base = perms.base_permissions(guild.id, guild.owner_id, user_id, role_ids,
+                                      {r.id: r.permissions for r in self.roles_in(guild.id)})
+        return perms.apply_overwrites(base, guild.id, user_id, role_ids, channel.overwrites)
 
     def commands_for(self, guild_id: int | None) -> list[dict]:
         return self.guild_commands.get(guild_id, []) if guild_id else self.global_commands
