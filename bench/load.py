@@ -341,9 +341,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "USER_COOLDOWN_S": "0",  # the other server's members ask twice (alone, then during)
             "INPUT_TOKEN_BUDGET": str(args.input_token_budget),
         })
+    chosen = dict(item.split("=", 1) for item in args.bot_env)
+    env.update(chosen)
     bot = BotProcess(fake, token=TOKEN, database=folder / "recap.sqlite3", model_cache=cache, log_path=log_path,
                      extra_env=env)
-    report: dict[str, Any] = {"window": args.window}
+    report: dict[str, Any] = {"window": args.window, "bot_env": chosen}
     try:
         started = time.perf_counter()
         await bot.start()
@@ -388,6 +390,8 @@ if __name__ == "__main__":
     parser.add_argument("--cpu-threads", type=int, default=1)
     parser.add_argument("--model-cache", default=str(ROOT / "tests" / ".cache" / "model-cache"))
     parser.add_argument("--keep-log", default="")
+    parser.add_argument("--bot-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the bot process, e.g. MAX_BATCH_TOKENS=4096 (repeatable)")
     parsed = parser.parse_args()
     if not 0 <= parsed.long <= 5000:
         parser.error("--long: 0 to 5000 messages (the max_messages setting's range)")

@@ -41,6 +41,21 @@ def _batches(m: dict[str, Any]) -> str:
     return f"{shown} (batches × rows) · {m.get('tokens_per_s', 0)} tokens/s"
 
 
+def _server_fields(facts: dict[str, Any]) -> list[tuple[str, str]]:
+    """With INFERENCE_URL: whether the model server answers, and the admin settings it does not apply.
+
+    The server's address and error details stay in the logs: members see /status too.
+    """
+    if "server" not in facts:
+        return []
+    health = "answering" if facts.get("server_ok") else "not answering (the bot's logs say why)"
+    fields = [("Model server", health)]
+    ignored = facts.get("ignored_settings") or []
+    if ignored:
+        fields.append(("Settings the model server ignores", ", ".join(ignored) + " (the admins' values have no effect)"))
+    return fields
+
+
 class Status(commands.Cog):
     def __init__(self, bot: "RecapBot") -> None:
         self.bot = bot
@@ -52,7 +67,10 @@ class Status(commands.Cog):
         embed = discord.Embed(title="Recap status", colour=discord.Colour.blurple())
         if m.get("ready"):
             embed.add_field(name="Model", value=f"{m.get('model', '?')} ({m.get('dtype', '?')})")
-            embed.add_field(name="Device", value=str(m.get("device", "?")))
+            facts = self.bot.executor.backend.describe()
+            embed.add_field(name="Device", value="a model server" if "server" in facts else str(m.get("device", "?")))
+            for name, value in _server_fields(facts):
+                embed.add_field(name=name, value=value)
         else:
             embed.add_field(name="Model", value="still loading")
         if interaction.guild_id is not None:

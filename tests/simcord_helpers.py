@@ -160,7 +160,12 @@ async def start_world(
 
     cfg = make_settings(tmp_path, **(settings or {}))
     async with open_database(cfg.database_path) as db:
-        executor = make_executor(model_dir, cfg, cache_dir=cache_dir, **(executor_limits or {}))
+        if cfg.inference_url:  # a model server (tests/fake_openai.py): the product's own executor building
+            from bot.services import build_executor
+
+            executor = build_executor(cfg)
+        else:
+            executor = make_executor(model_dir, cfg, cache_dir=cache_dir, **(executor_limits or {}))
         if start_executor:
             await executor.start()
         try:

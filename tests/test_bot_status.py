@@ -47,3 +47,4 @@ async def test_sync_by_owner_syncs_even_when_unchanged(recap_world: World) -> No
     assert "Synced" in reply_text(result)
     after = sum(1 for e in w.env.http_requests if e.method == "PUT" and "/commands" in e.path)
     assert after == before + 1
+
