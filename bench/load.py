@@ -20,13 +20,16 @@ these three.
 - ``long_<N>`` (``--long N``, 0 skips it): one long job beside short ones from another server. Server A
   (the default one) has a channel of N varied messages; a moderator raises its ``max_messages`` to N
   through ``/settings set``. Server B (a second guild; the bot then syncs its commands globally) has 5
-  members and two channels seeded alike. Each member first asks ``/summarize messages:<window+i>`` in
-  the first channel, one after another: their times alone. Then a member of A asks ``/summarize
+  members and three channels seeded alike. Each member first asks ``/summarize messages:<window+i>`` in
+  the first channel, one after another: their times alone. Then they ask again in the third channel,
+  spaced as below but with no long job: what the 5 cost each other on this machine (on a CPU, one model
+  serves them all, so spaced requests slow each other down with or without a long job). Then a member of A asks ``/summarize
   messages:N``; once its reply shows a place in line or a part (read, and its parts handed to the model)
   and ``--long-lead`` seconds more, the 5 members ask the same windows again in the second channel (so
   no stored summary is reused), ``--short-spacing`` seconds apart: members who do not coordinate, each
   meeting the long job's batches at a different point (0 sends them at once, where they mostly share one
-  batch). Reported: each short request's time alone and during the long job, their ratios, the long
+  batch). Reported: each short request's time alone, together and during the long job, the ratios of
+  during to alone (the target) and of during to together (the long job's own cost to them), the long
   summary's time, the messages it read (its "Messages" field), whether it succeeded, its progress lines
   with their times, and ``/status``'s batch sizes (which requests shared a generate call).
   INPUT_TOKEN_BUDGET is raised (``--input-token-budget``) so N messages fit the reader's budget at all
@@ -190,6 +193,7 @@ class LongScenario:
     asker: Member  # server A: asks for the long summary
     alone_channel: Channel  # server B: the short requests alone ...
     during_channel: Channel  # ... and during the long one (seeded alike: no stored summary is reused)
+    together_channel: Channel  # ... and spaced as during, but with no long job: what they cost each other
     members: list[Member]  # server B
 
     @property
@@ -213,12 +217,12 @@ def seed_long(fake: FakeDiscord, n: int, window: int) -> LongScenario:
     other = world.add_guild("Other Server", "other-owner")
     short_authors = [world.add_member(f"other-author{i}", f"Other Author {i}", guild_id=other.id) for i in range(5)]
     lines = [(short_authors[i % len(short_authors)], LINES[i % len(LINES)]) for i in range(window + SHORT_MEMBERS + 10)]
-    pair = [world.add_channel(name, guild_id=other.id) for name in ("short-alone", "short-during")]
+    pair = [world.add_channel(name, guild_id=other.id) for name in ("short-alone", "short-during", "short-together")]
     for short in pair:
         world.seed_conversation(short.id, lines, start=now - timedelta(hours=2), spacing=timedelta(minutes=1))
     members = [world.add_member(f"other-member{i}", f"Other Member {i}", guild_id=other.id)
                for i in range(SHORT_MEMBERS)]
-    return LongScenario(n, window, channel, asker, pair[0], pair[1], members)
+    return LongScenario(n, window, channel, asker, pair[0], pair[1], pair[2], members)
 
 
 def messages_read(record: InteractionRecord) -> int | None:
@@ -252,6 +256,25 @@ async def run_long(fake: FakeDiscord, bot: BotProcess, sc: LongScenario, args: a
         alone.append(await await_final(fake, bot, Outcome(record), timeout, f"{name} short reply alone"))
     print(f"{name}: short alone {[o.seconds for o in alone]} s, ok {[o.ok for o in alone]}", flush=True)
 
+    async def short(i: int, member: Member, window: int, channel: Channel, what: str) -> Outcome:
+        await asyncio.sleep(i * args.short_spacing)
+        record = await fake.slash("summarize", {"messages": window}, invoker=member, channel=channel)
+        return await await_final(fake, bot, Outcome(record), timeout, f"{name} short reply {what}")
+
+    async def spaced_shorts(channel: Channel, what: str) -> list[Outcome]:
+        results = await asyncio.gather(*(short(i, m, w, channel, what) for i, (m, w) in enumerate(zip(sc.members, sc.windows))),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                print(f"{name}: {result!r}"[:500], file=sys.stderr)
+        return [r for r in results if isinstance(r, Outcome)]
+
+    # The same spaced requests with no long job: on a CPU they slow each other down (one model, one
+    # core), so this, not "alone", is what the long job's own cost to them is measured against.
+    together = await spaced_shorts(sc.together_channel, "together")
+    print(f"{name}: short together (no long job) {[o.seconds for o in together]} s, ok {[o.ok for o in together]}",
+          flush=True)
+
     long = Outcome(await fake.slash("summarize", {"messages": sc.n}, invoker=sc.asker, channel=sc.channel))
     long_done = asyncio.ensure_future(await_final(fake, bot, long, timeout, f"{name} long reply"))
 
@@ -269,17 +292,7 @@ async def run_long(fake: FakeDiscord, bot: BotProcess, sc: LongScenario, args: a
     print(f"{name}: long summary under way after {started_s} s ({shown!r}); sending {len(sc.members)} short "
           f"requests {args.short_spacing} s apart", flush=True)
 
-    async def short(i: int, member: Member, window: int) -> Outcome:
-        await asyncio.sleep(i * args.short_spacing)
-        record = await fake.slash("summarize", {"messages": window}, invoker=member, channel=sc.during_channel)
-        return await await_final(fake, bot, Outcome(record), timeout, f"{name} short reply during the long one")
-
-    during_results = await asyncio.gather(*(short(i, m, w) for i, (m, w) in enumerate(zip(sc.members, sc.windows))),
-                                          return_exceptions=True)
-    during = [r for r in during_results if isinstance(r, Outcome)]
-    for result in during_results:
-        if isinstance(result, BaseException):
-            print(f"{name}: {result!r}"[:500], file=sys.stderr)
+    during = await spaced_shorts(sc.during_channel, "during the long one")
     print(f"{name}: short during {[o.seconds for o in during]} s, ok {[o.ok for o in during]}", flush=True)
     try:
         await long_done
@@ -298,15 +311,19 @@ async def run_long(fake: FakeDiscord, bot: BotProcess, sc: LongScenario, args: a
 
     pairs = [(a.seconds, d.seconds) for a, d in zip(alone, during) if a.ok and d.ok and a.seconds]
     ratios = [round(d / a, 2) for a, d in pairs]
+    together_pairs = [(t.seconds, d.seconds) for t, d in zip(together, during) if t.ok and d.ok and t.seconds]
+    ratios_together = [round(d / t, 2) for t, d in together_pairs]
     finished_before_long = sum(1 for o in during if o.final_at is not None and long.final_at is not None
                                and o.final_at < long.final_at)
     report = {
         "n": sc.n, "short_windows": sc.windows, "short_spacing_s": args.short_spacing,
         "short_alone_s": [o.seconds for o in alone],
+        "short_together_s": [o.seconds for o in together],
         "short_during_long_s": [o.seconds for o in during],
         "short_ok": sum(o.ok for o in during), "short_refused": sum(o.refused for o in during),
         "short_failed": sum(o.failed for o in during), "short_unanswered": len(sc.members) - len(during),
         "ratios": ratios, "max_ratio": max(ratios) if ratios else None,
+        "ratios_to_together": ratios_together, "max_ratio_to_together": max(ratios_together) if ratios_together else None,
         "short_finished_before_long": finished_before_long,  # below len(members): the overlap was partial
         "long_started_s": started_s, "long_wall_s": long.seconds, "long_read_messages": read,
         "long_read_fraction": round(read / sc.n, 3) if read is not None else None,
