@@ -357,6 +357,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "DEV_GUILD_ID": "",  # two servers: commands synced globally, as in production
             "USER_COOLDOWN_S": "0",  # the other server's members ask twice (alone, then during)
             "INPUT_TOKEN_BUDGET": str(args.input_token_budget),
+            # Every part of a long job is queued at once and each has this deadline from then: on a CPU
+            # the default (600 s) ends a 3,000-message summary before its last parts run.
+            "REQUEST_TIMEOUT_S": str(args.request_timeout),
         })
     chosen = dict(item.split("=", 1) for item in args.bot_env)
     env.update(chosen)
@@ -401,6 +404,8 @@ if __name__ == "__main__":
                         help="seconds to wait after the long summary shows its first part before the short ones")
     parser.add_argument("--input-token-budget", type=int, default=200_000,
                         help="INPUT_TOKEN_BUDGET for the long scenario, so its N messages fit the reader's budget")
+    parser.add_argument("--request-timeout", type=int, default=3600,
+                        help="REQUEST_TIMEOUT_S for the bot in the long scenario (default 3600)")
     parser.add_argument("--window", type=int, default=20, help="messages per summary (the shared window)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for each reply")
     parser.add_argument("--connect-timeout", type=float, default=420)

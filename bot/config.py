@@ -202,7 +202,7 @@ FIELDS: dict[str, _Field] = {
     "owner_ids": _Field("OWNER_IDS", "", _id_list, "Comma-separated user ids allowed to run owner commands (sync). Empty: the application owner."),
     "log_level": _Field("LOG_LEVEL", "INFO", _choice(*_LOG_LEVELS, upper=True), "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
     "max_batch_size": _Field("MAX_BATCH_SIZE", "8", _int(1, 256), "Most requests generated together in one batch."),
-    "max_batch_tokens": _Field("MAX_BATCH_TOKENS", "16384", _int(64, 1_000_000), "Most prompt tokens (padded) in one batch."),
+    "max_batch_tokens": _Field("MAX_BATCH_TOKENS", "0", _int(0, 1_000_000), "Most prompt tokens (padded) in one batch. 0: by device, 4096 on cpu (long prompts gain nothing from batching there and would hold others up), 16384 on a GPU or a model server."),
     "max_batch_wait_ms": _Field("MAX_BATCH_WAIT_MS", "15", _int(0, 10_000), "How long the executor waits to gather a batch."),
     "max_queue": _Field("MAX_QUEUE", "64", _int(1, 100_000), "Summaries queued or running before new ones are refused with a retry hint (a long summary's parts count once)."),
     "max_queue_per_guild": _Field("MAX_QUEUE_PER_GUILD", "40", _int(1, 100_000), "Summaries one server may have queued or running."),

@@ -33,7 +33,7 @@ def build_executor(settings: Settings) -> Executor:
     return Executor(
         factory,
         max_batch_size=settings.max_batch_size,
-        max_batch_tokens=settings.max_batch_tokens,
+        max_batch_tokens=settings.max_batch_tokens or None,  # 0: by the model's device
         max_batch_wait_ms=settings.max_batch_wait_ms,
         max_queue=settings.max_queue,
         max_queue_per_guild=settings.max_queue_per_guild,

@@ -58,7 +58,17 @@ log = logging.getLogger(__name__)
 DEFAULT_PER_REQUEST_S = 2.0  # retry hint before any batch has been timed
 CLOSE_WAIT_S = 30.0
 MIN_ETA_S = 0.1  # a queued request always has some wait ahead of it, however fast recent batches were
+# Batch token budget when none is given, by device. On a CPU the prompt pass costs the same batched or
+# not, so batching long prompts (a long channel's parts, ~3,000 tokens each) buys nothing and holds
+# everyone else for minutes (5 parts: 231 s measured); 4,096 keeps one such part per batch while
+# short prompts still batch. A GPU or a model server batches long prompts well.
+CPU_BATCH_TOKENS = 4096
+ACCELERATOR_BATCH_TOKENS = 16384
 VALIDATION_WAIT_S = 0.25  # most a batch waits for requests admitted with it that are still being tokenized  # how long aclose waits for the worker thread to finish its current step
+
+
+def batch_tokens_for(device: str) -> int:
+    return CPU_BATCH_TOKENS if device == "cpu" else ACCELERATOR_BATCH_TOKENS
 
 
 class Executor:
@@ -67,7 +77,7 @@ class Executor:
         backend_factory: Callable[[], ModelBackend],
         *,
         max_batch_size: int = 8,
-        max_batch_tokens: int = 16384,
+        max_batch_tokens: int | None = None,  # None: by the loaded model's device (CPU_BATCH_TOKENS...)
         max_batch_wait_ms: float = 15,
         max_queue: int = 64,
         max_queue_per_guild: int = 40,
@@ -75,13 +85,15 @@ class Executor:
         request_timeout_s: float = 600.0,
         max_job_requests: int = 8,
     ) -> None:
-        if min(max_batch_size, max_batch_tokens, max_queue, max_queue_per_guild, max_queue_per_user, max_job_requests) < 1:
+        limits = (max_batch_size, max_batch_tokens or 1, max_queue, max_queue_per_guild, max_queue_per_user, max_job_requests)
+        if min(limits) < 1:
             raise ValueError("batch and queue limits must be at least 1")
         if max_batch_wait_ms < 0 or request_timeout_s <= 0:
             raise ValueError("max_batch_wait_ms must be >= 0 and request_timeout_s > 0")
         self._factory = backend_factory
         self.max_batch_size = max_batch_size
-        self.max_batch_tokens = max_batch_tokens
+        self._batch_tokens_given = max_batch_tokens
+        self.max_batch_tokens = max_batch_tokens or ACCELERATOR_BATCH_TOKENS  # set by device at start()
         self.max_batch_wait_s = max_batch_wait_ms / 1000
         self.max_queue = max_queue
         self.max_queue_per_guild = max_queue_per_guild
@@ -131,6 +143,7 @@ class Executor:
         self._started = True
         backend = self._backend
         assert backend is not None
+        self.max_batch_tokens = self._batch_tokens_given or batch_tokens_for(backend.device)
         log.info(
             "executor ready: %s on %s (%s), batches of up to %d requests / %d tokens",
             backend.name, backend.device, backend.dtype_name, self.max_batch_size, self.max_batch_tokens,
@@ -553,6 +566,10 @@ class Executor:
                     guild_tokens[entry.request.guild] += outcome.new_tokens
             self._stats.record_batch(len(batch), new_tokens, time.perf_counter() - started,
                                      guilds={g: (n, guild_tokens[g]) for g, n in guilds.items()})
+        # Who waited for whom, when tuning MAX_BATCH_SIZE / MAX_BATCH_TOKENS (LOG_LEVEL=DEBUG).
+        log.debug("batch of %d rows (%d prompt tokens at most, %d waiting) took %.1fs: %s", len(batch),
+                  max(e.prompt_tokens for e in batch), len(self._queue), time.perf_counter() - started,
+                  ", ".join(f"{g}:{n}" for g, n in Counter(e.request.guild for e in batch).items()))
         self._schedule_positions()
         return True
 

@@ -29,8 +29,11 @@ _seq = itertools.count()
 # How many batches' worth of queued requests the batcher looks at when matching prompt lengths.
 LENGTH_LOOKAHEAD = 4
 # Rows share a batch when the longer prompt is at most this many times the shorter plus a margin.
-LENGTH_RATIO = 4
-LENGTH_MARGIN = 512
+# Twice plus 1,024 keeps a short summary's prompt (~700 tokens) out of a long channel's parts (~3,250):
+# at 4x + 512 it was padded to a part's length and ran 231 s instead of 12 (measured, bench/load.py),
+# while short prompts of 100 to 1,000 tokens still share a batch (their answers, not prompts, dominate).
+LENGTH_RATIO = 2
+LENGTH_MARGIN = 1024
 
 
 def comparable(a: int, b: int) -> bool:

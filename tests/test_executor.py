@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from bot.config import Settings
 from bot.services import build_executor
-from engine.executor import Executor, queue_eta
+from engine.executor import ACCELERATOR_BATCH_TOKENS, CPU_BATCH_TOKENS, Executor, batch_tokens_for, queue_eta
 from engine.executor_queue import Entry, FairQueue
 from engine.generation import (
     ExecutorClosed,
@@ -302,9 +303,17 @@ async def test_build_executor_uses_model_and_limits(tiny_causal_dir: Path, tmp_p
     )
     async with build_executor(settings) as ex:
         assert ex.max_batch_size == 3 and ex.max_queue == 5
+        assert ex.max_batch_tokens == CPU_BATCH_TOKENS  # MAX_BATCH_TOKENS=0: by device
         result = await ex.submit(request("Ann: hi"))
         assert ex.metrics()["device"] == "cpu" and ex.metrics()["dtype"] == "float32"
     assert result.new_tokens > 0
+    async with build_executor(dataclasses.replace(settings, max_batch_tokens=10_000)) as ex:
+        assert ex.max_batch_tokens == 10_000  # an admin's value is kept
+
+
+def test_batch_tokens_by_device() -> None:
+    assert batch_tokens_for("cpu") == CPU_BATCH_TOKENS < batch_tokens_for("cuda:0") == ACCELERATOR_BATCH_TOKENS
+    assert batch_tokens_for("remote http://127.0.0.1:8000") == ACCELERATOR_BATCH_TOKENS  # the server batches
 
 
 async def test_async_queue_callbacks_are_awaited(tiny_causal: ModelBackend) -> None:
@@ -327,6 +336,16 @@ async def test_async_queue_callbacks_are_awaited(tiny_causal: ModelBackend) -> N
 def _entry(guild: str, tokens: int, priority: int = 0, settings: GenerationSettings | None = None) -> Entry:
     req = request(guild, guild=guild, priority=priority, settings=settings or GenerationSettings(max_new_tokens=8))
     return Entry(req, asyncio.get_running_loop().create_future(), 0.0, prompt_tokens=tokens)
+
+
+async def test_a_short_summary_never_shares_a_batch_with_a_long_jobs_parts() -> None:
+    queue = FairQueue()
+    part, short, other_part, mid = _entry("A", 3250), _entry("B", 700), _entry("A", 3100), _entry("C", 1000)
+    for entry in (part, short, other_part, mid):
+        queue.push(entry)
+    everything_fits = lambda batch, e: True  # noqa: E731
+    assert queue.take_batch(8, 1_000_000, everything_fits) == [part, other_part]  # padded to 3,250: shorts stay out
+    assert queue.take_batch(8, 1_000_000, everything_fits) == [short, mid]  # similar lengths still share
 
 
 async def test_fair_queue_orders_by_priority_then_round_robin_and_respects_the_token_budget() -> None:
