@@ -84,6 +84,8 @@ class FairQueue:
         # priority -> guild -> unit -> entries; each OrderedDict's order is the turn order.
         self._levels: dict[int, OrderedDict[str, OrderedDict[str, deque[Entry]]]] = {}
         self._size = 0
+        # priority -> guild -> units that ran in the last batch taken at that level
+        self._just_served: dict[int, dict[str, list[str]]] = {}
 
     def __len__(self) -> int:
         return self._size
@@ -92,10 +94,24 @@ class FairQueue:
         return iter(self.order())
 
     def push(self, entry: Entry) -> None:
-        guilds = self._levels.setdefault(entry.request.priority, OrderedDict())
-        units = guilds.setdefault(entry.request.guild, OrderedDict())
-        units.setdefault(entry.unit, deque()).append(entry)
+        priority, guild, unit = entry.request.priority, entry.request.guild, entry.unit
+        guilds = self._levels.setdefault(priority, OrderedDict())
+        new_guild = guild not in guilds
+        units = guilds.setdefault(guild, OrderedDict())
+        new_unit = unit not in units
+        units.setdefault(unit, deque()).append(entry)
         self._size += 1
+        # A newcomer takes its turn before whoever ran last, not a round after them: a short request
+        # arriving while a long job's part runs goes next, not behind that job's following part.
+        recent = self._just_served.get(priority, {})
+        if new_guild:
+            for other in recent:
+                if other != guild and other in guilds:
+                    guilds.move_to_end(other)
+        if new_unit:
+            for other in recent.get(guild, ()):
+                if other != unit and other in units:
+                    units.move_to_end(other)
 
     def remove(self, entry: Entry) -> bool:
         guilds = self._levels.get(entry.request.priority)
@@ -170,6 +186,7 @@ class FairQueue:
                     for unit in units_served:
                         if unit in guilds[guild]:
                             guilds[guild].move_to_end(unit)
+        self._just_served[head.request.priority] = served
         return batch
 
     def _prune(self, priority: int, guild: str, unit: str) -> None:

@@ -348,6 +348,27 @@ async def test_a_short_summary_never_shares_a_batch_with_a_long_jobs_parts() -> 
     assert queue.take_batch(8, 1_000_000, everything_fits) == [short, mid]  # similar lengths still share
 
 
+def _job_part(guild: str, job: str, tokens: int) -> Entry:
+    req = request(job, guild=guild, settings=GenerationSettings(max_new_tokens=8))
+    req.job = job
+    return Entry(req, asyncio.get_running_loop().create_future(), 0.0, prompt_tokens=tokens)
+
+
+async def test_a_newcomer_runs_before_the_next_part_of_the_job_that_just_ran() -> None:
+    queue = FairQueue()
+    parts = [_job_part("A", "long", 3000) for _ in range(3)]
+    for part in parts:
+        queue.push(part)
+    one_at_a_time = lambda batch, e: False  # noqa: E731
+    assert queue.take_batch(8, 4096, one_at_a_time) == [parts[0]]  # part 1 runs ...
+    other_server, same_server = _entry("B", 700), _entry("A", 700)
+    queue.push(other_server)  # ... while a short request from another server and one from A arrive
+    queue.push(same_server)
+    assert queue.take_batch(8, 4096, one_at_a_time) == [other_server]  # not behind part 2
+    assert queue.take_batch(8, 4096, one_at_a_time) == [same_server]  # A's own short one, before part 2 too
+    assert queue.take_batch(8, 4096, one_at_a_time) == [parts[1]]
+
+
 async def test_fair_queue_orders_by_priority_then_round_robin_and_respects_the_token_budget() -> None:
     queue = FairQueue()
     a1, a2, a3, b1, c1 = _entry("A", 100), _entry("A", 100), _entry("A", 100), _entry("B", 100), _entry("C", 100)
