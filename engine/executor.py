@@ -56,7 +56,7 @@ __all__ = ["Executor", "MetricsServer", "start_metrics_server"]
 log = logging.getLogger(__name__)
 
 DEFAULT_PER_REQUEST_S = 2.0  # retry hint before any batch has been timed
-CLOSE_WAIT_S = 30.0
+CLOSE_WAIT_S = 30.0  # how long aclose waits for the worker thread to finish its current step
 MIN_ETA_S = 0.1  # a queued request always has some wait ahead of it, however fast recent batches were
 # Batch token budget when none is given, by device. On a CPU the prompt pass costs the same batched or
 # not, so batching long prompts (a long channel's parts, ~3,000 tokens each) buys nothing and holds
@@ -64,7 +64,7 @@ MIN_ETA_S = 0.1  # a queued request always has some wait ahead of it, however fa
 # short prompts still batch. A GPU or a model server batches long prompts well.
 CPU_BATCH_TOKENS = 4096
 ACCELERATOR_BATCH_TOKENS = 16384
-VALIDATION_WAIT_S = 0.25  # most a batch waits for requests admitted with it that are still being tokenized  # how long aclose waits for the worker thread to finish its current step
+VALIDATION_WAIT_S = 0.25  # most a batch waits for requests admitted with it that are still being tokenized
 
 
 def batch_tokens_for(device: str) -> int:
@@ -566,10 +566,11 @@ class Executor:
                     guild_tokens[entry.request.guild] += outcome.new_tokens
             self._stats.record_batch(len(batch), new_tokens, time.perf_counter() - started,
                                      guilds={g: (n, guild_tokens[g]) for g, n in guilds.items()})
-        # Who waited for whom, when tuning MAX_BATCH_SIZE / MAX_BATCH_TOKENS (LOG_LEVEL=DEBUG).
-        log.debug("batch of %d rows (%d prompt tokens at most, %d waiting) took %.1fs: %s", len(batch),
-                  max(e.prompt_tokens for e in batch), len(self._queue), time.perf_counter() - started,
-                  ", ".join(f"{g}:{n}" for g, n in Counter(e.request.guild for e in batch).items()))
+        if log.isEnabledFor(logging.DEBUG):  # who waited for whom, when tuning MAX_BATCH_SIZE / MAX_BATCH_TOKENS
+            rows_by_guild = Counter(e.request.guild for e in batch)
+            log.debug("batch of %d rows (%d prompt tokens at most, %d waiting) took %.1fs: %s", len(batch),
+                      max(e.prompt_tokens for e in batch), len(self._queue), time.perf_counter() - started,
+                      ", ".join(f"{g}:{n}" for g, n in rows_by_guild.items()))
         self._schedule_positions()
         return True
 
