@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands, tasks
 
+from cogs.utils.coverage import shard_of
 from cogs.utils.server_settings import settings_channel_id
 from cogs.utils.reading import is_conversation, to_stored
 from storage import MessageBuffer, digests, guilds, messages, settings as settings_store
@@ -83,6 +84,13 @@ class History(commands.Cog):
         if self._sweep is None or self._sweep.done():
             self._sweep = asyncio.create_task(self._sweep_vanished(), name="recap-sweep-vanished")
 
+    @commands.Cog.listener()
+    async def on_shard_ready(self, shard_id: int) -> None:
+        # One shard re-identified (a resume replays what was missed; this does not): its servers' deletes
+        # and edits during the gap were lost, so their stored history is trusted only from now.
+        if self.bot.shard_count:
+            self.bot.coverage.shard_connected(shard_id, self.bot.shard_count)
+
     async def _sweep_vanished(self) -> None:
         try:
             await self.sweep_vanished()
@@ -92,11 +100,13 @@ class History(commands.Cog):
     async def sweep_vanished(self) -> int:
         """Erase servers the bot is no longer in, and channels and threads that no longer exist.
 
-        Returns how many servers and channels were erased. Unavailable servers (an outage) are left alone.
+        Returns how many servers and channels were erased. Unavailable servers (an outage) are left alone,
+        and so are servers on shards this process does not run: other processes share the database.
         """
         erased = 0
         present = {g.id for g in self.bot.guilds}
-        for guild_id in sorted(await self.bot.db.reading(guilds.stored_guild_ids) - present):
+        stored = await self.bot.db.reading(guilds.stored_guild_ids)
+        for guild_id in sorted(g for g in stored - present if self._runs_shard_of(g)):
             self.buffer.forget_places([guild_id])
             await self.buffer.write_after_flush(guilds.delete_guild, guild_id)
             await self.bot.db.writing(digests.delete_guild_digests, guild_id)
@@ -114,6 +124,13 @@ class History(commands.Cog):
             log.info("erased %d servers, channels and threads deleted while offline", erased)
             await self.bot.erasure.now()
         return erased
+
+    def _runs_shard_of(self, guild_id: int) -> bool:
+        scope = self.bot.shard_scope()
+        if scope is None:
+            return False  # shards unknown: any doubt keeps the data
+        shard_count, own_shards = scope
+        return shard_of(guild_id, shard_count) in own_shards
 
     async def _still_exists(self, guild: discord.Guild, channel_id: int) -> bool:
         """Archived threads are not cached: ask Discord. Only a 404 means gone; any doubt keeps the data."""

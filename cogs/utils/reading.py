@@ -289,7 +289,7 @@ async def read_conversation(
     lower, upper = scope.id_bounds()
     await flush_buffered(bot)
 
-    covered = bot.coverage.covered_after(channel.id)
+    covered = bot.coverage.covered_after(channel.id, guild_id=channel.guild.id)
     stored: list[StoredMessage] = []
     if covered is not None and covered < upper - 1:
         first = max(covered, lower) + 1
@@ -301,7 +301,7 @@ async def read_conversation(
         scan = await _scan(bot, channel, lower, top, wanted + 1 - len(stored), progress)
         fetched = scan.found
         # Everything scanned is now stored (and what Discord no longer has, erased): no need to fetch it again.
-        bot.coverage.extend(channel.id, lower if scan.complete else scan.oldest - 1)
+        bot.coverage.extend(channel.id, lower if scan.complete else scan.oldest - 1, guild_id=channel.guild.id)
 
     by_id = {m.id: m for m in fetched}
     by_id.update({m.id: m for m in stored})  # a stored copy carries later edits
@@ -360,11 +360,11 @@ async def read_by_ids(bot: "RecapBot", channel: Any, source_ids: list[int], read
 async def _recheck(bot: "RecapBot", channel: Any, lower: int, upper: int, expected: int) -> int:
     """Re-read ``(lower, upper]`` from Discord where this session has not; returns the id above which
     stored rows are known to be current (rows at or below it could not be checked)."""
-    covered = bot.coverage.covered_after(channel.id)
+    covered = bot.coverage.covered_after(channel.id, guild_id=channel.guild.id)
     if covered is not None and covered <= lower:
         return lower  # seen live or re-read since the bot connected
     top = upper if covered is None else min(upper, covered)
     scan = await _scan(bot, channel, lower, top, expected * 2 + 100, None)
     if covered is not None and top == covered:
-        bot.coverage.extend(channel.id, lower if scan.complete else scan.oldest - 1)
+        bot.coverage.extend(channel.id, lower if scan.complete else scan.oldest - 1, guild_id=channel.guild.id)
     return lower if scan.complete else scan.oldest - 1
