@@ -180,6 +180,8 @@ class Executor:
         self._fail(self._running, closed)
         if self._scheduler is not None:
             self._scheduler.cancel()
+            if self._wakeup is not None:  # a scheduler that missed the cancel still sees _closed and returns
+                self._wakeup.set()
             await asyncio.gather(self._scheduler, return_exceptions=True)
         await self._retire_worker()
         if self._tokenizer_pool is not None:
@@ -485,8 +487,10 @@ class Executor:
     async def _schedule(self) -> None:
         """The one task that owns the queue: wait for work, pack a batch, run it, hand results back."""
         assert self._wakeup is not None
-        while True:
+        while not self._closed:
             while not self._queue:
+                if self._closed:
+                    return
                 self._wakeup.clear()
                 await self._wakeup.wait()
             await self._gather_batch()
@@ -518,7 +522,10 @@ class Executor:
                 return
             self._wakeup.clear()
             try:
-                await asyncio.wait_for(self._wakeup.wait(), left)
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that lands as the wakeup fires,
+                # and aclose() then waited forever for a scheduler that had gone back to sleep.
+                async with asyncio.timeout(left):
+                    await self._wakeup.wait()
             except TimeoutError:
                 return
 

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import pytest
 
-from engine.generation import EngineDead, ExecutorClosed, GenerationSettings, OutOfMemory, Prompt
+from engine.generation import EngineDead, ExecutorClosed, GenerationSettings, OutOfMemory, Prompt, RequestTimeout
 from engine.models import ModelBackend
 from test_executor_support import CHATS, Factory, executor, request, tiny_causal, wait_until
 
@@ -109,3 +109,35 @@ async def test_close_fails_queued_and_running_requests_and_frees_the_model(tiny_
     assert len(factory.current.results[0]) == 1 and factory.current.results[0][0].new_tokens < 200
     with pytest.raises(ExecutorClosed):
         await ex.submit(request("late"))
+
+
+async def test_close_right_after_a_deadline_passes_in_the_queue_never_hangs(tiny_causal: ModelBackend) -> None:
+    # The request's deadline passes while the scheduler waits for company for it; the caller leaves
+    # (waking the scheduler) and closes the executor in the same loop step. On Python 3.11,
+    # asyncio.wait_for swallowed the cancel that raced that wake-up and aclose() waited forever.
+    ex = executor(Factory(tiny_causal), max_batch_size=8, max_batch_wait_ms=60_000)
+    await ex.start()
+    with pytest.raises(RequestTimeout):
+        await ex.submit(request("Ann: lunch?", timeout=0.5))
+    async with asyncio.timeout(20):
+        await ex.aclose()
+    assert ex.state == "closed"
+
+
+async def test_a_deadline_passing_at_the_jobs_gate_leaks_no_place(tiny_causal: ModelBackend) -> None:
+    # A job keeps one request in the queue at a time; the next waits at its gate, and its deadline passes
+    # there. The place it never took must not be lost: the job's later requests still run.
+    factory = Factory(tiny_causal)
+    async with executor(factory, max_job_requests=1, max_batch_wait_ms=0) as ex:
+        with ex.reserve("g", "u") as job:
+            factory.current.stall()
+            first = asyncio.create_task(ex.submit(request("Ann: first", guild="g", user="u", job=job.job)))
+            await factory.current.wait_entered()
+            with pytest.raises(RequestTimeout):
+                await ex.submit(request("Ann: second", guild="g", user="u", job=job.job, timeout=0.3))
+            factory.current.release()
+            assert (await first).new_tokens > 0
+            async with asyncio.timeout(30):
+                third = await ex.submit(request("Ann: third", guild="g", user="u", job=job.job))
+        assert third.new_tokens > 0
+        assert ex.metrics()["pending"] == 0 and ex.metrics()["jobs"] == 0
