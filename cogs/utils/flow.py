@@ -141,10 +141,11 @@ async def run_summary(
     if not resolved["enabled"]:
         raise ChannelDisabled("Summaries are turned off in this channel. A server manager can turn them on with `/settings set enabled:True`.")
     private = resolved["private_default"] if job.private is None else job.private
-    if not private and await reply_would_leak(job.source, interaction.channel):
-        private = True
-        job.notes += ("Sent only to you: some people who can see this channel can't read the one summarized.",)
+    # The cooldown before the leak check: a member who must wait is told so without that work being done.
     with summary_request(bot.cooldowns, bot.guild_slots, interaction.user.id, guild.id):
+        if not private and await reply_would_leak(job.source, interaction.channel):
+            private = True
+            job.notes += ("Sent only to you: some people who can see this channel can't read the one summarized.",)
         await acknowledge(interaction, ephemeral=private)
         if job.scope.from_id is not None:
             await require_message(job.source, job.scope.from_id)

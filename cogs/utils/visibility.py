@@ -13,13 +13,22 @@ Administrator bits, whose possible unions are few. Members with their own overwr
 either channel are checked one by one (fetched when not cached). When the combinations
 are too many to enumerate, or a member cannot be fetched, the answer is "leak", with
 the reason as its label: refuse rather than guess.
+
+One read can check dozens of channels, so the work is kept short and the event loop free:
+role sets with the same effect on both channels are decided together, "a smaller set
+already leaks" is a few bitset operations, each answer is remembered keyed by every bit
+it depends on (so it is never stale), and the check yields to the loop every few
+milliseconds of work.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import itertools
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import discord
 
@@ -27,10 +36,13 @@ from .checks import can_read
 
 # Cached members also checked one by one, so a leak names real people where the cache knows them.
 MAX_MEMBERS_CHECKED = 25_000
+MEMBERS_PER_TURN = 500  # cached members checked between yields to the event loop
 # Sets of overwritten roles tried at most (2^12); beyond this the rule refuses. Each set is tried with
 # every union of the other roles' server-wide bits: at most 8 (Administrator unions never leak).
 MAX_COMBINATIONS = 4096
 MAX_REPORTED = 25  # leaking role combinations listed at most
+MAX_ANSWERS = 1024  # role-combination answers remembered (a few hundred bytes each)
+EFFECTS_PER_TURN = 512  # distinct role-set effects decided between yields to the event loop
 
 _ADMIN = discord.Permissions(administrator=True).value
 _VIEW = discord.Permissions(view_channel=True).value
@@ -64,10 +76,12 @@ def _is_private_thread(channel: Any) -> bool:
 
 @dataclass(frozen=True)
 class _Overwrites:
-    """One channel's overwrites as bit masks: (allow, deny) for @everyone and for each role."""
+    """One channel's overwrites as bit masks of the relevant bits: (allow, deny) for @everyone and for each
+    role, and the ids of members with their own (read once: discord.py builds them anew on every access)."""
 
     everyone: tuple[int, int]
     roles: dict[int, tuple[int, int]]
+    members: frozenset[int]
 
     @classmethod
     def of(cls, channel: Any) -> "_Overwrites":
@@ -75,29 +89,31 @@ class _Overwrites:
         if holder is None:
             raise _Undecided("the channel's parent is not known to me")
         guild_id = holder.guild.id
-        everyone, roles = (0, 0), {}
+        everyone, roles, members = (0, 0), {}, set()
         for target, overwrite in holder.overwrites.items():
             allow, deny = overwrite.pair()
+            pair = (allow.value & _RELEVANT, deny.value & _RELEVANT)
             if target.id == guild_id:
-                everyone = (allow.value, deny.value)
+                everyone = pair
             elif isinstance(target, discord.Role) or getattr(target, "type", None) is discord.Role:
-                roles[target.id] = (allow.value, deny.value)
-        return cls(everyone, roles)
+                roles[target.id] = pair
+            elif isinstance(target, discord.Member) or getattr(target, "type", None) is discord.Member:
+                # Uncached members come back as discord.Object(type=Member); they are resolved (or skipped) later.
+                members.add(target.id)
+        return cls(everyone, roles, frozenset(members))
 
-    def permissions(self, base: int, role_ids: Iterable[int]) -> int:
-        """The relevant bits for a member with server-wide bits ``base`` and these roles (discord.py's order)."""
-        if base & _ADMIN:
-            return _RELEVANT
-        allow, deny = self.everyone
-        perms = (base & ~deny) | allow
-        allows = denies = 0
-        for role_id in role_ids:
-            pair = self.roles.get(role_id)
-            if pair is not None:
-                allows |= pair[0]
-                denies |= pair[1]
-        perms = (perms & ~denies) | allows
-        return perms if perms & _VIEW else 0
+    def role(self, role_id: int) -> tuple[int, int]:
+        return self.roles.get(role_id, (0, 0))
+
+
+def _channel_bits(base: int, everyone: tuple[int, int], allows: int, denies: int) -> int:
+    """The relevant bits in a channel for server-wide bits ``base`` whose roles' overwrites sum to
+    ``allows``/``denies`` (discord.py's order: @everyone's overwrite, then the roles', allow winning)."""
+    if base & _ADMIN:
+        return _RELEVANT
+    perms = (base & ~everyone[1]) | everyone[0]
+    perms = (perms & ~denies) | allows
+    return perms if perms & _VIEW else 0
 
 
 class _Undecided(Exception):
@@ -127,10 +143,8 @@ def _combination_label(roles: tuple[discord.Role, ...], extra: int) -> str:
     return " + ".join(parts) if parts else "@everyone"
 
 
-def _role_leaks(guild: discord.Guild, source: Any, target: Any) -> list[Exposed]:
-    """Every minimal role combination that can see ``target`` but not read ``source``."""
-    src, dst = _Overwrites.of(source), _Overwrites.of(target)
-    private_source = _is_private_thread(source)
+async def _role_leaks(guild: discord.Guild, src: _Overwrites, dst: _Overwrites, private_source: bool) -> list[Exposed]:
+    """Every minimal role combination that can see the target but not read the source (the first ``MAX_REPORTED``)."""
     people_roles = [r for r in guild.roles if not r.is_default() and not r.is_bot_managed()]
     named = set(src.roles) | set(dst.roles)
     combined = [r for r in people_roles if r.id in named]
@@ -141,24 +155,147 @@ def _role_leaks(guild: discord.Guild, source: Any, target: Any) -> list[Exposed]
         raise _Undecided(
             f"{len(combined)} roles have overwrites on these channels, too many combinations for me to check"
         )
-    everyone_bits = guild.default_role.permissions.value & _RELEVANT
-    found: list[tuple[frozenset[int], int]] = []
-    exposed: list[Exposed] = []
-    for size in range(len(combined) + 1):
-        for roles in itertools.combinations(combined, size):
-            ids = frozenset(r.id for r in roles)
-            roles_bits = everyone_bits
-            for role in roles:
-                roles_bits |= role.permissions.value & _RELEVANT
-            for extra in unions:
-                if any(prev_ids <= ids and prev_extra & ~extra == 0 for prev_ids, prev_extra in found):
-                    continue  # a smaller combination already leaks: this one says nothing new
-                base = roles_bits | extra
-                if dst.permissions(base, ids) & _VIEW and not _reads(src.permissions(base, ids), private_source):
-                    found.append((ids, extra))
-                    if len(exposed) < MAX_REPORTED:
-                        exposed.append(_exposed_for(guild, roles, extra))
-    return exposed
+    question = _Question(
+        everyone_bits=guild.default_role.permissions.value & _RELEVANT,
+        unions=tuple(unions),
+        source_everyone=src.everyone,
+        target_everyone=dst.everyone,
+        roles=tuple(_pack(r.permissions.value & _RELEVANT, *src.role(r.id), *dst.role(r.id)) for r in combined),
+        private_source=private_source,
+    )
+    return [_exposed_for(guild, tuple(combined[i] for i in _indices(mask)), extra)
+            for mask, extra in await _minimal_leaks(question)]
+
+
+# A role's effect, packed in one int so that a role set's effect is the OR of its roles': its server-wide
+# bits, then its (allow, deny) on the source and on the target. Every field fits in _FIELD bits.
+_FIELD = 64
+_FIELDS = 5
+
+
+def _pack(*fields: int) -> int:
+    return sum(value << (_FIELD * n) for n, value in enumerate(fields))
+
+
+def _unpack(effect: int) -> list[int]:
+    return [(effect >> (_FIELD * n)) & ((1 << _FIELD) - 1) for n in range(_FIELDS)]
+
+
+@dataclass(frozen=True)
+class _Question:
+    """All the role part of the rule depends on, as plain bits: equal questions get equal answers (cached)."""
+
+    everyone_bits: int  # @everyone's server-wide relevant bits
+    unions: tuple[int, ...]  # the other roles' possible server-wide unions, ascending
+    source_everyone: tuple[int, int]
+    target_everyone: tuple[int, int]
+    roles: tuple[int, ...]  # each overwritten role's packed effect, in the server's role order
+    private_source: bool
+
+    def leaks(self, effect: int, extra: int) -> bool:
+        """Does a member whose roles sum to ``effect``, plus other roles giving ``extra``, see the target
+        but not read the source?"""
+        bits, src_allow, src_deny, dst_allow, dst_deny = _unpack(effect)
+        base = self.everyone_bits | bits | extra
+        if not _channel_bits(base, self.target_everyone, dst_allow, dst_deny) & _VIEW:
+            return False
+        return not _reads(_channel_bits(base, self.source_everyone, src_allow, src_deny), self.private_source)
+
+
+_answers: OrderedDict[_Question, tuple[tuple[int, int], ...]] = OrderedDict()  # least recently used first
+
+
+async def _minimal_leaks(question: _Question) -> tuple[tuple[int, int], ...]:
+    """``_solve``'s answer, remembered: a read asks the same few questions for every channel it names."""
+    answer = _answers.get(question)
+    if answer is None:
+        answer = _answers[question] = await _solve(question)
+        if len(_answers) > MAX_ANSWERS:
+            _answers.popitem(last=False)
+    _answers.move_to_end(question)
+    return answer
+
+
+async def _solve(question: _Question) -> tuple[tuple[int, int], ...]:
+    """The minimal leaking (role set, extra) pairs, role sets as masks over ``question.roles``, in the order
+    of the plain enumeration (set size, then ``itertools.combinations`` order, then extra), at most
+    ``MAX_REPORTED``. A pair is minimal when no smaller role set with a smaller or equal extra leaks.
+
+    Sets of role sets are bitsets (bit m: the role set with mask m), so "a subset of it leaks" is a
+    few big-int shifts rather than a comparison with every leak found so far.
+    """
+    k = len(question.roles)
+    effects = [0] * (1 << k)
+    for mask in range(1, 1 << k):
+        lowest = mask & -mask
+        effects[mask] = effects[mask ^ lowest] | question.roles[lowest.bit_length() - 1]
+    # Role sets with the same effect get the same answer: each distinct effect is decided once per extra.
+    sets_with: dict[int, int] = {}
+    for mask, effect in enumerate(effects):
+        sets_with[effect] = sets_with.get(effect, 0) | (1 << mask)
+    covered: dict[int, int] = {}  # extra -> role sets with a leaking pair at or below (role set, extra)
+    found: list[tuple[int, int]] = []
+    for extra in question.unions:  # ascending: a smaller union (a subset) comes first
+        leaking = 0
+        for decided, (effect, sets) in enumerate(sets_with.items(), 1):
+            if decided % EFFECTS_PER_TURN == 0:
+                await asyncio.sleep(0)  # up to 4096 distinct effects per extra: let the loop run meanwhile
+            if question.leaks(effect, extra):
+                leaking |= sets
+        below = 0  # covered through a strictly smaller extra
+        for smaller, sets in covered.items():
+            if smaller & ~extra == 0:
+                below |= sets
+        covered[extra] = _supersets(leaking | below, k)
+        minimal = leaking & ~below & ~_strict_supersets(covered[extra], k)
+        found.extend((mask, extra) for mask in _members(minimal))
+    rank = _enumeration_rank(k)
+    found.sort(key=lambda pair: (rank[pair[0]], pair[1]))
+    return tuple(found[:MAX_REPORTED])
+
+
+@functools.lru_cache(maxsize=None)
+def _enumeration_rank(k: int) -> list[int]:
+    """Each role set's (mask's) place in the plain enumeration: by size, then in ``itertools.combinations`` order."""
+    rank = [0] * (1 << k)
+    masks = (sum(1 << i for i in combo) for size in range(k + 1) for combo in itertools.combinations(range(k), size))
+    for place, mask in enumerate(masks):
+        rank[mask] = place
+    return rank
+
+
+@functools.lru_cache(maxsize=None)
+def _without(role: int, k: int) -> int:
+    """The bitset of the role sets (masks below 2^k) that lack ``role``: runs of 2^role set and clear bits."""
+    run = 1 << role
+    every = (1 << (1 << k)) - 1
+    return every // ((1 << (2 * run)) - 1) * ((1 << run) - 1)
+
+
+def _strict_supersets(sets: int, k: int) -> int:
+    """Role sets with one more role than some set in ``sets`` (all strict supersets, when ``sets`` is closed)."""
+    out = 0
+    for role in range(k):
+        out |= (sets & _without(role, k)) << (1 << role)
+    return out
+
+
+def _supersets(sets: int, k: int) -> int:
+    """Every role set containing one in ``sets``: add each role in turn."""
+    for role in range(k):
+        sets |= (sets & _without(role, k)) << (1 << role)
+    return sets
+
+
+def _members(bitset: int) -> Iterator[int]:
+    while bitset:
+        lowest = bitset & -bitset
+        yield lowest.bit_length() - 1
+        bitset ^= lowest
+
+
+def _indices(mask: int) -> tuple[int, ...]:
+    return tuple(_members(mask))
 
 
 def _exposed_for(guild: discord.Guild, roles: tuple[discord.Role, ...], extra: int) -> Exposed:
@@ -167,20 +304,6 @@ def _exposed_for(guild: discord.Guild, roles: tuple[discord.Role, ...], extra: i
     if len(roles) == 1 and not extra:
         return Exposed("role", roles[0].id, f"@{roles[0].name}")
     return Exposed("roles", roles[0].id if roles else 0, _combination_label(roles, extra))
-
-
-def _member_overwrite_ids(channels: Iterable[Any]) -> set[int]:
-    """Ids of members named in the overwrites of ``channels`` (a thread uses its parent's)."""
-    members: set[int] = set()
-    for channel in channels:
-        holder = _holder(channel)
-        if holder is None:
-            continue
-        # Uncached members come back as discord.Object(type=Member); they are resolved (or skipped) later.
-        for target in holder.overwrites:
-            if isinstance(target, discord.Member) or getattr(target, "type", None) is discord.Member:
-                members.add(target.id)
-    return members
 
 
 async def resolve_member(guild: discord.Guild, member_id: int) -> discord.Member | None:
@@ -213,17 +336,22 @@ async def find_leaks(source: Any, target: Any) -> list[Exposed]:
     """
     guild: discord.Guild = target.guild
     try:
-        exposed = _role_leaks(guild, source, target)
+        src, dst = _Overwrites.of(source), _Overwrites.of(target)
+        exposed = await _role_leaks(guild, src, dst, _is_private_thread(source))
         candidates: list[discord.Member] = []
-        for member_id in sorted(_member_overwrite_ids((source, target))):
+        for member_id in sorted(src.members | dst.members):
             member = await _member_with_overwrite(guild, member_id)
             if member is not None:
                 candidates.append(member)
     except _Undecided as why:
         return [Exposed("undecided", 0, f"possibly anyone ({why})")]
+    # One read may check many channels: let interactions (answered within 3 s) run between the parts.
+    await asyncio.sleep(0)
     candidates.extend(guild.members[:MAX_MEMBERS_CHECKED])
     seen_members: set[int] = set()
-    for member in candidates:
+    for checked, member in enumerate(candidates, 1):
+        if checked % MEMBERS_PER_TURN == 0:
+            await asyncio.sleep(0)
         if member.id in seen_members or member.bot:
             continue
         seen_members.add(member.id)
