@@ -5,11 +5,12 @@ admission, fairness, caps, timeouts, cancellation and metrics all work as with a
 Each row of a batch is its own ``/chat/completions`` request, sent concurrently from the backend's
 own event-loop thread; the server batches concurrent requests continuously.
 
-Failures are per row: connection errors, dropped connections, 429 and 5xx are retried with
-backoff (bounded), then that row fails with ``ServerUnavailable``; a 4xx is a setting or a bug and
-fails the row with ``ServerRejected`` at once. One exception: a 4xx that names a sampling field
-(``transformers serve`` answers 422 "Unexpected fields" for ``top_k``) is retried once without it,
-and the field is left out from then on; ``describe()`` lists the settings the server ignores.
+Failures are per row: connection errors, dropped connections, 429, 5xx and bodies that are not usable
+JSON (not JSON, nested too deeply, over ``MAX_RESPONSE_BYTES``) are retried with backoff (bounded), then
+that row fails with ``ServerUnavailable``; a 4xx is a setting or a bug and fails the row with
+``ServerRejected`` at once, as does JSON that is not a completion. One exception: a 4xx that names a
+sampling field (``transformers serve`` answers 422 "Unexpected fields" for ``top_k``) is retried once
+without it, and the field is left out from then on; ``describe()`` lists the settings the server ignores.
 
 Token counts use the served model's tokenizer when it can be loaded here (``INFERENCE_TOKENIZER``,
 or ``INFERENCE_MODEL`` from the local Hugging Face cache), else ``estimate_tokens``.
@@ -30,11 +31,11 @@ import json
 import logging
 import math
 import re
+import reprlib
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Sequence, TypeVar
-from urllib.parse import urlsplit
 
 from .generation import (
     GenerationError,
@@ -46,6 +47,7 @@ from .generation import (
     ServerUnavailable,
 )
 from .models import (
+    WORD_JOINER,
     ModelLoadError,
     _special_token_pattern,
     check_fits,
@@ -53,7 +55,8 @@ from .models import (
     context_window_of,
     defuse_text,
 )
-from .netcheck import is_private_channel
+from .netcheck import is_private_channel, url_origin
+from .transcript import BARS, folded_spans
 
 if TYPE_CHECKING:
     import aiohttp
@@ -69,6 +72,12 @@ HEALTH_TIMEOUT_S = 10.0
 HEALTH_MAX_AGE_S = 30.0  # describe() refreshes an older health check in the background
 POLL_S = 0.1  # how often a waiting batch reads the executor's per-row cancel flags
 MESSAGE_OVERHEAD = 8  # estimated template tokens around each chat message
+# A completion or a model list is a few KiB of JSON. A body past this is a broken or hostile server: reading
+# it whole would hold that much memory for every row in flight, so it fails its row as a server error.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+# Token counts from a server's "usage" are believed up to this; beyond it (or negative) they are counted here,
+# so a bogus number cannot overflow the executor's float metrics.
+MAX_USAGE_TOKENS = 2**31
 # Request fields beyond the OpenAI core, by the setting they carry. A server that rejects one by name
 # gets requests without it from then on. llama.cpp spells the penalty repeat_penalty: both are sent.
 # A server that takes neither gets frequency_penalty = penalty - 1, which is how `transformers serve`
@@ -85,9 +94,12 @@ PENALTY_FIELDS = ("repetition_penalty", "repeat_penalty")
 # Fields any server may reject without harm, beyond the settings': vLLM would add a second BOS to a
 # rendered Llama 3 prompt without this one.
 DROPPABLE_FIELDS = (*OPTIONAL_FIELDS, "add_special_tokens")
-# Control-token spellings of common chat templates (ChatML, Llama 2 and 3, Gemma, Mistral). Without the
-# served model's tokenizer these are broken up, so message text cannot open a turn on the server.
-GENERIC_CONTROL = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>|</?s>|\[/?INST\]|<(?:start|end)_of_turn>|<bos>|<eos>")
+# Control-token spellings of common chat templates (ChatML, Llama 2 and 3, Gemma, Mistral, DeepSeek's
+# <｜User｜> and <｜end▁of▁sentence｜>). Without the served model's tokenizer these are broken up, matched on
+# the text's NFKC form (``defuse_folded``), so message text cannot open a turn on the server: vLLM reads
+# special tokens inside message content. A model's own other special strings cannot be known without it.
+GENERIC_CONTROL = re.compile(
+    rf"<[{BARS}][^{BARS}<>]{{1,40}}[{BARS}]>|</?s>|\[/?INST\]|<(?:start|end)_of_turn>|<bos>|<eos>")
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
@@ -105,9 +117,8 @@ class RemoteConfig:
 
     @property
     def origin(self) -> str:
-        """scheme://host[:port], for logs and /status (the path may carry a deployment name)."""
-        parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.netloc}"
+        """scheme://host[:port], for logs and /status: no credentials, path (it may name a deployment) or query."""
+        return url_origin(self.url)
 
 
 def estimate_tokens(text: str) -> int:
@@ -164,8 +175,15 @@ class TokenCounter:
         self.tokenizer = tokenizer
         self.exact = tokenizer is not None
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
-        self.special = (_special_token_pattern(tokenizer) if tokenizer is not None else None) or GENERIC_CONTROL
+        self.own_special = _special_token_pattern(tokenizer) if tokenizer is not None else None
         self.lock = threading.RLock()  # a fast tokenizer used from two threads at once fails "Already borrowed"
+
+    def defuse(self, text: str) -> str:
+        """Control-token spellings broken up: a tokenizer's own strings exactly, as it reads them; without one,
+        the generic ones in every spelling NFKC folds together."""
+        if self.own_special is not None:
+            return defuse_text(text, self.own_special)
+        return defuse_folded(text, GENERIC_CONTROL)
 
     def count(self, text: str) -> int:
         if self.tokenizer is None:
@@ -240,6 +258,7 @@ class RemoteBackend:
     has_chat_template = True  # the template is applied (here for text completions, else by the server)
     dtype_name = "served"
     model = None  # no local weights
+    prompt_format = "rules"  # engine.prompts.RULES: a served model's tuning is not known here
 
     def __init__(self, config: RemoteConfig) -> None:
         self.config = config
@@ -276,7 +295,8 @@ class RemoteBackend:
                                  "Start the inference server or fix INFERENCE_URL.") from None
         except RequestTimeout:
             raise ModelLoadError(f"INFERENCE_URL {self.config.origin} did not answer within {HEALTH_TIMEOUT_S:g}s.") from None
-        models = [m for m in listing.get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        listed = listing.get("data") if isinstance(listing.get("data"), list) else []
+        models = [m for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str)]
         chosen = next((m for m in models if m["id"] == self.config.model), None)
         if not self.config.model:
             if not models:
@@ -322,7 +342,7 @@ class RemoteBackend:
 
     def _messages(self, prompt: Prompt) -> list[dict[str, str]]:
         def clean(text: str) -> str:
-            return defuse_text(_LONE_SURROGATE.sub("\ufffd", text), self.counter.special)
+            return self.defuse(_LONE_SURROGATE.sub("\ufffd", text))
 
         return [{"role": "system", "content": clean(prompt.system)}, {"role": "user", "content": clean(prompt.user)}]
 
@@ -332,7 +352,7 @@ class RemoteBackend:
         return self.counter.render(self._messages(prompt)) + prefix
 
     def defuse(self, text: str) -> str:
-        return defuse_text(text, self.counter.special)
+        return self.counter.defuse(text)
 
     def count_tokens(self, text: str) -> int:
         return self.counter.count(text)
@@ -439,8 +459,10 @@ class RemoteBackend:
         key = f"{exc.status}:{exc.body[:200]}"
         if key not in self._reported:  # once per kind of answer, not once per request
             self._reported.add(key)
-            log.error("%s refused a request with HTTP %d%s: %s", self.config.origin, exc.status, _hint(exc.status),
-                      _snippet(exc.body))
+            # The answer's text goes to DEBUG only: a server may quote the request, and so the conversation.
+            log.error("%s refused a request with HTTP %d%s (its answer is logged at DEBUG)", self.config.origin,
+                      exc.status, _hint(exc.status))
+            log.debug("%s answered: %s", self.config.origin, _snippet(exc.body))
 
     @property
     def ignored_settings(self) -> list[str]:
@@ -487,7 +509,7 @@ class RemoteBackend:
         try:
             async with session.request(method, self.config.url + path, json=body,
                                        timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-                text = await resp.text(errors="replace")
+                text = await _read_capped(resp)
                 status = resp.status
         except TimeoutError:
             raise RequestTimeout(f"the model server did not answer within {timeout_s:g}s") from None
@@ -499,8 +521,8 @@ class RemoteBackend:
             raise _Rejected(status, text)
         try:
             return json.loads(text)
-        except ValueError:
-            raise _Retryable(f"HTTP {status} with a body that is not JSON: {_snippet(text)}") from None
+        except (ValueError, RecursionError):  # not JSON, nested deeper than json parses, or a number too long
+            raise _Retryable(f"HTTP {status} with a body that is not usable JSON: {_snippet(text)}") from None
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         return await self._request("POST", path, body, self.config.timeout_s)
@@ -556,15 +578,56 @@ class RemoteBackend:
 
 
 def _parse_completion(answer: Any) -> tuple[str, int | None, int | None, bool]:
-    try:
-        choice = answer["choices"][0]
-        text = (choice["text"] if "text" in choice else choice["message"].get("content")) or ""
-    except (KeyError, IndexError, TypeError, AttributeError):
-        raise ServerRejected(f"the model server's answer has no completion: {_snippet(json.dumps(answer)[:300])}") from None
+    """(text, prompt tokens, new tokens, finished); any other shape fails only this row."""
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    if isinstance(choice, dict) and "text" in choice:  # /completions
+        text = choice["text"]
+    elif isinstance(choice, dict) and isinstance(choice.get("message"), dict):  # /chat/completions
+        text = choice["message"].get("content")  # None: an answer without text
+    else:
+        raise _no_completion(answer)
+    if text is not None and not isinstance(text, str):
+        raise _no_completion(answer)
     usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
-    prompt_tokens = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else None
-    new_tokens = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else None
-    return str(text).strip(), prompt_tokens, new_tokens, choice.get("finish_reason") != "length"
+    prompt_tokens, new_tokens = _token_count(usage.get("prompt_tokens")), _token_count(usage.get("completion_tokens"))
+    return (text or "").strip(), prompt_tokens, new_tokens, choice.get("finish_reason") != "length"
+
+
+def _no_completion(answer: Any) -> ServerRejected:
+    # reprlib: bounded in depth and length, whatever the server sent
+    return ServerRejected(f"the model server's answer has no completion: {_snippet(reprlib.repr(answer))}")
+
+
+def _token_count(value: Any) -> int | None:
+    """A server-reported token count when it is believable, else None (the backend counts instead)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_USAGE_TOKENS
+    return value if ok else None
+
+
+async def _read_capped(resp: "aiohttp.ClientResponse") -> str:
+    """The body as text, or ``_Retryable`` once it passes MAX_RESPONSE_BYTES (the rest is never read)."""
+    too_big = _Retryable(f"HTTP {resp.status} with a body over {MAX_RESPONSE_BYTES // 2**20} MiB")
+    if resp.content_length is not None and resp.content_length > MAX_RESPONSE_BYTES:
+        raise too_big
+    body = bytearray()
+    async for chunk in resp.content.iter_any():
+        body += chunk
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise too_big
+    return body.decode("utf-8", errors="replace")  # JSON is UTF-8 (RFC 8259); error bodies are only logged
+
+
+def defuse_folded(text: str, pattern: re.Pattern[str]) -> str:
+    """``defuse_text`` matched on the NFKC form of ``text`` (``folded_spans``), the joiner put into the text as
+    written. Ends: every spelling starts with a character ("<", "[") that a joiner after it stops matching."""
+    while spans := folded_spans(pattern, text):
+        pieces, last = [], 0
+        for start, _ in spans:
+            pieces += [text[last:start + 1], WORD_JOINER]
+            last = start + 1
+        text = "".join(pieces) + text[last:]
+    return text
 
 
 def _connection_error(exc: BaseException) -> str:
