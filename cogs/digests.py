@@ -3,8 +3,9 @@
 The scheduler sleeps until the earliest ``next_run_at`` in the database and is
 woken early when digests change; there is no polling. Each run re-checks that
 the bot can still read the source and post in the target and that nobody who
-can see the target is unable to read the source (the no-leak rule). A run
-that cannot go ahead is skipped and its owner is told why.
+can see the target is unable to read the source (the no-leak rule), before
+generating and again right before posting. A run that cannot go ahead is
+skipped and its owner is told why.
 
 Digest summaries go through the executor at background priority (1), so
 interactive ``/summarize`` requests run first.
@@ -13,9 +14,10 @@ interactive ``/summarize`` requests run first.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal
 
 import discord
 from discord import app_commands
@@ -175,10 +177,7 @@ class DigestsCog(commands.GroupCog, name="Digests", group_name="digest",
             return "waiting"
         problem, source, target = await self._check_run(record)
         if problem is not None:
-            status = f"skipped: {problem}"
-            await self.bot.db.writing(store.reschedule, record.id, plan.next_run_at, status)
-            await self._tell_owner(record, target, f"Digest #{record.id} was skipped: {problem}")
-            return status
+            return await self._skip(record, plan, target, problem)
         assert source is not None and target is not None
         resolved = await load_settings(self.bot, source)
         if not resolved["enabled"]:
@@ -186,7 +185,10 @@ class DigestsCog(commands.GroupCog, name="Digests", group_name="digest",
             await self.bot.db.writing(store.reschedule, record.id, plan.next_run_at, status)
             return status
         try:
-            posted = await post_digest(self.bot, record, source, target, plan, resolved)
+            posted = await post_digest(self.bot, record, source, target, plan, resolved,
+                                       recheck=functools.partial(self._check_run, record))
+        except DigestSkipped as skipped:  # access or overwrites changed while the summary was generated
+            return await self._skip(record, plan, target, skipped.problem)
         except Overloaded:
             retry_at = min(now + BUSY_RETRY, plan.next_run_at)
             await self.bot.db.writing(store.reschedule, record.id, retry_at, "waiting: the summarizer was busy")
@@ -200,6 +202,13 @@ class DigestsCog(commands.GroupCog, name="Digests", group_name="digest",
         await self.bot.db.writing(
             store.record_run, record.id, ran_until=plan.window_end, next_run_at=plan.next_run_at, status=status
         )
+        return status
+
+    async def _skip(self, record: DigestRecord, plan: RunPlan, target: Any, problem: str) -> str:
+        """Skip this run, keeping its window for the next, and tell the owner why; returns the stored status."""
+        status = f"skipped: {problem}"
+        await self.bot.db.writing(store.reschedule, record.id, plan.next_run_at, status)
+        await self._tell_owner(record, target, f"Digest #{record.id} was skipped: {problem}")
         return status
 
     async def _check_run(self, record: DigestRecord) -> tuple[str | None, Any, Any]:
@@ -385,9 +394,24 @@ def window_scope(plan: RunPlan) -> Scope:
     return Scope(after=plan.window_start - timedelta(milliseconds=1), before=plan.window_end)
 
 
+class DigestSkipped(Exception):
+    """Found just before posting: the digest may no longer be posted (``problem`` says why, for its owner)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+Recheck = Callable[[], Awaitable[tuple[str | None, Any, Any]]]  # DigestsCog._check_run for one digest
+
+
 async def post_digest(bot: "RecapBot", record: DigestRecord, source: Any, target: discord.TextChannel,
-                      plan: RunPlan, resolved: Any) -> int:
-    """Summarize the window and post it in ``target``; returns the messages read (0: nothing posted)."""
+                      plan: RunPlan, resolved: Any, recheck: Recheck) -> int:
+    """Summarize the window and post it in ``target``; returns the messages read (0: nothing posted).
+
+    ``recheck`` repeats the run's checks (``DigestsCog._check_run``) right before posting: generating
+    can take minutes, and the bot's access or the target's audience may change meanwhile.
+    """
     conversation = await read_conversation(bot, source, window_scope(plan), int(resolved["max_messages"]),
                                            readers=Readers(audiences=(source, target)))
     if not conversation.messages:
@@ -414,6 +438,9 @@ async def post_digest(bot: "RecapBot", record: DigestRecord, source: Any, target
     header = (f"**{kind} digest** of {source.mention}: {_messages(len(conversation.messages))}, "
               f"{_fmt(plan.window_start)} → {_fmt(plan.window_end)}")
     batches = build_summary_messages(summary, ctx)
+    problem, _, _ = await recheck()
+    if problem is not None:
+        raise DigestSkipped(problem)  # the summary stays stored: only readers of the source can list it
     for index, batch in enumerate(batches):
         last = index == len(batches) - 1
         kwargs: dict[str, Any] = dict(embeds=batch, allowed_mentions=NO_PINGS)

@@ -181,11 +181,12 @@ async def _followup(bot: "RecapBot", interaction: discord.Interaction, action: s
     if not resolved["enabled"]:
         raise ChannelDisabled("Summaries are turned off in that channel.")
     # The no-leak rule, now: the channel the button sits in (a digest's target, or where the summary was
-    # posted) may have widened its audience since; a public answer would show the source to them.
+    # posted) may have widened its audience since; a public answer would show the source to them. It runs
+    # after the cooldown, as in /summarize: a member who must wait is told so without that work.
     private, notes = record.private, ()
-    if not private and await reply_would_leak(source, interaction.channel):
-        private, notes = True, (LEAK_NOTE,)
     with summary_request(bot.cooldowns, bot.guild_slots, member.id, guild.id):
+        if not private and await reply_would_leak(source, interaction.channel):
+            private, notes = True, (LEAK_NOTE,)
         await acknowledge(interaction, ephemeral=private)
         readers = summary_readers(member, source, interaction.channel, private)
         conversation = await read_by_ids(bot, source, record.source_ids, readers)
@@ -228,13 +229,20 @@ async def show_summary(bot: "RecapBot", interaction: discord.Interaction, summar
     if record is None or channel is None:
         await say(interaction, GONE)
         return
+    # Re-read its sources as the buttons do: one deleted while I was offline is erased, and the summary with
+    # it. That may ask Discord for history, so acknowledge first.
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    await read_by_ids(bot, channel, record.source_ids)
+    if await bot.db.reading(summaries.get_summary, summary_id) is None:
+        await say(interaction, GONE)
+        return
     ctx = ReplyContext(guild_id=record.guild_id, channel_id=record.channel_id, channel_name=channel.name,
                        length=record.length, style=record.style)
     batches = build_summary_messages(StoredSummaryView.of(record), ctx)
     header = f"Summary #{record.id}, asked for by <@{record.requester_id}> {discord.utils.format_dt(record.created_at, 'R')}" \
         if record.created_at else f"Summary #{record.id}"
-    await interaction.response.send_message(
-        content=header, embeds=batches[0], ephemeral=True, view=followup_view(record.id), allowed_mentions=NO_PINGS
+    await interaction.edit_original_response(
+        content=header, embeds=batches[0], view=followup_view(record.id), allowed_mentions=NO_PINGS
     )
     for batch in batches[1:]:
         await interaction.followup.send(embeds=batch, ephemeral=True, allowed_mentions=NO_PINGS)
