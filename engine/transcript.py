@@ -11,6 +11,7 @@ instructions.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
@@ -48,8 +49,12 @@ _CUSTOM_EMOJI = re.compile(r"<a?:(\w{1,40}):\d+>")
 _TIMESTAMP = re.compile(r"<t:(-?\d{1,13})(?::[tTdDfFR])?>")
 _CODE_BLOCK = re.compile(r"\s*```(?:[\w+-]*\n)?(.*?)```", re.DOTALL)
 _URL = re.compile(r"<?(https?://[^\s<>]+)>?")
-# Chat-template control tokens (<|im_start|>, <|endoftext|>, [INST], <s>) and our own delimiters.
-_CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|\[/?INST\]|</?s>|<<<|>>>")
+# Bars that stay bars for a reader but not for NFKC, which already folds the full-width "｜" of DeepSeek's
+# <｜User｜> (and "＜", "［") into ASCII: "<∣User∣>" still reads as a turn marker to a model.
+BARS = "|\u00a6\u01c0\u05c0\u2223\u2502\u2503\u23b8\u23b9\u23d0\u2758\u2759\u275a"
+# Chat-template control tokens (<|im_start|>, <｜end▁of▁sentence｜>, [INST], <s>) and our own delimiters,
+# matched on the NFKC form of the text (see ``folded_spans``).
+_CONTROL = re.compile(rf"<[{BARS}][^{BARS}>]{{0,40}}[{BARS}]>|\[/?INST\]|</?s>|<<<|>>>")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 
 
@@ -66,9 +71,39 @@ def remove_until_stable(pattern: re.Pattern[str], text: str) -> str:
         text = stripped
 
 
+def folded_spans(pattern: re.Pattern[str], text: str) -> list[tuple[int, int]]:
+    """Where ``pattern`` matches the NFKC form of ``text``, as spans of ``text`` itself.
+
+    Only the matching is normalized, never the text: NFKC would also change what members see quoted
+    in a summary ("x²" -> "x2", "ﬁ" -> "fi", full-width CJK punctuation -> ASCII). Each character is
+    normalized alone, as a tokenizer reads code points: composing across characters could hide a
+    marker's "<" in a "≮" (with a following U+0338).
+    """
+    if text.isascii() or unicodedata.is_normalized("NFKC", text):  # then folding changes no character
+        return [match.span() for match in pattern.finditer(text)]
+    folded: list[str] = []
+    origin: list[int] = []  # for each folded character, the index of the character it came from
+    for index, char in enumerate(text):
+        normal = char if char.isascii() else unicodedata.normalize("NFKC", char)
+        folded.append(normal)
+        origin.extend([index] * len(normal))
+    matches = [m for m in pattern.finditer("".join(folded)) if m.end() > m.start()]
+    return [(origin[m.start()], origin[m.end() - 1] + 1) for m in matches]
+
+
 def strip_control(text: str) -> str:
-    """Message text without anything that could pass for prompt structure."""
-    return remove_until_stable(_CONTROL, text)
+    """Message text without anything that could pass for prompt structure, in any spelling NFKC folds.
+
+    Repeated until none is left: removing the inner marker of ``<[INST]|im_start|>`` joins the outer
+    pieces into ``<|im_start|>``. Each pass shortens the text, so this ends.
+    """
+    while spans := folded_spans(_CONTROL, text):
+        kept, last = [], 0
+        for start, end in spans:
+            kept.append(text[last:start])
+            last = max(last, end)
+        text = "".join(kept) + text[last:]
+    return text
 
 
 @dataclass(frozen=True)
