@@ -6,11 +6,12 @@ Kept free of the model stack so it can be tested and reused on its own; the
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
+
+from .exports import ExportError, clean_str, decode_json, speaker_of
 
 METRICS = ("rouge1", "rouge2", "rougeL")
 REFERENCE_KEYS = ("summary", "summary1", "summary2", "summary3")
@@ -28,8 +29,8 @@ _NOT_NAMES = {
 }
 
 
-class EvalDataError(ValueError):
-    """The data file can't be used. The message names the file and line."""
+class EvalDataError(ExportError):
+    """The data file can't be used. The message names the file and line (one line, like a bad export's)."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def load_records(path: str | Path, limit: int | None = None) -> list[EvalRecord]
         raise EvalDataError(f"{path}: no such file")
     records: list[EvalRecord] = []
     try:
-        with file.open(encoding="utf-8") as stream:
+        with file.open(encoding="utf-8-sig") as stream:  # a BOM, as summarize reads files
             for number, line in enumerate(stream, start=1):
                 if limit is not None and len(records) >= limit:
                     break
@@ -54,6 +55,8 @@ def load_records(path: str | Path, limit: int | None = None) -> list[EvalRecord]
                     records.append(parse_record(line, number, file.name))
     except UnicodeDecodeError as exc:
         raise EvalDataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise EvalDataError(f"{path}: can't be read ({exc.strerror or exc})") from None
     if not records:
         raise EvalDataError(f"{path}: no records (expected one JSON object per line with \"dialogue\" and \"summary\")")
     return records
@@ -61,9 +64,9 @@ def load_records(path: str | Path, limit: int | None = None) -> list[EvalRecord]
 
 def parse_record(line: str, number: int, source: str) -> EvalRecord:
     try:
-        data = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise EvalDataError(f"{source}: line {number}, column {exc.colno}: invalid JSON ({exc.msg})") from None
+        data = decode_json(line, source, line=number)
+    except ExportError as exc:
+        raise EvalDataError(str(exc)) from None
     if not isinstance(data, dict):
         raise EvalDataError(f"{source}: line {number}: expected a JSON object")
     dialogue = data.get("dialogue")
@@ -72,7 +75,8 @@ def parse_record(line: str, number: int, source: str) -> EvalRecord:
     references = tuple(data[k].strip() for k in REFERENCE_KEYS if isinstance(data.get(k), str) and data[k].strip())
     if not references:
         raise EvalDataError(f"{source}: line {number}: no reference summary (\"summary\" or \"summary1\"..\"summary3\")")
-    return EvalRecord(number, dialogue, references)
+    # JSON "\ud800" escapes give lone surrogates, which tokenizers refuse: cleaned as summarize cleans exports.
+    return EvalRecord(number, clean_str(dialogue), tuple(clean_str(r) for r in references))
 
 
 def lead_k(dialogue: str, k: int) -> str:
@@ -111,8 +115,6 @@ class RougeScorer:
 
 def speaker_names(dialogue: str) -> set[str]:
     """Speaker labels of a ``Name: text`` dialogue."""
-    from .exports import speaker_of
-
     names = set()
     for line in dialogue.splitlines():
         found = speaker_of(line)
@@ -124,8 +126,6 @@ def speaker_names(dialogue: str) -> set[str]:
 def copies_a_message(summary: str, dialogue: str) -> bool:
     """The summary is (mostly) one message copied: a shared run of words covering 80% of it."""
     from difflib import SequenceMatcher
-
-    from .exports import speaker_of
 
     out = [w.lower() for w in _WORD_RE.findall(summary)]
     if len(out) < 4:

@@ -61,6 +61,21 @@ def clean_str(text: str) -> str:
     return _LONE_SURROGATE.sub("\ufffd", text)
 
 
+def decode_json(text: str, source: str, *, line: int | None = None) -> Any:
+    """``json.loads(text)``; every way hostile JSON fails is one ``ExportError`` line naming ``source``
+    (and ``line``, for one record of a JSON Lines file), never a traceback."""
+    where = source if line is None else f"{source}: line {line}"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        at = f"line {exc.lineno if line is None else line}, column {exc.colno}"  # a record is one line
+        raise ExportError(f"{source}: {at}: invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ExportError(f"{where}: invalid JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. a number with more digits than Python converts
+        raise ExportError(f"{where}: invalid JSON ({str(exc)[:120]})") from None
+
+
 @dataclass
 class Conversation:
     """Messages read from one file, oldest first, with the channel they came from when known."""
@@ -112,14 +127,7 @@ def parse_text(
     if not stripped:
         raise ExportError(f"{source}: empty input: expected a DiscordChatExporter JSON export or a `Name: text` transcript")
     if stripped[0] in "{[":
-        try:
-            data = json.loads(text.lstrip("\ufeff"))
-        except json.JSONDecodeError as exc:
-            raise ExportError(f"{source}: line {exc.lineno}, column {exc.colno}: invalid JSON ({exc.msg})") from None
-        except RecursionError:
-            raise ExportError(f"{source}: invalid JSON (nested too deeply)") from None
-        except ValueError as exc:  # e.g. a number with more digits than Python converts
-            raise ExportError(f"{source}: invalid JSON ({str(exc)[:120]})") from None
+        data = decode_json(text.lstrip("\ufeff"), source)
         return parse_export(data, source, base_dir=base_dir, attachment_max_bytes=attachment_max_bytes)
     return parse_transcript(clean_str(text), source)
 

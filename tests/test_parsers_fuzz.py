@@ -1,4 +1,5 @@
-"""Seeded fuzzing of the export and transcript parsers: hostile input gives ExportError, never a traceback.
+"""Seeded fuzzing of the export and transcript parsers, and of the JSON Lines data that ``eval`` and
+``finetune`` read: hostile input gives ExportError (one line), never a traceback.
 
 Each case is parsed as the CLI parses a file (``parse_text``), and whatever parses is rendered into the
 model's transcript (``build_transcript``), the next parser on that path. The seed is fixed, so a failure
@@ -142,3 +143,67 @@ def test_fuzzed_exports_and_transcripts_never_raise_anything_but_export_error(tm
             raise AssertionError(f"case {number}: transcript failed: {exc!r}\n{case[:2000]!r}") from exc
         parsed += 1
     assert parsed > CASES // 10 and refused > CASES // 10  # both paths were exercised
+
+
+# ---- the JSON Lines loaders of `eval` and `finetune` ----
+
+RECORD_CASES = 3_000
+HOSTILE_LINES = [
+    "[" * 100_000 + "]" * 100_000,  # deep nesting: RecursionError inside json
+    '{"dialogue": ' + "[" * 50_000 + "]" * 50_000 + ', "summary": "x"}',
+    '{"dialogue": ' + "9" * 5000 + ', "summary": "x"}',  # int string conversion limit
+    '{"dialogue": "A: hi", "summary": 1e99999}', '{"dialogue": -Infinity, "summary": NaN}',
+    '{"dialogue": "A: hi \\ud800", "summary": "lone \\udfff surrogate"}', '{"dialogue": "\\ud800: x", "summary": "y"}',
+    '"just a string"', "[]", "null", "{}", '{"dialogue": {"a": 1}, "summary": ["x"]}', "\ufeff{}", "\x00",
+]
+
+
+def record_line(rng: random.Random) -> str:
+    """One JSON Lines record: valid, mutated, character-damaged, or a known hostile line."""
+    pick = rng.randrange(5)
+    if pick == 0:
+        return rng.choice(HOSTILE_LINES)
+    summary = rng.choice(["Ada asks Bo about the \ud800 release. Bo agrees.", *NASTY_TEXT])
+    record: Any = {"dialogue": transcript_case(rng), rng.choice(["summary", "summary1", "summary3", "x"]): summary}
+    if pick == 1:
+        record = mutate(rng, record)
+    line = json.dumps(record, allow_nan=True)
+    if pick == 2:
+        at = rng.randrange(len(line) + 1)
+        line = line[:at] + rng.choice(['"', "{", "]", "\\ud800", "1" * 5000, "[" * 5000]) + line[at:]
+    return line
+
+
+def jsonl_case(rng: random.Random) -> bytes:
+    if rng.random() < 0.1:  # binary garbage, sometimes behind a valid-looking start
+        return rng.choice([b"", b'{"dialogue": ']) + rng.randbytes(rng.randrange(1, 200))
+    lines = [record_line(rng) for _ in range(rng.randrange(1, 3))]
+    return "\n".join(lines).encode("utf-8")
+
+
+def test_fuzzed_eval_and_finetune_data_give_one_line_errors(tmp_path: Path) -> None:
+    from bot.evaluation import load_records
+    from bot.exports import parse_transcript
+    from bot.finetune_data import build_examples
+
+    path = tmp_path / "data.jsonl"
+    rng = random.Random(SEED)
+    loaded = refused = 0
+    for number in range(RECORD_CASES):
+        case = jsonl_case(rng)
+        path.write_bytes(case)
+        try:
+            records = load_records(path)
+            for record in records:  # what `eval` checks before the model loads
+                parse_transcript(record.dialogue, f"{path.name}: record on line {record.line}")
+            examples = build_examples(records, seed=number)  # what `finetune` builds before the model loads
+        except ExportError as exc:  # EvalDataError and FinetuneDataError are ExportErrors
+            assert "\n" not in str(exc) and str(exc).strip(), f"case {number}: {exc!r}"
+            refused += 1
+            continue
+        except Exception as exc:  # noqa: BLE001 - the point of the test
+            raise AssertionError(f"case {number} raised {type(exc).__name__}: {exc!r}\n{case[:2000]!r}") from exc
+        for example in examples:  # encodable: no lone surrogates reach a tokenizer
+            (example.prompt_user + example.answer).encode("utf-8")
+        loaded += 1
+    assert loaded > RECORD_CASES // 20 and refused > RECORD_CASES // 10  # both paths were exercised
