@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from engine.netcheck import is_loopback_host, is_private_channel
+from engine.netcheck import is_loopback_host, is_private_channel, url_origin
 
 
 class ConfigError(ValueError):
@@ -151,7 +151,9 @@ def _http_url(name: str, raw: str) -> str:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a URL (allowed: an http:// or https:// URL, or empty)") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+    if parts.username or parts.password:  # not echoed: the error line would carry the password
+        raise ConfigError(f"{name} must not hold a user name or password (allowed: an http:// or https:// URL without user info)")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{name}={raw!r} is not allowed (allowed: an http:// or https:// URL without user info, or empty)")
     return value
 
@@ -279,10 +281,11 @@ class Settings:
 
     @property
     def model_label(self) -> str:
-        """What generates, for start-up lines: MODEL, or the served model and its server."""
+        """What generates, for start-up lines: MODEL, or the served model and its server's host (the URL's
+        credentials, path and query stay out of the logs)."""
         if not self.inference_url:
             return self.model
-        return f"{self.inference_model or 'the served model'} at {self.inference_url}"
+        return f"{self.inference_model or 'the served model'} at {url_origin(self.inference_url)}"
 
     def _check_together(self) -> None:
         """Rules that involve more than one setting."""

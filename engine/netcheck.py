@@ -19,3 +19,17 @@ def is_private_channel(url: str) -> bool:
     """True when a secret sent to ``url`` cannot be read on the way: https, or a loopback host."""
     parts = urlsplit(url)
     return parts.scheme == "https" or is_loopback_host(parts.hostname or "")
+
+
+def url_origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: what logs and /status may show. The user:password part, the
+    path (it may name a deployment) and the query (it may carry a key) stay out."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address keeps its brackets
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:  # a malformed port: show the host alone
+        port = None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,21 @@ def test_the_attribute_checker_sees_every_spelling() -> None:
 
 
 def test_no_pings_is_built_in_one_place() -> None:
-    """Every send uses ``cogs.utils.mentions.NO_PINGS``; a second ``AllowedMentions`` could drift."""
-    places = [f"{path.relative_to(ROOT)}:{number}" for package in ("bot", "cogs") for path in python_files(package)
-              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if "AllowedMentions" in line]
-    assert places == ["cogs/utils/mentions.py:12"], places
+    """Every send uses ``NO_PINGS``; a second ``AllowedMentions`` could drift. The rule, not a line number:
+    one module names ``AllowedMentions``, it builds it once, and what it builds pings nobody."""
+    builders = {path.relative_to(ROOT).as_posix(): uses for package in ("bot", "cogs", "engine", "storage")
+                for path in python_files(package) if (uses := allowed_mentions_uses(path))}
+    assert len(builders) == 1 and list(builders.values()) == [1], builders
+    (module_path,) = builders
+    module = importlib.import_module(module_path.removesuffix(".py").replace("/", "."))
+    pings = module.NO_PINGS
+    assert (pings.everyone, pings.users, pings.roles, pings.replied_user) == (False, False, False, False)
+
+
+def allowed_mentions_uses(path: Path) -> int:
+    """How many times ``path``'s code names ``AllowedMentions`` (comments and docstrings aside)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return sum(1 for node in ast.walk(tree)
+               if (isinstance(node, ast.Attribute) and node.attr == "AllowedMentions")
+               or (isinstance(node, ast.Name) and node.id == "AllowedMentions")
+               or (isinstance(node, ast.alias) and node.name.split(".")[-1] == "AllowedMentions"))
