@@ -22,7 +22,7 @@ from engine.generation import GenerationError, GenerationSettings, InvalidReques
 from engine.models import ModelLoadError
 from engine.prompts import LENGTH, STYLE, generation_for
 from engine.tunables import GENERATION_TUNABLES, InvalidTunable, Tunable
-from engine.summarizer import Summarizer, Summary, SummaryOptions
+from engine.summarizer import FALLBACK_NOTE, Summarizer, Summary, SummaryOptions
 
 from .config import FIELDS, ConfigError, Settings
 from .exports import Conversation, ExportError, load_conversation
@@ -282,6 +282,8 @@ def format_summary(summary: Summary, conversation: Conversation) -> str:
         header.append(f"Time: {time_range}")
     if summary.participants:
         header.append(f"Participants: {', '.join(summary.participants)}")
+    if summary.fallback:
+        header.append(FALLBACK_NOTE)
     parts = ["\n".join(header), summary.text.strip()]
     if summary.topics:
         lines = ["Topics:"]
@@ -334,6 +336,7 @@ def summary_json(summary: Summary, conversation: Conversation, length: str, styl
         "message_count": summary.message_count,
         "truncated": summary.truncated,
         "model": summary.model,
+        "fallback": summary.fallback,  # why the model's summary was unusable; null when it is the model's
         "settings": {"length": length, "style": style, "generation": summary.settings.as_dict()},
         "source": {
             "name": conversation.source,

@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
 from .transcript import Transcript, remove_until_stable
+from .transcript import strip_control as strip_transcript_control
 
-_CONTROL = re.compile(r"<\|[^|>]{0,40}\|>|\[/?INST\]|</?s>|<<<[^>]*>>>|<<<|>>>")
+# Our own data markers with what they enclose; the other control tokens, in every spelling, go through
+# the transcript's own cleaner.
+_MARKER_BLOCK = re.compile(r"<<<[^>]*>>>")
 _PREAMBLE = re.compile(
     r"^\s*(?:(?:sure|certainly|of course|okay|ok|absolutely|great)\b[!,.]*\s*)?"
     r"(?:(?:here(?:'s| is| are)|below is|this is)\s+(?:a |an |the |my )?(?:brief |short |concise |quick |detailed )?"
@@ -70,11 +73,15 @@ _COMMON_CAPITALIZED = frozenset(
 class Cleaned:
     text: str
     citations: list[int] = field(default_factory=list)  # valid transcript indices, first-cited first
-    problem: str | None = None  # why the output is unusable: empty, repetition, echo, injection, invented
+    problem: str | None = None  # why the output is unusable: empty, repetition, echo, injection, self-reference
 
 
 def strip_control(text: str) -> str:
-    return remove_until_stable(_CONTROL, text)
+    while True:  # each pass shortens the text or changes nothing: removing one piece can join another
+        stripped = strip_transcript_control(remove_until_stable(_MARKER_BLOCK, text))
+        if stripped == text:
+            return text
+        text = stripped
 
 
 def remove_mentions(text: str) -> str:
@@ -259,6 +266,46 @@ def drop_invented(text: str, transcript_text: str) -> tuple[str, bool]:
     return "\n".join(kept_lines), dropped
 
 
+_SENTENCES = re.compile(r"(?<=[.!?])\s+")
+# Sentences this alike (word sequences) say the same thing: the later one is a repeat with a changed detail.
+NEAR_DUPLICATE = 0.75
+
+
+def self_references(sentence: str, participants: list[str], transcript: Transcript) -> list[str]:
+    """Participants a sentence makes act on themselves ("Theo sends the patch to Theo"): a small model's
+    tangle of two people. Kept when the chat itself has that person naming themselves."""
+    found = []
+    for name in participants:
+        if len(name) < 2:
+            continue
+        own = re.compile(rf"(?<![\w#@]){re.escape(name)}(?!'s)(?![\w])")
+        if len(own.findall(sentence)) >= 2 and not any(
+                line.author == name and own.search(line.body) for line in transcript.lines):
+            found.append(name)
+    return found
+
+
+def drop_near_duplicates(text: str, participants: list[str]) -> str:
+    """Drop a sentence (or line) that repeats an earlier one with a changed detail. One about other people
+    ("Ann brings the cake." after "Bo brings the cake.") is a fact of its own and stays."""
+    names = {name.lower() for name in participants}
+    kept_lines: list[str] = []
+    seen: list[tuple[list[str], set[str]]] = []
+    for line in text.splitlines():
+        kept = []
+        for part in [line] if _BULLET.match(line) else _SENTENCES.split(line):
+            tokens = words(part)
+            people = names.intersection(tokens)
+            if tokens and any(people == their_people and SequenceMatcher(None, tokens, other, autojunk=False).ratio()
+                              >= NEAR_DUPLICATE for other, their_people in seen):
+                continue
+            seen.append((tokens, people))
+            kept.append(part)
+        if kept:
+            kept_lines.append(" ".join(kept))
+    return "\n".join(kept_lines)
+
+
 def clean_output(
     raw: str, transcript: Transcript, *, echo_source: str | None, finished: bool, listing: bool, keep_markers: bool = False
 ) -> Cleaned:
@@ -288,9 +335,11 @@ def clean_output(
         text = " ".join(text.splitlines())
         text = end_on_sentence(text)
     text, _ = drop_invented(text, transcript.render())
-    text = tidy_spaces(text)
+    text = tidy_spaces(drop_near_duplicates(text, transcript.participants))
     if len(words(text)) < 2:
         return Cleaned("", problem="empty")
     if is_repetitive(text):
         return Cleaned("", problem="repetition")
+    if any(self_references(sentence, transcript.participants, transcript) for sentence in _SENTENCES.split(text)):
+        return Cleaned("", problem="self-reference")
     return Cleaned(text, citations)

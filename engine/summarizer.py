@@ -5,7 +5,8 @@ Short conversations take one request. Longer ones are cut to the input budget
 as concurrent notes under one job id (so the executor batches them), and the
 notes are combined, recursively while they do not fit one prompt. Every
 generation is cleaned and checked; an unusable one is retried once with
-adjusted settings, then ``SummaryFailed``.
+adjusted settings. When the model's output stays unusable, the answer is the
+faithful key-messages extract, labelled (``Summary.fallback``), never an error.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import re
 import uuid
 from dataclasses import dataclass, field, replace
@@ -33,6 +35,7 @@ from .generation import (
 from .prompts import (
     KEY_MESSAGE_COUNT,
     MODEL_FREE_STYLES,
+    RULES,
     check_options,
     combine_prompt,
     generation_for,
@@ -91,6 +94,11 @@ class Summary:
     chunks: int = 1  # 1: one request; more: map-reduce over this many chunks
     retried: bool = False
     notes: list[str] = field(default_factory=list)  # map-stage notes, for debugging and tests
+    fallback: str | None = None  # why the model's summary was unusable; the text is then the key messages
+
+
+FALLBACK_NOTE = "The model's summary was unusable; these are the key messages."
+FALLBACK_MODEL = "key messages (extractive: the model's summary was unusable)"
 
 
 def _user_error(cls: type[InvalidRequest] | type[SummaryFailed], message: str) -> Exception:
@@ -146,8 +154,9 @@ class Summarizer:
         timeout: float | None = None,
         job: str | None = None,
     ) -> Summary:
-        """Summarize ``messages`` (oldest first). Raises ``InvalidRequest`` or ``SummaryFailed``
-        (with a friendly ``user_message``) or the executor's ``GenerationError``s.
+        """Summarize ``messages`` (oldest first). Raises ``InvalidRequest`` (with a friendly ``user_message``)
+        or the executor's ``GenerationError``s; an unusable model output gives the labelled key messages
+        (``Summary.fallback`` says why), not an error.
 
         ``job``: a job id the caller reserved with the executor (``Executor.reserve``), so every
         stage counts as that one held slot; None: a fresh id. Progress stage "queued" reports
@@ -188,7 +197,7 @@ class _Run:
         if self.progress is None:
             return
         try:
-            outcome = self.progress("queued", status.position, round(status.eta_s) if status.eta_s else 0)
+            outcome = self.progress("queued", status.position, queue_wait_seconds(status))
             if inspect.isawaitable(outcome):
                 asyncio.ensure_future(outcome)
         except Exception:  # noqa: BLE001
@@ -218,6 +227,11 @@ class _Run:
     async def _overhead(self, prompt: Prompt) -> int:
         return int(await self.executor.prompt_tokens(prompt)) + PROMPT_MARGIN
 
+    @property
+    def prompt_format(self) -> str:
+        """The prompt wording for every stage: the one the loaded model was tuned on (``rules`` if untuned)."""
+        return getattr(self.executor.backend, "prompt_format", RULES)
+
     async def _generate(self, prompt: Prompt, settings: GenerationSettings, transcript: Transcript, *,
                         echo_source: str | None, listing: bool, keep_markers: bool) -> postprocess.Cleaned:
         """One checked generation, retried once with adjusted settings when unusable."""
@@ -236,7 +250,9 @@ class _Run:
                 cleaned = postprocess.Cleaned("", problem="empty")  # nothing beyond the written start
             if cleaned.problem is None:
                 return cleaned
-            log.info("unusable generation (%s) on attempt %d: %r", cleaned.problem, attempt + 1, result.text[:200])
+            # The output can be channel text (an echo, an injection): only its kind and size at INFO.
+            log.info("unusable generation (%s) on attempt %d: %d characters", cleaned.problem, attempt + 1, len(result.text))
+            log.debug("unusable generation text: %r", result.text[:200])
             self.retried = True
             attempt_settings = retry_settings(settings)
         return cleaned
@@ -250,16 +266,28 @@ class _Run:
         length, style = self.options.length, self.options.style
         if style in MODEL_FREE_STYLES:
             return self._key_messages(transcript, truncated)
+        try:
+            return await self._model_summary(transcript, counts, truncated)
+        except SummaryFailed as exc:
+            # A member asking for a summary gets one: the faithful extract, labelled, not an error.
+            log.info("job %s: the model's summary was unusable (%s); answering with the key messages", self.job, exc)
+            summary = self._key_messages(transcript, truncated)
+            summary.fallback, summary.model, summary.retried = str(exc), FALLBACK_MODEL, True
+            return summary
+
+    async def _model_summary(self, transcript: Transcript, counts: list[int], truncated: bool) -> Summary:
+        """The model's summary, or ``SummaryFailed`` when its output was unusable twice."""
+        length, style = self.options.length, self.options.style
         n_lines = len(transcript.lines)
         backend = self.executor.backend
         context = int(backend.context_window)
-        empty_final = summary_prompt("", transcript.participants, length, style, n_lines)
+        empty_final = summary_prompt("", transcript.participants, length, style, n_lines, self.prompt_format)
         room = context - self.settings.max_new_tokens - await self._overhead(empty_final)
         notes: list[str] = []
         if sum(counts) <= min(room, self.owner.max_chunk_tokens):
             await self._report("summarizing", 0, 1)
             text = transcript.render()
-            prompt = summary_prompt(text, transcript.participants, length, style, n_lines)
+            prompt = summary_prompt(text, transcript.participants, length, style, n_lines, self.prompt_format)
             final = await self._generate(prompt, self.settings, transcript, echo_source=text,
                                          listing=style in LISTING_STYLES, keep_markers=True)
             await self._report("summarizing", 1, 1)
@@ -269,8 +297,7 @@ class _Run:
             chunks = len(notes)
             final = await self._reduce(notes, transcript)
         if final.problem is not None:
-            raise _user_error(SummaryFailed, "The model could not produce a usable summary for this conversation "
-                                             f"(its output was {final.problem} twice). Try again, or pick another length or style.")
+            raise SummaryFailed(f"its output was {final.problem} twice")
         return self._assemble(final, transcript, truncated, chunks, notes)
 
     async def _map(self, transcript: Transcript, counts: list[int]) -> list[str]:
@@ -278,7 +305,7 @@ class _Run:
         backend = self.executor.backend
         context = int(backend.context_window)
         notes_settings = self.settings.with_(max_new_tokens=max(32, min(192, context // 6)))
-        overhead = await self._overhead(notes_prompt("", transcript.participants))
+        overhead = await self._overhead(notes_prompt("", transcript.participants, self.prompt_format))
         limit = min(self.owner.max_chunk_tokens, context - notes_settings.max_new_tokens - overhead)
         if limit < 32:
             raise _user_error(InvalidRequest, f"The model's context ({context} tokens) is too small to summarize in parts.")
@@ -293,7 +320,7 @@ class _Run:
             text = transcript.render(lines)
             if span.tokens > limit:  # one message over the limit: cut it to fit
                 text = text[: max(40, len(text) * limit // span.tokens - 40)] + " [message trimmed]"
-            cleaned = await self._generate(notes_prompt(text, transcript.participants), notes_settings, transcript,
+            cleaned = await self._generate(notes_prompt(text, transcript.participants, self.prompt_format), notes_settings, transcript,
                                            echo_source=text, listing=False, keep_markers=True)
             done += 1
             await self._report("summarizing", done, total)
@@ -302,7 +329,7 @@ class _Run:
         results = await asyncio.gather(*(one(span) for span in spans))
         notes = [text for text in results if text]
         if not notes:
-            raise _user_error(SummaryFailed, "The model could not produce usable notes for any part of this conversation.")
+            raise SummaryFailed("no part of the conversation got usable notes")
         if len(notes) < len(results):
             log.warning("job %s: %d of %d chunk notes were unusable and left out", self.job, len(results) - len(notes), len(results))
         return notes
@@ -313,19 +340,24 @@ class _Run:
         context = int(self.executor.backend.context_window)
         n_lines = len(transcript.lines)
         merge_settings = self.settings.with_(max_new_tokens=max(32, min(192, context // 6)))
+
+        def combine(part: list[str], final: bool) -> Prompt:
+            return combine_prompt(part, transcript.participants, length, style, n_lines, final=final,
+                                  prompt_format=self.prompt_format)
+
         round_no = 0
         while True:
             round_no += 1
             counts = list(await asyncio.gather(*(self.executor.count_tokens(f"Part 99: {n}") for n in notes)))
-            final_overhead = await self._overhead(combine_prompt([], transcript.participants, length, style, n_lines, final=True))
+            final_overhead = await self._overhead(combine([], final=True))
             if sum(counts) <= context - self.settings.max_new_tokens - final_overhead:
                 await self._report("combining", 0, 1)
                 final = await self._generate(
-                    combine_prompt(notes, transcript.participants, length, style, n_lines, final=True),
+                    combine(notes, final=True),
                     self.settings, transcript, echo_source=None, listing=style in LISTING_STYLES, keep_markers=True)
                 await self._report("combining", 1, 1)
                 return final
-            merge_overhead = await self._overhead(combine_prompt([], transcript.participants, length, style, n_lines, final=False))
+            merge_overhead = await self._overhead(combine([], final=False))
             limit = min(self.owner.max_chunk_tokens, context - merge_settings.max_new_tokens - merge_overhead)
             groups = chunking.group_for_combine(counts, limit)
             if len(groups) >= len(notes):
@@ -337,7 +369,7 @@ class _Run:
             async def merge(group: chunking.Span) -> str | None:
                 nonlocal done
                 cleaned = await self._generate(
-                    combine_prompt(notes[group.start:group.stop], transcript.participants, length, style, n_lines, final=False),
+                    combine(notes[group.start:group.stop], final=False),
                     merge_settings, transcript, echo_source=None, listing=False, keep_markers=True)
                 done += 1
                 await self._report("combining", done, total)
@@ -345,7 +377,7 @@ class _Run:
 
             merged = [text for text in await asyncio.gather(*(merge(g) for g in groups)) if text]
             if not merged:
-                raise _user_error(SummaryFailed, "The model could not combine the notes of this conversation.")
+                raise SummaryFailed("the notes could not be combined")
             log.debug("job %s: combine round %d, %d notes -> %d", self.job, round_no, len(notes), len(merged))
             notes = merged
 
@@ -424,3 +456,9 @@ def _best_line(title: str, line_words: list[set[str]]) -> int | None:
         if score > best_score:
             best, best_score = i, score
     return best
+
+
+def queue_wait_seconds(status: QueueStatus) -> int:
+    """The progress callback's whole seconds of expected wait, 0 when unknown. Rounded up: a short
+    wait (0.3 s) is still a wait, and 0 would read as "no estimate yet"."""
+    return math.ceil(status.eta_s) if status.eta_s else 0

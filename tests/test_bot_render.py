@@ -172,3 +172,16 @@ def test_thread_names_and_file_names_cannot_ping() -> None:
     embeds = [e for b in build_summary_messages(FakeSummary("hi"), ctx) for e in b]
     shown = " ".join([e.title or "" for e in embeds] + [f.value for e in embeds for f in e.fields])
     assert "@everyone" not in shown and "@here" not in shown and "<@&5>" not in shown
+
+
+def test_a_fallback_summary_says_so_above_its_text_even_when_shown_again_from_storage() -> None:
+    from engine.summarizer import FALLBACK_MODEL, FALLBACK_NOTE
+
+    fresh = FakeSummary("Ann asks about lunch.", model=FALLBACK_MODEL)
+    fresh.fallback = "its output was repetition twice"  # type: ignore[attr-defined]
+    stored = FakeSummary("Ann asks about lunch.", model=FALLBACK_MODEL)  # a stored record keeps the model label
+    model_made = FakeSummary("Ann and Bo plan lunch.")
+    for summary in (fresh, stored):
+        description = build_summary_messages(summary, CTX)[0][0].description or ""
+        assert description.startswith(f"*{FALLBACK_NOTE}*") and "Ann asks about lunch." in description
+    assert FALLBACK_NOTE not in (build_summary_messages(model_made, CTX)[0][0].description or "")

@@ -46,6 +46,8 @@ def test_output_control_markers_are_removed_to_a_fixpoint():
     for forged in ("<[INST]|im_start|>", "<<[INST]<CHAT>>[INST]>", "<</s>|im_end|</s>>"):
         out = strip_control(f"Alice agrees {forged} with Bob.")
         assert "<|" not in out and "<<<" not in out and "[INST]" not in out, out
+    for other_spelling in ("<｜Assistant｜>", "＜｜User｜＞", "<∣end▁of▁sentence∣>"):
+        assert strip_control(f"Alice agrees{other_spelling} with Bob.") == "Alice agrees with Bob."
 
 
 def test_clean_output_removes_broadcast_mentions_and_urls():
@@ -145,3 +147,27 @@ def test_bullets_style_answers_in_prose_become_one_point_per_line() -> None:
         "- Priya reports the outage.\n- Marco will clean the logs.")
     assert as_bullets("- one\n* two\n3. three") == "- one\n- two\n- three"
     assert as_bullets("- \nLena holds the release.") == "- Lena holds the release."
+
+
+def test_a_person_acting_on_themselves_is_unusable_unless_the_chat_says_so():
+    assert clean("Bob will send a copy of the fix to Bob tomorrow.").problem == "self-reference"
+    assert clean("Alice moves the release to Friday, and Bob fixes Bob's crash.").problem is None  # possessive
+    assert clean("Alice moves the release to Friday and Bob will fix the crash.").problem is None
+    talks_of_himself = build_transcript([
+        ChatMessage(1, "Bob", "Bob is tired of the crash, says Bob."),
+        ChatMessage(2, "Alice", "Then rest, we ship Friday."),
+    ])
+    kept = clean_output("Bob says Bob is tired of the crash.", talks_of_himself, echo_source=None, finished=True, listing=False)
+    assert kept.problem is None
+
+
+def test_a_sentence_repeated_with_a_changed_detail_is_dropped():
+    out = clean("Bob will fix the crash in the login screen tonight. Alice moves the release to Friday. "
+                "Bob will fix the crash in the login screen this afternoon.")
+    assert out.problem is None
+    assert out.text == "Bob will fix the crash in the login screen tonight. Alice moves the release to Friday."
+    bullets = clean("- Bob fixes the login crash today\n- Carol updates the changelog\n- Bob fixes the login crash tomorrow",
+                    listing=True)
+    assert bullets.text.splitlines() == ["- Bob fixes the login crash today", "- Carol updates the changelog"]
+    others = clean("Bob will update the changelog today. Carol will update the changelog today.")
+    assert others.text == "Bob will update the changelog today. Carol will update the changelog today."

@@ -20,10 +20,11 @@ import pytest
 
 from engine.conversation import ChatMessage
 from engine.executor import Executor
-from engine.generation import GenerationRequest, GenerationResult, GenerationSettings, InvalidRequest, SummaryFailed
+from engine.generation import GenerationRequest, GenerationResult, GenerationSettings, InvalidRequest, QueueStatus
 from engine.models import ModelBackend, load_backend
-from engine.prompts import generation_for
-from engine.summarizer import Summarizer, SummaryOptions, retry_settings
+from engine.prompts import COMPACT, combine_prompt, generation_for, notes_prompt, summary_prompt
+from engine.summarizer import FALLBACK_MODEL, Summarizer, SummaryOptions, retry_settings
+from engine.transcript import build_transcript
 from conftest import TINY_CONFIG, cached_tiny_model
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=timezone.utc)
@@ -176,14 +177,21 @@ async def test_messages_without_ids_give_no_citations(words_executor: Recording)
     assert summary.text.startswith("#Person1# and #Person2#")
 
 
-async def test_repetition_loop_is_retried_once_then_fails(loop_executor: Recording):
+async def test_repetition_loop_is_retried_once_then_answered_with_the_labelled_key_messages(loop_executor: Recording):
     settings = GenerationSettings(max_new_tokens=24)
-    with pytest.raises(SummaryFailed) as info:
-        await Summarizer(loop_executor).summarize(chat(5), SummaryOptions("short", "paragraph", settings))
+    messages = chat(5)
+    summary = await Summarizer(loop_executor).summarize(messages, SummaryOptions("short", "paragraph", settings))
     assert len(loop_executor.requests) == 2
     assert loop_executor.requests[1].settings == retry_settings(settings)
     assert loop_executor.requests[1].settings.repetition_penalty > settings.repetition_penalty
-    assert "repetition" in info.value.user_message
+    assert summary.fallback is not None and "repetition" in summary.fallback
+    assert summary.model == FALLBACK_MODEL and summary.retried
+    # Faithful: every sentence is a cited message's own words, in the third person.
+    assert summary.text and summary.citations and set(summary.citations) <= {m.id for m in messages}
+    assert "the the the" not in summary.text
+    for message_id in summary.citations:
+        source = next(m for m in messages if m.id == message_id)
+        assert source.text.split()[0] in summary.text
 
 
 async def test_no_human_messages_is_a_friendly_error(words_executor: Recording):
@@ -257,3 +265,50 @@ async def test_key_messages_style_is_faithful_cited_and_needs_no_generation(word
                             "Bob: OK, Bob will fix the login crash today, see.")
     assert summary.citations == [12, 13]
     assert summary.chunks == 0 and "extractive" in summary.model
+
+
+class ShortQueue(Recording):
+    """The real executor, telling each request it is second in line with a sub-second wait."""
+
+    async def submit(self, request: GenerationRequest) -> GenerationResult:
+        assert request.on_queue is not None
+        request.on_queue(QueueStatus(2, 0.3))
+        return await super().submit(request)
+
+
+async def test_a_sub_second_wait_is_reported_as_one_second_not_as_unknown(words_model: Callable[[], ModelBackend]):
+    events: list[tuple[str, int, int]] = []
+    async with ShortQueue(words_model, max_batch_wait_ms=0) as ex:
+        await Summarizer(ex).summarize(chat(3), SHORT, progress=lambda *e: events.append(e))
+    assert ("queued", 2, 1) in events  # 0 would read as "no estimate yet"
+
+
+@pytest.fixture
+async def compact_executor(words_model: Callable[[], ModelBackend]):
+    """The words model as an adapter tuned on compact prompts would load it."""
+
+    def load() -> ModelBackend:
+        backend = words_model()
+        backend.prompt_format = COMPACT
+        return backend
+
+    ex = Recording(load, max_batch_wait_ms=30, max_queue_per_user=12)
+    await ex.start()
+    yield ex
+    await ex.aclose()
+
+
+async def test_a_backend_tuned_on_compact_prompts_gets_them_in_every_stage(compact_executor: Recording):
+    messages = chat(4)
+    await Summarizer(compact_executor).summarize(messages, SHORT)
+    transcript = build_transcript(messages)
+    expected = summary_prompt(transcript.render(), transcript.participants, "short", "paragraph", 4, COMPACT)
+    assert compact_executor.requests[0].prompt == expected
+    compact_executor.requests.clear()
+    await Summarizer(compact_executor, max_chunk_tokens=200).summarize(chat(120, words_per_message=10), SHORT)
+    systems = {r.prompt.system for r in compact_executor.requests}
+    assert notes_prompt("", [], COMPACT).system in systems
+    assert combine_prompt([], [], "short", "paragraph", 120, final=False, prompt_format=COMPACT).system in systems
+    assert combine_prompt([], [], "short", "paragraph", 120, final=True, prompt_format=COMPACT).system in systems
+    assert len(systems) == 3  # nothing in the rules wording
+    assert all(r.prompt.user.count("<<<CHAT>>>") == 1 for r in compact_executor.requests)

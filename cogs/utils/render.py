@@ -13,6 +13,8 @@ from typing import Any, Iterable, Protocol, Sequence
 
 import discord
 
+from engine.summarizer import FALLBACK_MODEL, FALLBACK_NOTE
+
 # Discord's limits (https://discord.com/developers/docs/resources/message#embed-object-embed-limits).
 CONTENT_LIMIT = 2000
 TITLE_LIMIT = 256
@@ -195,6 +197,8 @@ def build_summary_embeds(summary: SummaryLike, ctx: ReplyContext) -> list[discor
     """All embeds of one summary, each within Discord's per-embed limits, in reading order."""
     title = truncate(f"Summary of #{neutralize_mentions(ctx.channel_name)}", TITLE_LIMIT)  # thread names are free text
     text = neutralize_mentions(summary.text.strip() or "(empty summary)")
+    if getattr(summary, "fallback", None) or summary.model == FALLBACK_MODEL:  # a stored one keeps its label
+        text = f"*{FALLBACK_NOTE}*\n\n{text}"
     embeds: list[discord.Embed] = []
     for i, chunk in enumerate(split_text(text, DESCRIPTION_LIMIT)):
         embeds.append(discord.Embed(title=title if i == 0 else None, description=chunk, colour=EMBED_COLOUR))
