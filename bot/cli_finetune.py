@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.models import ModelLoadError
+from engine.prompts import COMPACT, PROMPT_FORMATS
 
 from .cli_eval import evaluate, format_table
 from .cli_summarize import EXIT_FAILED, EXIT_INPUT, positive_int
@@ -57,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint, exactly")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto: bf16 autocast on CUDA where supported, fp32 elsewhere")
+    parser.add_argument("--prompt-format", choices=PROMPT_FORMATS, default=COMPACT,
+                        help="the prompts to train on, and then serve the adapter with: compact (one short instruction; "
+                             "the default) or rules (the full rules an untuned model gets)")
     parser.add_argument("--name", help="adapter name shown in /status and logs (default: the --out folder's name)")
     parser.add_argument("--licence", help="licence of the training data, for the model card (default: guessed from the file name)")
     parser.add_argument("--model", help="`embedded`, a hub id or a local directory (overrides MODEL)")
@@ -86,14 +90,14 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     try:
         settings = _settings(settings, args)
         records = load_records(args.data, args.limit)
-        texts = build_examples(records, args.seed)
+        texts = build_examples(records, args.seed, args.prompt_format)
         eval_records = load_records(args.eval, args.eval_limit) if args.eval else None
     except (EvalDataError, FinetuneDataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     config = TrainConfig(rank=args.rank, lr=args.lr, batch_size=args.batch_size, seed=args.seed, epochs=args.epochs,
                          max_steps=args.max_steps, max_tokens=args.max_tokens, checkpoint_every=args.checkpoint_every,
-                         precision=args.precision)
+                         precision=args.precision, prompt_format=args.prompt_format)
     print(f"Loading model {settings.model}...", file=sys.stderr)
     try:
         backend = load_backend(settings.model, model_file=settings.model_file, device=settings.device, dtype=settings.dtype,
@@ -109,7 +113,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     command = "python -m bot finetune " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["finetune"] else sys.argv[1:])
     run_info = {"data": Path(args.data).name, "data_licence": _licence(args), "records": len(records),
                 "examples": len(examples), "examples_by_kind": dict(kinds), "skipped": skipped, "command": command,
-                "rank": args.rank, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "device": backend.device}
+                "rank": args.rank, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "device": backend.device,
+                "prompt_format": args.prompt_format}
     checkpoint_dir = Path(args.checkpoint_dir).expanduser() if args.checkpoint_dir else None
     try:
         trainer = Trainer(backend, examples, config, out, checkpoint_dir, run_info)
@@ -174,7 +179,7 @@ def write_model_card(out: Path, name: str, info: dict[str, Any], steps: int, sco
     card = f"""# {name}: a Recap summarization adapter
 
 A LoRA adapter (rank {info['rank']}, all linear layers) for **{model}**, trained by Recap's
-`finetune` command to write chat summaries in Recap's prompt format (no written answer start).
+`finetune` command to write chat summaries for Recap's `{info.get('prompt_format', 'rules')}` prompts (no written answer start).
 Serve it with `MODEL_ADAPTER={out}` (merged into the weights at load).
 
 - Base model: {model}

@@ -10,7 +10,6 @@ epoch's batch order is derived from the seed).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -23,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 from engine.generation import Prompt
-from engine.models import ADAPTER_META, ModelBackend, base_fingerprint
+from engine.models import ModelBackend, base_fingerprint, write_adapter_meta
+from engine.prompts import RULES
 
 from .finetune_data import TextExample
 
@@ -58,6 +58,9 @@ class TrainConfig:
     warmup: float = 0.05  # share of the steps with a rising learning rate
     checkpoint_every: int = 50
     precision: str = "auto"  # auto: bf16 autocast on CUDA where supported, else fp32
+    # The prompt wording the examples were built in (engine.prompts); the adapter records it for serving,
+    # and a checkpoint only resumes with the same one.
+    prompt_format: str = RULES
 
 
 @dataclass
@@ -207,8 +210,10 @@ class Trainer:
 
     def _signature(self) -> dict[str, Any]:
         """What must be the same for a checkpoint to continue exactly."""
-        return {"config": {k: v for k, v in asdict(self.config).items() if k != "checkpoint_every"},
-                "examples": len(self.examples), "total": self.total, "base": self.base}
+        config = {k: v for k, v in asdict(self.config).items() if k != "checkpoint_every"}
+        if config["prompt_format"] == RULES:
+            del config["prompt_format"]  # as checkpoints from before the choice say it, so they still resume
+        return {"config": config, "examples": len(self.examples), "total": self.total, "base": self.base}
 
     def _build(self) -> None:
         import torch
@@ -380,7 +385,7 @@ class Trainer:
                            time.perf_counter() - started, sum(tail) / len(tail) if tail else None, self.losses)
 
     def save_adapter(self, name: str, base_name: str) -> Path:
-        """The final adapter: peft's files plus ``recap_adapter.json`` that the loader checks."""
+        """The final adapter: peft's files plus ``recap_adapter.json`` that the loader checks (``write_adapter_meta``)."""
         self.out.mkdir(parents=True, exist_ok=True)
         self.model.peft_config["default"].base_model_name_or_path = base_name
         self.model.save_pretrained(str(self.out), save_embedding_layers=False)
@@ -390,9 +395,10 @@ class Trainer:
             "base_name": base_name,
             "base": self.base,
             "answer_prefix": False,
+            "prompt_format": self.config.prompt_format,
             "rank": self.config.rank,
             "steps": self.step,
             **self.run_info,
         }
-        (self.out / ADAPTER_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_adapter_meta(self.out, meta)
         return self.out

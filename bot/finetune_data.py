@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from engine.prompts import LENGTHS, notes_prompt, summary_prompt, target_words
+from engine.prompts import LENGTHS, RULES, notes_prompt, summary_prompt, target_words
 from engine.transcript import Transcript, build_transcript, content_words
 
 from .evaluation import EvalRecord
@@ -42,8 +42,8 @@ BULLETS_SHARE = 0.15  # bullets made from the reference's sentences (only for re
 NOTES_SHARE = 0.10  # the map stage's notes prompt, answered with the reference
 
 
-class FinetuneDataError(ValueError):
-    """The training data can't be used. The message names the file and line."""
+class FinetuneDataError(ExportError):
+    """The training data can't be used. The message names the file and line (one line, like a bad export's)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,13 @@ def name_map(dialogue: str, summary: str, rng: random.Random) -> dict[str, str]:
 
 def substitute(text: str, names: dict[str, str]) -> str:
     return TAG_RE.sub(lambda m: names.get(m.group(0), m.group(0)), text)
+
+
+def with_names(record: EvalRecord, seed: int) -> EvalRecord:
+    """The record with its ``#PersonN#`` tags replaced by seeded names in the dialogue and every reference,
+    the same name for the same tag: scored this way, a data set reads like a real chat."""
+    names = name_map(record.dialogue, " ".join(record.references), random.Random(f"{seed}:{record.line}"))
+    return EvalRecord(record.line, substitute(record.dialogue, names), tuple(substitute(r, names) for r in record.references))
 
 
 def sentences(text: str) -> list[str]:
@@ -104,8 +111,9 @@ def length_for(summary: str, line_count: int) -> str:
     return list(LENGTHS)[-1]
 
 
-def examples_for(record: EvalRecord, seed: int) -> list[TextExample]:
-    """The training pairs one record yields: always a paragraph; sometimes bullets and notes.
+def examples_for(record: EvalRecord, seed: int, prompt_format: str = RULES) -> list[TextExample]:
+    """The training pairs one record yields: always a paragraph; sometimes bullets and notes, every prompt
+    in ``prompt_format`` (``engine.prompts``), the wording the summarizer then serves the adapter with.
 
     The serving prompt's written answer start ("A and B discuss") is left out: it steers the base
     model, but references do not start that way. An adapter records this (``ADAPTER_META``) and
@@ -129,17 +137,18 @@ def examples_for(record: EvalRecord, seed: int) -> list[TextExample]:
         out.append(TextExample(record.line, kind, length, prompt.system, prompt.user, answer))
 
     length = length_for(summary, n)
-    add("paragraph", length, summary_prompt(text, transcript.participants, length, "paragraph", n), " ".join(parts))
+    people = transcript.participants
+    add("paragraph", length, summary_prompt(text, people, length, "paragraph", n, prompt_format), " ".join(parts))
     if len(parts) >= 2 and rng.random() < BULLETS_SHARE:
         bullets = "\n".join(f"- {p}" for p in parts)
-        add("bullets", length, summary_prompt(text, transcript.participants, length, "bullets", n), bullets)
+        add("bullets", length, summary_prompt(text, people, length, "bullets", n, prompt_format), bullets)
     if rng.random() < NOTES_SHARE:
-        add("notes", "notes", notes_prompt(text, transcript.participants), " ".join(parts))
+        add("notes", "notes", notes_prompt(text, people, prompt_format), " ".join(parts))
     return out
 
 
-def build_examples(records: Iterable[EvalRecord], seed: int) -> list[TextExample]:
+def build_examples(records: Iterable[EvalRecord], seed: int, prompt_format: str = RULES) -> list[TextExample]:
     out: list[TextExample] = []
     for record in records:
-        out.extend(examples_for(record, seed))
+        out.extend(examples_for(record, seed, prompt_format))
     return out

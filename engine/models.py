@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .generation import GenerationResult, GenerationSettings, InvalidRequest, Prompt
+from .prompts import RULES, check_prompt_format
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,26 @@ def read_adapter_meta(folder: Path) -> dict[str, Any]:
         raise ModelLoadError(f"MODEL_ADAPTER={str(folder)!r}: {ADAPTER_META} is unreadable ({exc}).") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("base"), dict):
         raise ModelLoadError(f"MODEL_ADAPTER={str(folder)!r}: {ADAPTER_META} has no base model description.")
+    try:
+        adapter_prompt_format(meta)
+    except ValueError as exc:
+        raise ModelLoadError(f"MODEL_ADAPTER={str(folder)!r}: {ADAPTER_META} names an {exc}.") from None
     return meta
+
+
+def adapter_prompt_format(meta: dict[str, Any]) -> str:
+    """The prompt wording the adapter was trained on; ``rules`` when the metadata names none (the
+    adapters written before there was a choice were trained on it). ``ValueError`` for an unknown one."""
+    value = meta.get("prompt_format", RULES)
+    return check_prompt_format(value if isinstance(value, str) else repr(value))
+
+
+def write_adapter_meta(folder: Path, meta: dict[str, Any]) -> Path:
+    """Write ``recap_adapter.json``, the file ``read_adapter_meta`` reads back (this module owns its format)."""
+    adapter_prompt_format(meta)  # never write a file the loader would refuse
+    path = folder / ADAPTER_META
+    path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
 
 
 def apply_adapter(model: Any, folder: Path) -> tuple[Any, dict[str, Any]]:
@@ -253,7 +273,7 @@ def load_backend(
         model_obj.eval()
     backend = ModelBackend(tokenizer, model_obj, dev, torch_dtype, source.display_name,
                            adapter=meta.get("name", adapter_dir.name) if adapter_dir is not None else None,
-                           prefill_answer=bool(meta.get("answer_prefix", True)))
+                           prefill_answer=bool(meta.get("answer_prefix", True)), prompt_format=adapter_prompt_format(meta))
     log.info(
         "model %s loaded on %s (%s) in %.1fs; context %d tokens",
         backend.name, dev, str(torch_dtype).replace("torch.", ""), time.perf_counter() - started, backend.context_window,
@@ -265,7 +285,7 @@ class ModelBackend:
     """A loaded model with its tokenizer, and batched generation."""
 
     def __init__(self, tokenizer: Any, model: Any, device: str, dtype: Any, name: str, *,
-                 adapter: str | None = None, prefill_answer: bool = True) -> None:
+                 adapter: str | None = None, prefill_answer: bool = True, prompt_format: str = RULES) -> None:
         self.tokenizer = tokenizer
         self.model = model
         self.device = device
@@ -278,6 +298,8 @@ class ModelBackend:
         # Whether prompts may write the start of the answer: only causal models continue one, and a
         # fine-tuned adapter learned to answer without it.
         self.prefill_answer = prefill_answer and not self.is_encoder_decoder
+        # The prompt wording the summarizer uses (``engine.prompts``): the one the adapter was tuned on.
+        self.prompt_format = check_prompt_format(prompt_format)
         self.model_type = getattr(config, "model_type", "")
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -4,6 +4,11 @@ Instructions live in the system message only. The transcript goes in the
 user message between ``TRANSCRIPT_START``/``TRANSCRIPT_END``; the transcript
 builder removes those markers (and chat-template tokens) from message text,
 so a message can never close the data block and speak as the operator.
+
+Two wordings (``PROMPT_FORMATS``): ``rules``, the full instructions an untuned
+model needs, and ``compact``, one short instruction for a model fine-tuned on
+it. The adapter's metadata says which it was trained on; both put the
+transcript between the same markers.
 """
 
 from __future__ import annotations
@@ -147,35 +152,66 @@ def answer_prefix(participants: list[str], style: str) -> str:
     return "- "
 
 
-def summary_prompt(transcript_text: str, participants: list[str], length: str, style: str, line_count: int) -> Prompt:
+# The prompt wordings. "rules" is the default: untuned models need the rules, and an adapter whose
+# metadata names no format (the shipped one) was trained on them.
+RULES = "rules"
+COMPACT = "compact"
+PROMPT_FORMATS = (RULES, COMPACT)
+
+
+def check_prompt_format(value: str) -> str:
+    """``value`` if it is a known prompt format, else ``ValueError`` naming the allowed ones."""
+    if value not in PROMPT_FORMATS:
+        raise ValueError(f"unknown prompt format {value!r} (allowed: {', '.join(PROMPT_FORMATS)})")
+    return value
+
+
+def _data_block(participants: list[str], body: str) -> str:
+    """The participants and the data between the markers: the same in every stage and format."""
+    return f"{_participants_line(participants)}\n\n{TRANSCRIPT_START}\n{body}\n{TRANSCRIPT_END}"
+
+
+def _compact_ask(subject: str, length: str, style: str, line_count: int) -> str:
+    """One instruction naming the size and the style, for a model tuned on this format."""
+    return f"{subject} in about {target_words(length, line_count)} words, as {STYLES[style]}."
+
+
+def _style_format(length: str, style: str, line_count: int) -> str:
+    return _STYLE_FORMAT[style].format(size=_size(length, line_count), topics=3 + 2 * list(LENGTHS).index(length))
+
+
+def summary_prompt(transcript_text: str, participants: list[str], length: str, style: str, line_count: int,
+                   prompt_format: str = RULES) -> Prompt:
     """The one-shot prompt: the whole (kept) transcript to the final summary."""
-    fmt = _STYLE_FORMAT[style].format(size=_size(length, line_count), topics=3 + 2 * list(LENGTHS).index(length))
-    system = f"{SYSTEM_RULES}\n\n{fmt}"
-    user = (
-        f"{_participants_line(participants)}\n\n{TRANSCRIPT_START}\n{transcript_text}\n{TRANSCRIPT_END}\n\n"
-        f"Summarize the conversation above as {STYLES[style]}."
-    )
-    return Prompt(system, user, answer_prefix(participants, style))
+    data = _data_block(participants, transcript_text)
+    prefix = answer_prefix(participants, style)
+    if check_prompt_format(prompt_format) == COMPACT:
+        return Prompt(_compact_ask("Summarize this chat", length, style, line_count), data, prefix)
+    system = f"{SYSTEM_RULES}\n\n{_style_format(length, style, line_count)}"
+    return Prompt(system, f"{data}\n\nSummarize the conversation above as {STYLES[style]}.", prefix)
 
 
-def notes_prompt(transcript_text: str, participants: list[str]) -> Prompt:
+def notes_prompt(transcript_text: str, participants: list[str], prompt_format: str = RULES) -> Prompt:
     """Map stage: notes about one chunk of a long conversation."""
-    user = (
-        f"{_participants_line(participants)}\n\n{TRANSCRIPT_START}\n{transcript_text}\n{TRANSCRIPT_END}\n\n"
-        "Write the notes about this part."
-    )
-    return Prompt(NOTES_RULES, user)
+    data = _data_block(participants, transcript_text)
+    if check_prompt_format(prompt_format) == COMPACT:
+        return Prompt("Write notes on this part of a chat in 2 to 5 short sentences.", data)
+    return Prompt(NOTES_RULES, f"{data}\n\nWrite the notes about this part.")
 
 
-def combine_prompt(notes: list[str], participants: list[str], length: str, style: str, line_count: int, final: bool) -> Prompt:
+def combine_prompt(notes: list[str], participants: list[str], length: str, style: str, line_count: int, final: bool,
+                   prompt_format: str = RULES) -> Prompt:
     """Reduce stage: notes of consecutive parts to the final summary (or to shorter notes, when not final)."""
-    body = "\n".join(f"Part {i}: {text}" for i, text in enumerate(notes, 1))
+    data = _data_block(participants, "\n".join(f"Part {i}: {text}" for i, text in enumerate(notes, 1)))
+    prefix = answer_prefix(participants, style) if final else ""
+    if check_prompt_format(prompt_format) == COMPACT:
+        ask = (_compact_ask("Combine these notes on one chat into a summary", length, style, line_count) if final
+               else "Merge these notes on one chat into 3 to 6 short sentences.")
+        return Prompt(ask, data, prefix)
     if final:
-        fmt = _STYLE_FORMAT[style].format(size=_size(length, line_count), topics=3 + 2 * list(LENGTHS).index(length))
+        fmt = _style_format(length, style, line_count)
         ask = f"Summarize the whole conversation as {STYLES[style]}."
     else:
         fmt = "Write 3 to 6 short factual sentences that merge these notes."
         ask = "Merge these notes."
-    system = f"{COMBINE_RULES}\n\n{fmt}"
-    user = f"{_participants_line(participants)}\n\n{TRANSCRIPT_START}\n{body}\n{TRANSCRIPT_END}\n\n{ask}"
-    return Prompt(system, user, answer_prefix(participants, style) if final else "")
+    return Prompt(f"{COMBINE_RULES}\n\n{fmt}", f"{data}\n\n{ask}", prefix)

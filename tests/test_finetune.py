@@ -3,9 +3,11 @@ exact resume, adapters merged at load, and ``python -m bot finetune`` end to end
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,9 +21,11 @@ from bot.finetune import IGNORE, Interrupted, TrainConfig, Trainer, epoch_batche
 from bot.finetune_data import build_examples, cite, examples_for, length_for, name_map, sentences
 from engine.generation import GenerationSettings, Prompt
 from engine.models import ADAPTER_META, EMBEDDED_ADAPTER_DIR, ModelLoadError, load_backend, resolve_adapter
-from engine.prompts import summary_prompt
+from engine.prompts import COMPACT, PROMPT_FORMATS, RULES, summary_prompt
+from engine.summarizer import Summarizer
 from engine.transcript import build_transcript
 from fixtures.lowercase_model import lowercase_model
+from test_summarizer import Recording
 
 ROOT = Path(__file__).parents[1]
 
@@ -77,13 +81,15 @@ def test_names_replace_tags_consistently_and_vary_with_the_record() -> None:
     assert len(chosen) > 10  # varied across seeds (and records)
 
 
-def test_training_prompt_is_the_serving_prompt() -> None:
-    example = examples_for(records(2)[1], seed=0)[0]
+@pytest.mark.parametrize("prompt_format", PROMPT_FORMATS)
+def test_training_prompt_is_the_serving_prompt(prompt_format: str) -> None:
+    example = examples_for(records(2)[1], seed=0, prompt_format=prompt_format)[0]
     dialogue = example.prompt_user.split("<<<CHAT>>>\n", 1)[1].split("\n<<<END OF CHAT>>>", 1)[0]
     # Rebuild what the summarizer sends for the same chat (names as the chat shows them).
     lines = [line.split("] ", 1)[1] for line in dialogue.splitlines()]
     transcript = build_transcript(parse_transcript("\n".join(lines)).messages)
-    served = summary_prompt(transcript.render(), transcript.participants, example.length, "paragraph", len(transcript.lines))
+    served = summary_prompt(transcript.render(), transcript.participants, example.length, "paragraph", len(transcript.lines),
+                            prompt_format)
     assert (example.prompt_system, example.prompt_user) == (served.system, served.user)
 
 
@@ -150,7 +156,7 @@ def _adapter_tensors(folder: Path) -> dict:
 
 def _train(model_dir: Path, out: Path, config: TrainConfig, **train_kw):  # noqa: ANN003
     backend = load_backend(str(model_dir), device="cpu")
-    examples, _ = tokenize(backend, build_examples(records(), seed=0), config.max_tokens)
+    examples, _ = tokenize(backend, build_examples(records(), seed=0, prompt_format=config.prompt_format), config.max_tokens)
     trainer = Trainer(backend, examples, config, out)
     return trainer, trainer.train(**train_kw)
 
@@ -163,6 +169,7 @@ def test_lora_training_lowers_the_loss_and_writes_an_adapter(tiny_causal_dir: Pa
     trainer.save_adapter("tiny-test", "tiny")
     meta = json.loads((tmp_path / "a" / ADAPTER_META).read_text())
     assert meta["answer_prefix"] is False and meta["base"]["model_type"] == "llama" and meta["name"] == "tiny-test"
+    assert meta["prompt_format"] == RULES  # TrainConfig's default
     trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     assert any("mlp" in n for n in trainable) and any("self_attn" in n for n in trainable)  # all linear layers
@@ -195,6 +202,8 @@ def test_resume_with_other_settings_is_refused(tiny_causal_dir: Path, tmp_path: 
     _train(tiny_causal_dir, tmp_path / "a", fast_config(max_steps=2), progress_stream=open(os.devnull, "w"))
     with pytest.raises(FinetuneError, match="other settings"):
         _train(tiny_causal_dir, tmp_path / "a", fast_config(max_steps=2, lr=1e-3), resume=True)
+    with pytest.raises(FinetuneError, match="other settings"):  # other prompts are other data
+        _train(tiny_causal_dir, tmp_path / "a", fast_config(max_steps=2, prompt_format=COMPACT), resume=True)
 
 
 def test_seq2seq_model_trains_and_its_adapter_loads(tiny_seq2seq_dir: Path, tmp_path: Path) -> None:
@@ -247,6 +256,30 @@ def test_wrong_or_incomplete_adapter_stops_with_one_line(tiny_seq2seq_dir: Path,
         load_backend(str(tiny_seq2seq_dir), device="cpu", adapter=str(tmp_path / "nowhere"))
 
 
+def _adapter_with_meta(adapter: Path, folder: Path, **changes: object) -> Path:
+    """A copy of ``adapter`` whose metadata has ``changes`` (a None value removes the key)."""
+    shutil.copytree(adapter, folder)
+    meta = json.loads((folder / ADAPTER_META).read_text())
+    meta.update(changes)
+    meta = {k: v for k, v in meta.items() if v is not None}
+    (folder / ADAPTER_META).write_text(json.dumps(meta))
+    return folder
+
+
+def test_adapter_prompt_format_metadata(tiny_causal_dir: Path, causal_adapter: Path, tmp_path: Path) -> None:
+    """No key (adapters from before the choice, the shipped one) means rules; an unknown value is one line."""
+    assert json.loads((EMBEDDED_ADAPTER_DIR / ADAPTER_META).read_text()).get("prompt_format", RULES) == RULES
+    older = _adapter_with_meta(causal_adapter, tmp_path / "older", prompt_format=None)
+    assert load_backend(str(tiny_causal_dir), device="cpu", adapter=str(older)).prompt_format == RULES
+    assert load_backend(str(tiny_causal_dir), device="cpu").prompt_format == RULES  # untuned
+    for bad in ("verbose", 3):
+        folder = _adapter_with_meta(causal_adapter, tmp_path / f"bad-{bad}", prompt_format=bad)
+        with pytest.raises(ModelLoadError) as err:
+            load_backend(str(tiny_causal_dir), device="cpu", adapter=str(folder))
+        assert "\n" not in str(err.value) and ADAPTER_META in str(err.value)
+        assert f"unknown prompt format {str(bad)!r} (allowed: rules, compact)" in str(err.value)
+
+
 def test_model_adapter_setting_values(tmp_path: Path) -> None:
     assert resolve_adapter("embedded", "none") is None
     assert resolve_adapter("some/hub-model", "auto") is None
@@ -257,8 +290,6 @@ def test_model_adapter_setting_values(tmp_path: Path) -> None:
 
 def test_summarizer_writes_no_answer_start_for_a_tuned_adapter(tiny_causal_dir: Path, causal_adapter: Path) -> None:
     """The adapter learned to answer without "A and B discuss": the prompt must not prefill it."""
-    import asyncio
-
     from engine.executor import Executor
     from engine.summarizer import Summarizer
 
@@ -307,12 +338,35 @@ def test_finetune_command_end_to_end(words_model: Path, tmp_path: Path) -> None:
     card = (out / "README.md").read_text()
     assert "CC BY-NC-SA 4.0" in card and "3 steps" in card and "--max-steps 3" in card and "| lead-2 |" in card
     assert {"adapter_config.json", "adapter_model.safetensors", ADAPTER_META} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / ADAPTER_META).read_text())["prompt_format"] == COMPACT  # the default for new adapters
     # The adapter serves: eval with --adapter names it.
     evaluated = subprocess.run([sys.executable, "-m", "bot", "--env-file", os.devnull, "eval", "--data", str(dev),
                                 "--adapter", str(out), "--json", "--max-new-tokens", "16"],
                                cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout.strip().splitlines()[-1])["model"].endswith("+ adapter adapter")
+
+
+def test_compact_adapter_is_trained_and_served_on_compact_prompts(words_model: Path, tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "train.jsonl", RECORDS)
+    out = tmp_path / "compact"
+    result = run_finetune("--data", str(data), "--out", str(out), "--max-steps", "1", "--batch-size", "2", "--rank", "4",
+                          "--prompt-format", "compact", env={"MODEL": str(words_model), "DEVICE": "cpu", "LOG_LEVEL": "WARNING"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / ADAPTER_META).read_text())["prompt_format"] == COMPACT
+    assert "Recap's `compact` prompts" in (out / "README.md").read_text()
+    messages = parse_transcript("Ann: the roller is broken\nBo: I'll call facilities").messages
+
+    async def served_prompt() -> Prompt:
+        backend = load_backend(str(words_model), device="cpu", adapter=str(out))
+        assert backend.prompt_format == COMPACT
+        async with Recording(lambda: backend, max_batch_wait_ms=1) as executor:
+            await Summarizer(executor).summarize(messages)
+        return executor.requests[0].prompt
+
+    transcript = build_transcript(messages)
+    expected = summary_prompt(transcript.render(), transcript.participants, "medium", "paragraph", 2, COMPACT)
+    assert asyncio.run(served_prompt()) == Prompt(expected.system, expected.user, "")  # tuned: no written answer start
 
 
 @pytest.mark.parametrize(
@@ -322,6 +376,8 @@ def test_finetune_command_end_to_end(words_model: Path, tmp_path: Path) -> None:
         ('{"dialogue": "A: hi", "summary": "x"}\nnot json\n', "bad.jsonl: line 2, column 1: invalid JSON"),
         ("", "bad.jsonl: no records"),
         ('{"dialogue": "just prose", "summary": "x"}\n', "line 1: unknown format"),
+        ("[" * 100_000 + "]" * 100_000 + "\n", "bad.jsonl: line 1: invalid JSON (nested too deeply)"),
+        ('{"dialogue": "A: hi", "summary": ' + "1" * 5000 + "}\n", "bad.jsonl: line 1: invalid JSON (Exceeds the limit"),
     ],
 )
 def test_finetune_bad_data_is_one_clear_line(tmp_path: Path, content: str, expected: str) -> None:
