@@ -20,7 +20,9 @@ from typing import Any, Callable, TextIO
 from engine.conversation import ChatMessage
 from engine.generation import GenerationError, GenerationSettings, InvalidRequest, Overloaded
 from engine.models import ModelLoadError
+from engine.postprocess import drop_near_duplicates, self_references
 from engine.prompts import LENGTH, STYLE, STYLES, generation_for
+from engine.transcript import Transcript, build_transcript
 
 from .cli_summarize import (
     EXIT_FAILED,
@@ -43,12 +45,15 @@ from .evaluation import (
     speaker_names,
 )
 from .exports import ExportError, parse_transcript
+from .finetune_data import sentences, with_names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="JSON Lines file: {\"dialogue\": ..., \"summary\" or \"summary1\"..\"summary3\": ...}")
     parser.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N records")
     parser.add_argument("--json", action="store_true", help="end the output with one JSON line of the results")
+    parser.add_argument("--names", action="store_true",
+                        help="replace #PersonN# tags with seeded names in dialogues and references, as in a real chat")
     add_choice_argument(parser, LENGTH, default="short")
     add_choice_argument(parser, STYLE, extra=("all",))  # all: one row per style
     add_model_arguments(parser)
@@ -57,10 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 OVERLOAD_RETRIES = 20
 
 
+NAMES_SEED = 0  # --names: the same names on every run, so scores compare
+
+
 @dataclass
 class EvalRun:
     predictions: list[str]
     failed: int  # dialogues the model could not summarize (scored as empty)
+    fallbacks: int  # dialogues answered with the key messages (scored as empty: not the model's summary)
     seconds: float  # summarizing only, the model load excluded
     model: str
 
@@ -83,15 +92,20 @@ async def summarize_all(
         summarizer = Summarizer(executor, settings.input_token_budget)
         slots = asyncio.Semaphore(concurrency_for(settings))
         failures: list[str] = []
+        fallbacks = 0
         done = 0
 
         async def one(messages: list[ChatMessage]) -> str:
-            nonlocal done
+            nonlocal done, fallbacks
             async with slots:
                 text = ""
                 for _ in range(OVERLOAD_RETRIES):
                     try:
-                        text = (await summarizer.summarize(messages, options, guild="eval", user="eval")).text
+                        summary = await summarizer.summarize(messages, options, guild="eval", user="eval")
+                        if summary.fallback is None:
+                            text = summary.text
+                        else:  # the labelled key messages: never scored as the model's summary
+                            fallbacks += 1
                     except Overloaded as exc:  # a long dialogue split in parts can fill this member's queue share
                         await asyncio.sleep(exc.retry_after)
                         continue
@@ -109,7 +123,7 @@ async def summarize_all(
         predictions = list(await asyncio.gather(*(one(d) for d in dialogues)))
         seconds = time.perf_counter() - started
         model = executor.backend.name
-    return EvalRun(predictions, len(failures), seconds, model)
+    return EvalRun(predictions, len(failures), fallbacks, seconds, model)
 
 
 def score(records: list[EvalRecord], predictions: list[str]) -> dict[str, Any]:
@@ -126,7 +140,24 @@ def score(records: list[EvalRecord], predictions: list[str]) -> dict[str, Any]:
         "n": len(records),
         "absent_names": absent,
         "copies": sum(1 for r, p in zip(records, predictions) if copies_a_message(p, r.dialogue)),
+        "self_references": sum(1 for r, p in zip(records, predictions) if names_someone_acting_on_themselves(p, r.dialogue)),
+        "repeated": sum(1 for r, p in zip(records, predictions) if repeats_a_sentence(p, r.dialogue)),
     }
+
+
+def _transcript(dialogue: str) -> Transcript:
+    return build_transcript(parse_transcript(dialogue, "dialogue").messages)
+
+
+def names_someone_acting_on_themselves(summary: str, dialogue: str) -> bool:
+    """A sentence makes a participant act on themselves ("Theo sends the patch to Theo")."""
+    transcript = _transcript(dialogue)
+    return any(self_references(s, transcript.participants, transcript) for s in sentences(summary))
+
+
+def repeats_a_sentence(summary: str, dialogue: str) -> bool:
+    """A sentence says an earlier one again, with a changed detail at most."""
+    return " ".join(drop_near_duplicates(summary, _transcript(dialogue).participants).split()) != " ".join(summary.split())
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -138,8 +169,11 @@ def format_table(results: dict[str, Any]) -> str:
     rows.append(f"dialogues: {results['n']}   dialogues/s: {results['dialogues_per_s']:.2f}   model: {results['model']}")
     rows.append(f"summaries naming someone absent from the conversation: {results['absent_names']} of {results['n']}")
     rows.append(f"summaries that copy one message: {results['copies']} of {results['n']}")
-    if results["failed"]:
-        rows.append(f"dialogues the model could not summarize (scored as empty): {results['failed']}")
+    rows.append(f"summaries with a person acting on themselves: {results['self_references']}   "
+                f"with a repeated sentence: {results['repeated']}")
+    rows.append(f"failed (scored as empty): {results['failed']}   "
+                f"answered with the key messages (scored as empty): {results['fallbacks']}")
+    rows.append(f"names: {'seeded names for the #PersonN# tags (--names)' if results['names'] else 'as in the data'}")
     return "\n".join(rows)
 
 
@@ -167,7 +201,7 @@ class EvalProgress:
 
 
 def evaluate(records: list[EvalRecord], settings: Settings, length: str, style: str,
-             generation: GenerationSettings | None = None, label: str = "") -> dict[str, Any]:
+             generation: GenerationSettings | None = None, label: str = "", names: bool = False) -> dict[str, Any]:
     """Summarize and score ``records``; raises ``ExportError``, ``ModelLoadError``, ``GenerationError``."""
     dialogues = [parse_transcript(r.dialogue, f"record on line {r.line}").messages for r in records]
     generation = generation or generation_for(length)
@@ -175,29 +209,35 @@ def evaluate(records: list[EvalRecord], settings: Settings, length: str, style: 
     results = score(records, run.predictions)
     results["dialogues_per_s"] = round(len(records) / run.seconds, 3) if run.seconds > 0 else 0.0
     results["failed"] = run.failed
+    results["fallbacks"] = run.fallbacks
     results["model"] = run.model
     results["style"] = style
+    results["names"] = names
     return results
 
 
 def format_styles(rows: list[dict[str, Any]]) -> str:
     """One row per style, baselines once."""
-    lines = [f"{'':<14}{'ROUGE-1':>9}{'ROUGE-2':>9}{'ROUGE-L':>9}{'absent':>8}{'copies':>8}{'failed':>8}"]
+    lines = [f"{'':<14}{'ROUGE-1':>9}{'ROUGE-2':>9}{'ROUGE-L':>9}{'absent':>8}{'copies':>8}{'self':>6}{'repeat':>8}"
+             f"{'failed':>8}{'fallback':>10}"]
     for row in rows:
         s = row["pipeline"]
         lines.append(f"{row['style']:<14}{s['rouge1']:>9.2f}{s['rouge2']:>9.2f}{s['rougeL']:>9.2f}"
-                     f"{row['absent_names']:>8}{row['copies']:>8}{row['failed']:>8}")
+                     f"{row['absent_names']:>8}{row['copies']:>8}{row['self_references']:>6}{row['repeated']:>8}"
+                     f"{row['failed']:>8}{row['fallbacks']:>10}")
     for label, key in (("lead-2", "lead2"), ("lead-3", "lead3")):
         s = rows[0][key]
         lines.append(f"{label:<14}{s['rouge1']:>9.2f}{s['rouge2']:>9.2f}{s['rougeL']:>9.2f}")
     lines.append("")
-    lines.append(f"dialogues: {rows[0]['n']}   model: {rows[0]['model']}")
+    lines.append(f"dialogues: {rows[0]['n']}   model: {rows[0]['model']}   names: {'seeded' if rows[0]['names'] else 'as in the data'}")
     return "\n".join(lines)
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     try:
         records = load_records(args.data, args.limit)
+        if args.names:
+            records = [with_names(r, NAMES_SEED) for r in records]
         for r in records:  # fail on a bad dialogue before the model loads
             parse_transcript(r.dialogue, f"{args.data}: record on line {r.line}")
         settings = apply_model_overrides(settings, args)
@@ -211,7 +251,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     try:
         for style in styles:
             rows.append(evaluate(records, settings, args.length, style, generation,
-                                 label=f"{style}: " if len(styles) > 1 else ""))
+                                 label=f"{style}: " if len(styles) > 1 else "", names=args.names))
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -223,7 +263,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         return 130
     print(format_table(rows[0]) if len(rows) == 1 else format_styles(rows))
     if args.json:
-        keys = ("pipeline", "lead2", "lead3", "dialogues_per_s", "n", "absent_names", "copies", "failed", "model")
+        keys = ("pipeline", "lead2", "lead3", "dialogues_per_s", "n", "absent_names", "copies", "self_references",
+                "repeated", "failed", "fallbacks", "names", "model")
         if len(rows) == 1:
             print(json.dumps({k: rows[0][k] for k in keys}, ensure_ascii=False))
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,12 +86,14 @@ def test_limit_and_blank_lines(tmp_path: Path) -> None:
         ('{"summary": "c"}\n', 'd.jsonl: line 1: "dialogue" is missing or empty'),
         ('{"dialogue": "a: b", "summary": "  "}\n', "d.jsonl: line 1: no reference summary"),
         ("\n\n", "d.jsonl: no records"),
+        ("[" * 100_000 + "]" * 100_000 + "\n", "d.jsonl: line 1: invalid JSON (nested too deeply)"),
+        ('{"dialogue": ' + "9" * 5000 + "}\n", "d.jsonl: line 1: invalid JSON (Exceeds the limit"),
     ],
 )
 def test_bad_data_is_explained(tmp_path: Path, content: str, expected: str) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(EvalDataError, match=expected.replace("(", r"\(").replace('"', '"')):
+    with pytest.raises(EvalDataError, match=re.escape(expected)):
         load_records(path)
 
 
@@ -131,12 +134,18 @@ def test_absent_names() -> None:
 # --- the command --------------------------------------------------------------------------
 
 
-def test_eval_command_json_line(words_model: Path, tmp_path: Path) -> None:
+def eval_records_as_json(model: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``eval --json`` of RECORDS with ``model``; asserts it succeeded."""
     data = write_jsonl(tmp_path / "d.jsonl", RECORDS)
-    env = {"MODEL": str(words_model), "DEVICE": "cpu", "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+    env = {"MODEL": str(model), "DEVICE": "cpu", "MODEL_CACHE_DIR": str(tmp_path / "cache"),
            "MAX_BATCH_WAIT_MS": "20", "LOG_LEVEL": "WARNING"}
     result = run_eval("--data", str(data), "--json", "--max-new-tokens", "16", env=env)
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_eval_command_json_line(words_model: Path, tmp_path: Path) -> None:
+    result = eval_records_as_json(words_model, tmp_path)
     lines = result.stdout.strip().splitlines()
     out = json.loads(lines[-1])
     assert set(out) >= {"pipeline", "lead2", "lead3", "dialogues_per_s", "n", "absent_names"}
@@ -157,6 +166,44 @@ def test_eval_command_json_line(words_model: Path, tmp_path: Path) -> None:
     table = "\n".join(lines[:-1])
     assert "ROUGE-1" in table and "lead-2" in table and "pipeline" in table
     assert "summaries naming someone absent from the conversation:" in table
+    assert {k: out[k] for k in ("failed", "fallbacks", "names")} == {"failed": 0, "fallbacks": 0, "names": False}
+    assert isinstance(out["self_references"], int) and isinstance(out["repeated"], int)
+
+
+def test_eval_counts_key_message_answers_apart_and_scores_them_as_empty(tiny_causal_dir: Path, tmp_path: Path) -> None:
+    # A plain tiny random model writes capitalized gibberish: every output is unusable, twice.
+    result = eval_records_as_json(tiny_causal_dir, tmp_path)
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["fallbacks"] == 3 and out["failed"] == 0
+    assert out["pipeline"] == {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}  # the extract is not the model's
+    assert "answered with the key messages (scored as empty): 3" in result.stdout
+
+
+def test_names_mode_gives_each_tag_one_seeded_name_in_dialogue_and_references() -> None:
+    from bot.evaluation import EvalRecord
+    from bot.finetune_data import with_names
+
+    record = EvalRecord(7, RECORDS[0]["dialogue"], (RECORDS[0]["summary"], "#Person1# calls."))
+    named = with_names(record, seed=0)
+    assert "#Person" not in named.dialogue + "".join(named.references)
+    first, second = (line.split(":")[0] for line in named.dialogue.splitlines()[:2])
+    assert first != second and named.references[1] == f"{first} calls."
+    assert f"{second} hasn't booked" in named.references[0] and f"so {first} will call" in named.references[0]
+    assert with_names(record, seed=0) == named and with_names(record, seed=1) != named  # seeded
+    assert with_names(EvalRecord(1, RECORDS[1]["dialogue"], ("x",)), 0).dialogue == RECORDS[1]["dialogue"]
+
+
+def test_self_references_and_repeated_sentences_are_counted() -> None:
+    from bot.cli_eval import score
+
+    from bot.evaluation import EvalRecord
+
+    records = [EvalRecord(1, RECORDS[1]["dialogue"], ("Owen will get the roller replaced.",))] * 3
+    predictions = ["Owen will ask Owen about the roller.",
+                   "Mara reports the jam. Mara reports the jam again today.",
+                   "Owen will ask facilities about the roller."]
+    results = score(records, predictions)
+    assert (results["self_references"], results["repeated"]) == (1, 1)
 
 
 def test_eval_command_bad_data_exits_2(tmp_path: Path) -> None:
@@ -167,6 +214,22 @@ def test_eval_command_bad_data_exits_2(tmp_path: Path) -> None:
     assert "error: bad.jsonl: line 1: no reference summary" in result.stderr and "Traceback" not in result.stderr
     missing = run_eval("--data", str(tmp_path / "none.jsonl"))
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_lone_surrogates_are_replaced_as_summarize_replaces_them(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"dialogue": "A: hi \\ud800", "summary": "A says \\udfff hi."}\n', encoding="utf-8")
+    [record] = load_records(path)
+    assert record.dialogue == "A: hi \ufffd" and record.references == ("A says \ufffd hi.",)
+
+
+@pytest.mark.parametrize("hostile", ["[" * 100_000 + "]" * 100_000, '{"dialogue": ' + "9" * 5000 + "}"])
+def test_eval_command_hostile_data_is_one_line(tmp_path: Path, hostile: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(hostile + "\n", encoding="utf-8")
+    result = run_eval("--data", str(path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: bad.jsonl: line 1: invalid JSON (") and result.stderr.count("\n") == 1
 
 
 def test_eval_command_dialogue_that_is_not_a_transcript(tmp_path: Path) -> None:
