@@ -114,8 +114,10 @@ async def reply_would_leak(source: Any, destination: Any) -> bool:
         # A thread's readers are a subset of its parent's, except private threads, which are stricter still.
         return False
     try:
-        return bool(await asyncio.wait_for(find_leaks(source, destination), timeout=1.5))
-    except (asyncio.TimeoutError, discord.HTTPException):
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that lands as it finishes.
+        async with asyncio.timeout(1.5):
+            return bool(await find_leaks(source, destination))
+    except (TimeoutError, discord.HTTPException):
         return True
 
 
