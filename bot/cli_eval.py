@@ -72,6 +72,7 @@ class EvalRun:
     fallbacks: int  # dialogues answered with the key messages (scored as empty: not the model's summary)
     seconds: float  # summarizing only, the model load excluded
     model: str
+    speakers: str = "names"  # how the model saw people (engine.speakers): as its adapter learned
 
 
 def concurrency_for(settings: Settings) -> int:
@@ -123,7 +124,8 @@ async def summarize_all(
         predictions = list(await asyncio.gather(*(one(d) for d in dialogues)))
         seconds = time.perf_counter() - started
         model = executor.backend.name
-    return EvalRun(predictions, len(failures), fallbacks, seconds, model)
+        speakers = str(getattr(executor.backend, "speakers", "names"))
+    return EvalRun(predictions, len(failures), fallbacks, seconds, model, speakers)
 
 
 def score(records: list[EvalRecord], predictions: list[str]) -> dict[str, Any]:
@@ -173,7 +175,8 @@ def format_table(results: dict[str, Any]) -> str:
                 f"with a repeated sentence: {results['repeated']}")
     rows.append(f"failed (scored as empty): {results['failed']}   "
                 f"answered with the key messages (scored as empty): {results['fallbacks']}")
-    rows.append(f"names: {'seeded names for the #PersonN# tags (--names)' if results['names'] else 'as in the data'}")
+    rows.append(f"names: {'seeded names for the #PersonN# tags (--names)' if results['names'] else 'as in the data'}   "
+                f"the model saw people as: {results.get('speakers', 'names')}")
     return "\n".join(rows)
 
 
@@ -211,6 +214,7 @@ def evaluate(records: list[EvalRecord], settings: Settings, length: str, style: 
     results["failed"] = run.failed
     results["fallbacks"] = run.fallbacks
     results["model"] = run.model
+    results["speakers"] = run.speakers
     results["style"] = style
     results["names"] = names
     return results
@@ -264,7 +268,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     print(format_table(rows[0]) if len(rows) == 1 else format_styles(rows))
     if args.json:
         keys = ("pipeline", "lead2", "lead3", "dialogues_per_s", "n", "absent_names", "copies", "self_references",
-                "repeated", "failed", "fallbacks", "names", "model")
+                "repeated", "failed", "fallbacks", "names", "speakers", "model")
         if len(rows) == 1:
             print(json.dumps({k: rows[0][k] for k in keys}, ensure_ascii=False))
         else:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 from .generation import GenerationResult, GenerationSettings, InvalidRequest, Prompt
 from .prompts import RULES, check_prompt_format
+from .speakers import NAMES, check_speakers
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ def read_adapter_meta(folder: Path) -> dict[str, Any]:
         raise ModelLoadError(f"MODEL_ADAPTER={str(folder)!r}: {ADAPTER_META} has no base model description.")
     try:
         adapter_prompt_format(meta)
+        adapter_speakers(meta)
     except ValueError as exc:
         raise ModelLoadError(f"MODEL_ADAPTER={str(folder)!r}: {ADAPTER_META} names an {exc}.") from None
     return meta
@@ -123,9 +125,16 @@ def adapter_prompt_format(meta: dict[str, Any]) -> str:
     return check_prompt_format(value if isinstance(value, str) else repr(value))
 
 
+def adapter_speakers(meta: dict[str, Any]) -> str:
+    """How the adapter learned to see people (``engine.speakers``); ``names`` when the metadata says nothing."""
+    value = meta.get("speakers", NAMES)
+    return check_speakers(value if isinstance(value, str) else repr(value))
+
+
 def write_adapter_meta(folder: Path, meta: dict[str, Any]) -> Path:
     """Write ``recap_adapter.json``, the file ``read_adapter_meta`` reads back (this module owns its format)."""
     adapter_prompt_format(meta)  # never write a file the loader would refuse
+    adapter_speakers(meta)
     path = folder / ADAPTER_META
     path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
@@ -273,7 +282,8 @@ def load_backend(
         model_obj.eval()
     backend = ModelBackend(tokenizer, model_obj, dev, torch_dtype, source.display_name,
                            adapter=meta.get("name", adapter_dir.name) if adapter_dir is not None else None,
-                           prefill_answer=bool(meta.get("answer_prefix", True)), prompt_format=adapter_prompt_format(meta))
+                           prefill_answer=bool(meta.get("answer_prefix", True)), prompt_format=adapter_prompt_format(meta),
+                           speakers=adapter_speakers(meta))
     log.info(
         "model %s loaded on %s (%s) in %.1fs; context %d tokens",
         backend.name, dev, str(torch_dtype).replace("torch.", ""), time.perf_counter() - started, backend.context_window,
@@ -285,7 +295,8 @@ class ModelBackend:
     """A loaded model with its tokenizer, and batched generation."""
 
     def __init__(self, tokenizer: Any, model: Any, device: str, dtype: Any, name: str, *,
-                 adapter: str | None = None, prefill_answer: bool = True, prompt_format: str = RULES) -> None:
+                 adapter: str | None = None, prefill_answer: bool = True, prompt_format: str = RULES,
+                 speakers: str = NAMES) -> None:
         self.tokenizer = tokenizer
         self.model = model
         self.device = device
@@ -300,6 +311,7 @@ class ModelBackend:
         self.prefill_answer = prefill_answer and not self.is_encoder_decoder
         # The prompt wording the summarizer uses (``engine.prompts``): the one the adapter was tuned on.
         self.prompt_format = check_prompt_format(prompt_format)
+        self.speakers = check_speakers(speakers)  # names or speaker tags (``engine.speakers``), as the adapter learned
         self.model_type = getattr(config, "model_type", "")
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token

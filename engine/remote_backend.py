@@ -259,6 +259,7 @@ class RemoteBackend:
     dtype_name = "served"
     model = None  # no local weights
     prompt_format = "rules"  # engine.prompts.RULES: a served model's tuning is not known here
+    speakers = "names"  # engine.speakers.NAMES, likewise
 
     def __init__(self, config: RemoteConfig) -> None:
         self.config = config

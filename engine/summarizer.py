@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Protocol
 
-from . import chunking, postprocess
+from . import chunking, postprocess, speakers
 from .conversation import ChatMessage
 from .generation import (
     GenerationRequest,
@@ -232,6 +232,11 @@ class _Run:
         """The prompt wording for every stage: the one the loaded model was tuned on (``rules`` if untuned)."""
         return getattr(self.executor.backend, "prompt_format", RULES)
 
+    @property
+    def speakers(self) -> str:
+        """How the model sees people (``engine.speakers``): as the adapter learned, names if untuned."""
+        return getattr(self.executor.backend, "speakers", speakers.NAMES)
+
     async def _generate(self, prompt: Prompt, settings: GenerationSettings, transcript: Transcript, *,
                         echo_source: str | None, listing: bool, keep_markers: bool) -> postprocess.Cleaned:
         """One checked generation, retried once with adjusted settings when unusable."""
@@ -267,6 +272,8 @@ class _Run:
         if style in MODEL_FREE_STYLES:
             return self._key_messages(transcript, truncated)
         try:
+            if self.speakers == speakers.TAGS:
+                return await self._tagged_summary(transcript, truncated)
             return await self._model_summary(transcript, counts, truncated)
         except SummaryFailed as exc:
             # A member asking for a summary gets one: the faithful extract, labelled, not an error.
@@ -274,6 +281,16 @@ class _Run:
             summary = self._key_messages(transcript, truncated)
             summary.fallback, summary.model, summary.retried = str(exc), FALLBACK_MODEL, True
             return summary
+
+    async def _tagged_summary(self, transcript: Transcript, truncated: bool) -> Summary:
+        """The model's summary of the chat with speaker tags for names, with the names put back."""
+        tagged, names = speakers.tag_transcript(transcript)
+        summary = await self._model_summary(tagged, await self._count(tagged.lines), truncated)
+        summary.text = speakers.untag(summary.text, names)
+        summary.topics = [Topic(speakers.untag(t.title, names), t.message_id) for t in summary.topics]
+        summary.notes = [speakers.untag(note, names) for note in summary.notes]
+        summary.participants = list(transcript.participants)
+        return summary
 
     async def _model_summary(self, transcript: Transcript, counts: list[int], truncated: bool) -> Summary:
         """The model's summary, or ``SummaryFailed`` when its output was unusable twice."""

@@ -166,7 +166,9 @@ def test_eval_command_json_line(words_model: Path, tmp_path: Path) -> None:
     table = "\n".join(lines[:-1])
     assert "ROUGE-1" in table and "lead-2" in table and "pipeline" in table
     assert "summaries naming someone absent from the conversation:" in table
-    assert {k: out[k] for k in ("failed", "fallbacks", "names")} == {"failed": 0, "fallbacks": 0, "names": False}
+    assert {k: out[k] for k in ("failed", "fallbacks", "names", "speakers")} == {
+        "failed": 0, "fallbacks": 0, "names": False, "speakers": "names"}
+    assert "the model saw people as: names" in table  # an untuned model: names
     assert isinstance(out["self_references"], int) and isinstance(out["repeated"], int)
 
 
