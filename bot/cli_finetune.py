@@ -20,6 +20,7 @@ from typing import Any
 
 from engine.models import ModelLoadError
 from engine.prompts import COMPACT, PROMPT_FORMATS
+from engine.speakers import NAMES, SPEAKER_MODES
 
 from .cli_eval import evaluate, format_table
 from .cli_summarize import EXIT_FAILED, EXIT_INPUT, positive_int
@@ -61,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-format", choices=PROMPT_FORMATS, default=COMPACT,
                         help="the prompts to train on, and then serve the adapter with: compact (one short instruction; "
                              "the default) or rules (the full rules an untuned model gets)")
+    parser.add_argument("--speakers", choices=SPEAKER_MODES, default=NAMES,
+                        help="how the model sees people: names (the default, as the chat shows them) or tags "
+                             "(#Person1#..., mapped back to the names after generation); recorded in the adapter")
     parser.add_argument("--name", help="adapter name shown in /status and logs (default: the --out folder's name)")
     parser.add_argument("--licence", help="licence of the training data, for the model card (default: guessed from the file name)")
     parser.add_argument("--model", help="`embedded`, a hub id or a local directory (overrides MODEL)")
@@ -90,14 +94,14 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     try:
         settings = _settings(settings, args)
         records = load_records(args.data, args.limit)
-        texts = build_examples(records, args.seed, args.prompt_format)
+        texts = build_examples(records, args.seed, args.prompt_format, args.speakers)
         eval_records = load_records(args.eval, args.eval_limit) if args.eval else None
     except (EvalDataError, FinetuneDataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     config = TrainConfig(rank=args.rank, lr=args.lr, batch_size=args.batch_size, seed=args.seed, epochs=args.epochs,
                          max_steps=args.max_steps, max_tokens=args.max_tokens, checkpoint_every=args.checkpoint_every,
-                         precision=args.precision, prompt_format=args.prompt_format)
+                         precision=args.precision, prompt_format=args.prompt_format, speakers=args.speakers)
     print(f"Loading model {settings.model}...", file=sys.stderr)
     try:
         backend = load_backend(settings.model, model_file=settings.model_file, device=settings.device, dtype=settings.dtype,
@@ -110,11 +114,12 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{len(records)} records -> {len(examples)} examples ({', '.join(f'{n} {k}' for k, n in kinds.items())}); "
           f"{skipped} skipped as longer than --max-tokens {args.max_tokens}", file=sys.stderr)
     name = args.name or out.name
-    command = "python -m bot finetune " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["finetune"] else sys.argv[1:])
+    given = sys.argv[1:]  # the options after the subcommand (global ones such as --env-file come before it)
+    command = "python -m bot finetune " + shlex.join(given[given.index("finetune") + 1:] if "finetune" in given else given)
     run_info = {"data": Path(args.data).name, "data_licence": _licence(args), "records": len(records),
                 "examples": len(examples), "examples_by_kind": dict(kinds), "skipped": skipped, "command": command,
                 "rank": args.rank, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "device": backend.device,
-                "prompt_format": args.prompt_format}
+                "prompt_format": args.prompt_format, "speakers": args.speakers, "precision": args.precision}
     checkpoint_dir = Path(args.checkpoint_dir).expanduser() if args.checkpoint_dir else None
     try:
         trainer = Trainer(backend, examples, config, out, checkpoint_dir, run_info)
@@ -128,7 +133,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     except FinetuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    trainer.run_info.update(epochs=round(result.epochs, 3), final_loss=result.final_loss)
+    trainer.run_info.update(epochs=round(result.epochs, 3), final_loss=result.final_loss,
+                            examples_seen=result.examples_seen, train_seconds=round(result.train_seconds, 1),
+                            examples_per_s=round(result.examples_per_s, 3), threads=_threads())
     trainer.save_adapter(name, backend.name)
     print(f"Adapter saved in {out} ({result.steps} steps, final loss {result.final_loss:.3f}, {result.seconds / 60:.1f} min).",
           file=sys.stderr)
@@ -171,6 +178,22 @@ def compare_table(rows: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _speed(info: dict[str, Any]) -> str:
+    """Examples seen, examples per second and training wall time (resumes included), when the run recorded them."""
+    if not info.get("examples_seen"):
+        return ""
+    minutes, seconds = divmod(round(float(info.get("train_seconds") or 0)), 60)
+    return (f" ({info.get('threads', '?')} threads, {info.get('precision', 'auto')} precision): "
+            f"{info['examples_seen']:,} examples seen in {minutes // 60}:{minutes % 60:02d}:{seconds:02d} of training, "
+            f"{info.get('examples_per_s', 0):.2f} examples/s")
+
+
 def write_model_card(out: Path, name: str, info: dict[str, Any], steps: int, scores: dict[str, Any] | None, model: str) -> None:
     score_text = (
         f"Scored with `python -m bot eval` (style paragraph, length short) on {scores['base']['n']} records of the eval file:\n\n"
@@ -179,7 +202,8 @@ def write_model_card(out: Path, name: str, info: dict[str, Any], steps: int, sco
     card = f"""# {name}: a Recap summarization adapter
 
 A LoRA adapter (rank {info['rank']}, all linear layers) for **{model}**, trained by Recap's
-`finetune` command to write chat summaries for Recap's `{info.get('prompt_format', 'rules')}` prompts (no written answer start).
+`finetune` command to write chat summaries for Recap's `{info.get('prompt_format', 'rules')}` prompts (no written answer start),
+seeing people by {'speaker tags (`#Person1#`, mapped back to names after generation)' if info.get('speakers') == 'tags' else 'their names'}.
 Serve it with `MODEL_ADAPTER={out}` (merged into the weights at load).
 
 - Base model: {model}
@@ -187,9 +211,11 @@ Serve it with `MODEL_ADAPTER={out}` (merged into the weights at load).
   ({', '.join(f'{n} {k}' for k, n in info['examples_by_kind'].items())}); {info['skipped']} skipped as too long.
   Speaker tags like `#Person1#` were replaced by seeded names; summaries were cited with `[n]` of the
   message sharing the most content words; bullets examples are the reference's own sentences.
+  `channel-notes` and `channel-combine` examples come from synthetic long channels (made, not real): 3 to 5
+  training dialogues one after another, numbered as one conversation, for the map and combine stages.
 - Data licence: {info['data_licence']}. This adapter is derived from that data and carries its licence.
 - Training: {steps} steps, batch {info['batch_size']}, peak learning rate {info['lr']}, seed {info['seed']},
-  {info.get('epochs', '?')} epochs, final loss {info.get('final_loss') or 0:.3f}, on {info['device']}.
+  {info.get('epochs', '?')} epochs, final loss {info.get('final_loss') or 0:.3f}, on {info['device']}{_speed(info)}.
 - Command: `{info['command']}`
 - Written {time.strftime('%Y-%m-%d')}.
 

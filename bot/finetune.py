@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence, TextIO
 from engine.generation import Prompt
 from engine.models import ModelBackend, base_fingerprint, write_adapter_meta
 from engine.prompts import RULES
+from engine.speakers import NAMES
 
 from .finetune_data import TextExample
 
@@ -61,6 +62,7 @@ class TrainConfig:
     # The prompt wording the examples were built in (engine.prompts); the adapter records it for serving,
     # and a checkpoint only resumes with the same one.
     prompt_format: str = RULES
+    speakers: str = NAMES  # names or speaker tags (engine.speakers), recorded likewise
 
 
 @dataclass
@@ -176,9 +178,16 @@ class TrainResult:
     steps: int
     examples: int
     epochs: float
-    seconds: float
+    seconds: float  # this process's share
     final_loss: float | None
     losses: list[tuple[int, float]]
+    # Over the whole run, resumes included: what the model card reports.
+    examples_seen: int = 0
+    train_seconds: float = 0.0
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.examples_seen / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
 class Trainer:
@@ -205,14 +214,19 @@ class Trainer:
         self.scheduler: Any = None
         self.step = 0
         self.losses: list[tuple[int, float]] = []
+        self.examples_seen = 0  # over the whole run, resumes included, as is train_seconds
+        self.train_seconds = 0.0
 
     # ---- set-up ----
 
     def _signature(self) -> dict[str, Any]:
         """What must be the same for a checkpoint to continue exactly."""
         config = {k: v for k, v in asdict(self.config).items() if k != "checkpoint_every"}
+        # Defaults dropped, as checkpoints from before each choice say it, so they still resume.
         if config["prompt_format"] == RULES:
-            del config["prompt_format"]  # as checkpoints from before the choice say it, so they still resume
+            del config["prompt_format"]
+        if config["speakers"] == NAMES:
+            del config["speakers"]
         return {"config": config, "examples": len(self.examples), "total": self.total, "base": self.base}
 
     def _build(self) -> None:
@@ -278,6 +292,8 @@ class Trainer:
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "rng_python": random.getstate(),
             "losses": self.losses,
+            "train_seconds": self.train_seconds,
+            "examples_seen": self.examples_seen,
         }
         torch.save(state, tmp / CHECKPOINT_STATE)
         old = self.checkpoint_dir.with_name(self.checkpoint_dir.name + ".old")
@@ -311,6 +327,9 @@ class Trainer:
         random.setstate(state["rng_python"])
         self.step = int(state["step"])
         self.losses = [tuple(x) for x in state["losses"]]
+        # Both are absent from checkpoints made before they were kept.
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.examples_seen = int(state.get("examples_seen", self.step * self.config.batch_size))
 
     # ---- training ----
 
@@ -350,7 +369,7 @@ class Trainer:
         progress = Progress(self.total, self.step, progress_stream)
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main else None
-        started = time.perf_counter()
+        started = step_started = time.perf_counter()
         try:
             while self.step < self.total:
                 if self._stop:
@@ -368,6 +387,10 @@ class Trainer:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
+                self.examples_seen += len(batch)
+                now = time.perf_counter()
+                self.train_seconds += now - step_started
+                step_started = now
                 value = float(loss.item())
                 self.losses.append((self.step, round(value, 4)))
                 progress.update(self.step, value, int(inputs["attention_mask"].sum()) + int((inputs["labels"] != IGNORE).sum()))
@@ -382,7 +405,8 @@ class Trainer:
         self.save_checkpoint()
         tail = [loss for _, loss in self.losses[-20:]]
         return TrainResult(self.step, len(self.examples), self.step / self.per_epoch,
-                           time.perf_counter() - started, sum(tail) / len(tail) if tail else None, self.losses)
+                           time.perf_counter() - started, sum(tail) / len(tail) if tail else None, self.losses,
+                           examples_seen=self.examples_seen, train_seconds=self.train_seconds)
 
     def save_adapter(self, name: str, base_name: str) -> Path:
         """The final adapter: peft's files plus ``recap_adapter.json`` that the loader checks (``write_adapter_meta``)."""
@@ -396,6 +420,7 @@ class Trainer:
             "base": self.base,
             "answer_prefix": False,
             "prompt_format": self.config.prompt_format,
+            "speakers": self.config.speakers,
             "rank": self.config.rank,
             "steps": self.step,
             **self.run_info,

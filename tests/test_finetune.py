@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -17,12 +18,14 @@ import pytest
 
 from bot.evaluation import EvalRecord
 from bot.exports import parse_transcript
-from bot.finetune import IGNORE, Interrupted, TrainConfig, Trainer, epoch_batches, tokenize
-from bot.finetune_data import build_examples, cite, examples_for, length_for, name_map, sentences
+from bot.finetune import IGNORE, FinetuneError, Interrupted, TrainConfig, Trainer, epoch_batches, tokenize
+from bot.finetune_data import (CHANNEL_EVERY, build_examples, channel_examples, cite, examples_for, fit_merge, length_for,
+                                name_map, sentences)
 from engine.generation import GenerationSettings, Prompt
 from engine.models import ADAPTER_META, EMBEDDED_ADAPTER_DIR, ModelLoadError, load_backend, resolve_adapter
-from engine.prompts import COMPACT, PROMPT_FORMATS, RULES, summary_prompt
+from engine.prompts import COMPACT, PROMPT_FORMATS, RULES, combine_prompt, notes_prompt, summary_prompt, target_words
 from engine.summarizer import Summarizer
+from engine.speakers import NAMES, TAGS
 from engine.transcript import build_transcript
 from fixtures.lowercase_model import lowercase_model
 from test_summarizer import Recording
@@ -98,7 +101,7 @@ def test_answers_cite_messages_and_keep_titles_in_one_sentence() -> None:
     example = examples_for(records(4)[3], seed=0)[0]
     assert example.answer.endswith("first [3].") or "[" in example.answer  # cited by shared content words
     transcript = build_transcript(parse_transcript("Ann: the printer jammed on floor two\nBo: ok").messages)
-    assert cite(["The printer on floor two jammed.", "Nobody spoke of lunch."], transcript) == [
+    assert cite(["The printer on floor two jammed.", "Nobody spoke of lunch."], transcript.lines) == [
         "The printer on floor two jammed [1].", "Nobody spoke of lunch."]
 
 
@@ -108,11 +111,55 @@ def test_length_preset_holds_the_reference_and_bullets_come_from_its_sentences()
     many = [EvalRecord(i, RECORDS[0]["dialogue"], (RECORDS[0]["summary"],)) for i in range(1, 200)]
     built = build_examples(many, seed=0)
     kinds = {e.kind for e in built}
-    assert kinds == {"paragraph", "bullets", "notes"}
+    assert kinds == {"paragraph", "bullets", "notes", "channel-notes", "channel-combine"}
+    assert sum(e.kind == "channel-combine" for e in built) == len(many) // CHANNEL_EVERY
     for e in built:
         if e.kind == "bullets":
             assert e.answer.count("\n- ") == 1 and e.answer.startswith("- ")
             assert "bullet list" in e.prompt_user
+
+
+def test_fit_merge_keeps_every_part_in_order_within_the_words() -> None:
+    parts = [["a b c.", "d e."], ["f g.", "h i j k."], ["l."]]
+    assert fit_merge(parts, 6) == ["a b c.", "f g.", "l."]  # each part's first sentence before any second one
+    assert fit_merge(parts, 8) == ["a b c.", "d e.", "f g.", "l."]
+    assert fit_merge(parts, 100) == ["a b c.", "d e.", "f g.", "h i j k.", "l."]
+    assert fit_merge(parts, 1) == ["a b c."]  # never empty
+
+
+@pytest.mark.parametrize("prompt_format", PROMPT_FORMATS)
+def test_a_synthetic_channel_teaches_the_map_and_combine_stages_as_served(prompt_format: str) -> None:
+    group = records(3)
+    notes_ex, combine_ex = channel_examples(group, seed=0, prompt_format=prompt_format)
+    assert (notes_ex.kind, combine_ex.kind) == ("channel-notes", "channel-combine")
+    # One conversation numbered throughout: the three dialogues' 4 + 3 + 3 messages are [1]..[10].
+    numbers = [int(n) for n in re.findall(r"^\[(\d+)\]", combine_ex.prompt_user, re.M)]
+    assert numbers == []  # the combine stage sees notes, not messages
+    notes = re.findall(r"^Part \d+: (.*)$", combine_ex.prompt_user, re.M)
+    assert len(notes) == 3
+    people = re.search(r"People in this conversation: (.*)\.", combine_ex.prompt_user).group(1).split(", ")
+    assert len(people) <= 6  # one small cast: people recur across the channel's dialogues
+    length = combine_ex.length
+    served = combine_prompt(notes, people, length, "bullets" if combine_ex.answer.startswith("- ") else "paragraph",
+                            10, final=True, prompt_format=prompt_format)
+    assert (combine_ex.prompt_system, combine_ex.prompt_user) == (served.system, served.user)
+    # Part 2's note cites part 2's messages by the channel's numbers ([5]..[7]); the printer note is part 2's.
+    printer = next(n for n in notes if "printer" in n)
+    assert re.findall(r"\[(\d+)\]", printer) and all(5 <= int(x) <= 7 for x in re.findall(r"\[(\d+)\]", printer))
+    # The target is the notes' own sentences, in order, within the length's words (or the first one alone).
+    answer = [line.removeprefix("- ") for line in combine_ex.answer.splitlines()] if combine_ex.answer.startswith("- ") \
+        else sentences(combine_ex.answer)
+    pool = [x for note in notes for x in sentences(note)]
+    assert answer and all(x in pool for x in answer)
+    assert [pool.index(x) for x in answer] == sorted(pool.index(x) for x in answer)
+    assert len(answer) == 1 or sum(len(x.split()) for x in answer) <= target_words(length, 10)
+    # The notes example is one part of that channel, with the whole channel's people, as _map sends it.
+    chat = notes_ex.prompt_user.split("<<<CHAT>>>\n", 1)[1].split("\n<<<END OF CHAT>>>", 1)[0]
+    first = int(re.match(r"\[(\d+)\]", chat).group(1))
+    assert first in (1, 5, 8) and notes_ex.answer in notes
+    expected = notes_prompt(chat, people, prompt_format)
+    assert (notes_ex.prompt_system, notes_ex.prompt_user) == (expected.system, expected.user)
+    assert channel_examples(group, seed=0, prompt_format=prompt_format) == [notes_ex, combine_ex]  # seeded
 
 
 # --- tokenizing and batching -----------------------------------------------------------------
@@ -156,7 +203,8 @@ def _adapter_tensors(folder: Path) -> dict:
 
 def _train(model_dir: Path, out: Path, config: TrainConfig, **train_kw):  # noqa: ANN003
     backend = load_backend(str(model_dir), device="cpu")
-    examples, _ = tokenize(backend, build_examples(records(), seed=0, prompt_format=config.prompt_format), config.max_tokens)
+    texts = build_examples(records(), seed=0, prompt_format=config.prompt_format, speakers=config.speakers)
+    examples, _ = tokenize(backend, texts, config.max_tokens)
     trainer = Trainer(backend, examples, config, out)
     return trainer, trainer.train(**train_kw)
 
@@ -177,7 +225,7 @@ def test_lora_training_lowers_the_loss_and_writes_an_adapter(tiny_causal_dir: Pa
 
 def test_resume_continues_exactly(tiny_causal_dir: Path, tmp_path: Path) -> None:
     quiet = open(os.devnull, "w")
-    straight, _ = _train(tiny_causal_dir, tmp_path / "straight", fast_config(), progress_stream=quiet)
+    straight, whole = _train(tiny_causal_dir, tmp_path / "straight", fast_config(), progress_stream=quiet)
     straight.save_adapter("s", "tiny")
 
     def stop_after_two(step: int) -> None:
@@ -189,6 +237,9 @@ def test_resume_continues_exactly(tiny_causal_dir: Path, tmp_path: Path) -> None
     assert stopped.value.step == 2
     resumed, result = _train(tiny_causal_dir, tmp_path / "resumed", fast_config(checkpoint_every=100), progress_stream=quiet, resume=True)
     assert result.steps == 4
+    # The model card's figures cover the whole run, the two steps before the stop included.
+    assert result.examples_seen == whole.examples_seen == sum(len(straight.batch_at(i)) for i in range(4))
+    assert result.train_seconds > result.seconds > 0
     resumed.save_adapter("r", "tiny")
     a, b = _adapter_tensors(tmp_path / "straight"), _adapter_tensors(tmp_path / "resumed")
     assert a.keys() == b.keys()
@@ -197,13 +248,22 @@ def test_resume_continues_exactly(tiny_causal_dir: Path, tmp_path: Path) -> None
 
 
 def test_resume_with_other_settings_is_refused(tiny_causal_dir: Path, tmp_path: Path) -> None:
-    from bot.finetune import FinetuneError
-
     _train(tiny_causal_dir, tmp_path / "a", fast_config(max_steps=2), progress_stream=open(os.devnull, "w"))
     with pytest.raises(FinetuneError, match="other settings"):
         _train(tiny_causal_dir, tmp_path / "a", fast_config(max_steps=2, lr=1e-3), resume=True)
     with pytest.raises(FinetuneError, match="other settings"):  # other prompts are other data
         _train(tiny_causal_dir, tmp_path / "a", fast_config(max_steps=2, prompt_format=COMPACT), resume=True)
+
+
+def test_an_adapter_trained_on_speaker_tags_is_served_with_them(tiny_causal_dir: Path, tmp_path: Path) -> None:
+    trainer, _ = _train(tiny_causal_dir, tmp_path / "t", fast_config(max_steps=1, speakers=TAGS), progress_stream=open(os.devnull, "w"))
+    assert all("#Person1#" in ex_text.prompt_user for ex_text in build_examples(records(), seed=0, speakers=TAGS))
+    trainer.save_adapter("tags", "tiny")
+    assert json.loads((tmp_path / "t" / ADAPTER_META).read_text())["speakers"] == TAGS
+    assert load_backend(str(tiny_causal_dir), device="cpu", adapter=str(tmp_path / "t")).speakers == TAGS
+    assert load_backend(str(tiny_causal_dir), device="cpu").speakers == NAMES  # untuned: names
+    with pytest.raises(FinetuneError, match="other settings"):  # other speakers are other data
+        _train(tiny_causal_dir, tmp_path / "t", fast_config(max_steps=1), resume=True)
 
 
 def test_seq2seq_model_trains_and_its_adapter_loads(tiny_seq2seq_dir: Path, tmp_path: Path) -> None:
@@ -337,6 +397,9 @@ def test_finetune_command_end_to_end(words_model: Path, tmp_path: Path) -> None:
     assert "| base (" in result.stdout and "| tuned (" in result.stdout and "+ adapter adapter)" in result.stdout
     card = (out / "README.md").read_text()
     assert "CC BY-NC-SA 4.0" in card and "3 steps" in card and "--max-steps 3" in card and "| lead-2 |" in card
+    # One epoch of 5 examples in batches of 2: the last batch is short.
+    assert re.search(r"\(\d+ threads, auto precision\): 5 examples seen in 0:00:\d\d of training, [\d.]+ examples/s", card), card
+    assert "`python -m bot finetune --data " in card  # the command as given, without the global options
     assert {"adapter_config.json", "adapter_model.safetensors", ADAPTER_META} <= {p.name for p in out.iterdir()}
     assert json.loads((out / ADAPTER_META).read_text())["prompt_format"] == COMPACT  # the default for new adapters
     # The adapter serves: eval with --adapter names it.
