@@ -118,17 +118,21 @@ def read_adapter_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
+def _meta_choice(meta: dict[str, Any], key: str, default: str, check: Callable[[str], str]) -> str:
+    """``meta[key]`` checked by ``check`` (``ValueError`` naming the allowed values), ``default`` when absent."""
+    value = meta.get(key, default)
+    return check(value if isinstance(value, str) else repr(value))
+
+
 def adapter_prompt_format(meta: dict[str, Any]) -> str:
     """The prompt wording the adapter was trained on; ``rules`` when the metadata names none (the
-    adapters written before there was a choice were trained on it). ``ValueError`` for an unknown one."""
-    value = meta.get("prompt_format", RULES)
-    return check_prompt_format(value if isinstance(value, str) else repr(value))
+    adapters written before there was a choice were trained on it)."""
+    return _meta_choice(meta, "prompt_format", RULES, check_prompt_format)
 
 
 def adapter_speakers(meta: dict[str, Any]) -> str:
     """How the adapter learned to see people (``engine.speakers``); ``names`` when the metadata says nothing."""
-    value = meta.get("speakers", NAMES)
-    return check_speakers(value if isinstance(value, str) else repr(value))
+    return _meta_choice(meta, "speakers", NAMES, check_speakers)
 
 
 def write_adapter_meta(folder: Path, meta: dict[str, Any]) -> Path:
