@@ -2,7 +2,7 @@
 
 Usage:
   python bench/finetune_speed.py --data train.jsonl [--examples 48] [--threads 1,2] [--precision fp32,bf16]
-                                 [--batch 4,8,16] [--max-tokens 640] [--prompt-format compact] [--model embedded]
+                                 [--batch 4,8,16] [--lora-layers 0,10] [--max-tokens 640] [--prompt-format compact] [--model embedded]
 
 Every configuration trains a fresh LoRA (rank 16, as `finetune`) on the same fixed sample of examples,
 one pass, through `bot.finetune.Trainer`: the code `finetune` runs. Speed is the steady rate from the
@@ -37,11 +37,11 @@ def _ints(text: str) -> list[int]:
 
 
 def measure(model: str, cache_dir: str, sample_texts: list, threads: int, precision: str, batch: int,
-            max_tokens: int) -> dict:
+            max_tokens: int, lora_layers: int) -> dict:
     backend = load_backend(model, device="cpu", cpu_threads=threads, cache_dir=cache_dir)
     sample, _ = tokenize(backend, sample_texts, max_tokens)  # all of them fit: they were drawn from those that do
     config = TrainConfig(batch_size=batch, precision=precision, max_steps=math.ceil(len(sample) / batch),
-                         max_tokens=max_tokens, checkpoint_every=10**9)
+                         max_tokens=max_tokens, checkpoint_every=10**9, lora_layers=lora_layers or None)
     marks: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(backend, sample, config, Path(tmp))
@@ -52,7 +52,8 @@ def measure(model: str, cache_dir: str, sample_texts: list, threads: int, precis
     steady_examples = len(sample) - len(first)
     steady_tokens = sum(len(ex.ids) for ex in sample) - sum(len(ex.ids) for ex in first)
     return {
-        "threads": threads, "precision": precision, "batch": batch, "steps": result.steps,
+        "threads": threads, "precision": precision, "batch": batch, "lora_layers": lora_layers or "all",
+        "steps": result.steps,
         "examples_per_s": round(steady_examples / steady_s, 3) if steady_s > 0 else None,
         "tokens_per_s": round(steady_tokens / steady_s, 1) if steady_s > 0 else None,
         "first_step_s": round(marks[0] - started, 2),
@@ -67,6 +68,8 @@ def main() -> int:
     ap.add_argument("--threads", type=_ints, default=[1, 2], help="comma-separated torch thread counts (default 1,2)")
     ap.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16 (default both)")
     ap.add_argument("--batch", type=_ints, default=[4, 8, 16], help="comma-separated batch sizes (default 4,8,16)")
+    ap.add_argument("--lora-layers", type=_ints, default=[0],
+                    help="comma-separated: LoRA on the top N blocks, 0 for all (default 0), as finetune --lora-layers")
     ap.add_argument("--max-tokens", type=int, default=640, help="longest example kept, as finetune --max-tokens")
     ap.add_argument("--prompt-format", choices=PROMPT_FORMATS, default=COMPACT)
     ap.add_argument("--speakers", choices=SPEAKER_MODES, default=NAMES)
@@ -90,17 +93,19 @@ def main() -> int:
     for threads in args.threads:
         for precision in [p for p in args.precision.split(",") if p]:
             for batch in args.batch:
-                row = measure(args.model, args.cache_dir, picked, threads, precision, batch, args.max_tokens)
-                rows.append(row)
-                print(f"threads {threads} {precision} batch {batch}: {row['examples_per_s']} examples/s", file=sys.stderr)
+                for layers in args.lora_layers:
+                    row = measure(args.model, args.cache_dir, picked, threads, precision, batch, args.max_tokens, layers)
+                    rows.append(row)
+                    print(f"threads {threads} {precision} batch {batch} LoRA layers {row['lora_layers']}: "
+                          f"{row['examples_per_s']} examples/s", file=sys.stderr)
 
     best = max(rows, key=lambda r: r["examples_per_s"] or 0)
-    print("| threads | precision | batch | examples/s | s per example | tokens/s | first step s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| threads | precision | batch | LoRA layers | examples/s | s per example | tokens/s | first step s |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         rate = r["examples_per_s"] or 0
         mark = " **fastest**" if r is best else ""
-        print(f"| {r['threads']} | {r['precision']} | {r['batch']} | {rate:.3f}{mark} | "
+        print(f"| {r['threads']} | {r['precision']} | {r['batch']} | {r['lora_layers']} | {rate:.3f}{mark} | "
               f"{(1 / rate if rate else float('nan')):.2f} | {r['tokens_per_s']} | {r['first_step_s']} |")
     print(json.dumps({"examples": len(picked), "mean_tokens": round(mean_tokens, 1), "max_tokens": args.max_tokens,
                       "prompt_format": args.prompt_format, "rows": rows, "fastest": best}))

@@ -51,12 +51,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=positive_int, help="stop after this many optimizer steps (overrides --epochs)")
     parser.add_argument("--lr", type=positive_float, default=3e-4, help="peak learning rate (default: 3e-4)")
     parser.add_argument("--rank", type=positive_int, default=16, help="LoRA rank (default: 16)")
+    parser.add_argument("--lora-layers", type=positive_int, metavar="N",
+                        help="adapt only the top N transformer blocks (default: all); the backward pass stops "
+                             "below them, so a step costs less on a CPU")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="examples per step (default: 8)")
     parser.add_argument("--max-tokens", type=positive_int, default=768, help="longest example (prompt + summary) kept (default: 768)")
     parser.add_argument("--seed", type=int, default=0, help="seed for names, data order and LoRA init (default: 0)")
     parser.add_argument("--checkpoint-every", type=positive_int, default=50, metavar="N", help="save a checkpoint every N steps")
     parser.add_argument("--checkpoint-dir", help="where checkpoints go (default: OUT/checkpoint)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint, exactly")
+    parser.add_argument("--stop-at", type=positive_int, metavar="STEP",
+                        help="train only to this step of the run and write that step's adapter (a pilot to score "
+                             "early); the same command with --resume and without --stop-at goes on to the end")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto: bf16 autocast on CUDA where supported, fp32 elsewhere")
     parser.add_argument("--prompt-format", choices=PROMPT_FORMATS, default=COMPACT,
@@ -101,7 +107,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_INPUT
     config = TrainConfig(rank=args.rank, lr=args.lr, batch_size=args.batch_size, seed=args.seed, epochs=args.epochs,
                          max_steps=args.max_steps, max_tokens=args.max_tokens, checkpoint_every=args.checkpoint_every,
-                         precision=args.precision, prompt_format=args.prompt_format, speakers=args.speakers)
+                         precision=args.precision, prompt_format=args.prompt_format, speakers=args.speakers,
+                         lora_layers=args.lora_layers)
     print(f"Loading model {settings.model}...", file=sys.stderr)
     try:
         backend = load_backend(settings.model, model_file=settings.model_file, device=settings.device, dtype=settings.dtype,
@@ -119,13 +126,14 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     run_info = {"data": Path(args.data).name, "data_licence": _licence(args), "records": len(records),
                 "examples": len(examples), "examples_by_kind": dict(kinds), "skipped": skipped, "command": command,
                 "rank": args.rank, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed, "device": backend.device,
-                "prompt_format": args.prompt_format, "speakers": args.speakers, "precision": args.precision}
+                "prompt_format": args.prompt_format, "speakers": args.speakers, "precision": args.precision,
+                "lora_layers": args.lora_layers}
     checkpoint_dir = Path(args.checkpoint_dir).expanduser() if args.checkpoint_dir else None
     try:
         trainer = Trainer(backend, examples, config, out, checkpoint_dir, run_info)
         print(f"Training {trainer.total} steps of {args.batch_size} on {backend.device}"
               f"{f', resuming from {trainer.checkpoint_dir}' if args.resume else ''}...", file=sys.stderr)
-        result = trainer.train(resume=args.resume)
+        result = trainer.train(resume=args.resume, stop_at=args.stop_at)
     except Interrupted as exc:
         print(f"stopped at step {exc.step}; checkpoint saved in {trainer.checkpoint_dir}. "
               "Run the same command with --resume to continue.", file=sys.stderr)
@@ -135,7 +143,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_FAILED
     trainer.run_info.update(epochs=round(result.epochs, 3), final_loss=result.final_loss,
                             examples_seen=result.examples_seen, train_seconds=round(result.train_seconds, 1),
-                            examples_per_s=round(result.examples_per_s, 3), threads=_threads())
+                            examples_per_s=round(result.examples_per_s, 3), threads=_threads(),
+                            planned_steps=trainer.total)
     trainer.save_adapter(name, backend.name)
     print(f"Adapter saved in {out} ({result.steps} steps, final loss {result.final_loss:.3f}, {result.seconds / 60:.1f} min).",
           file=sys.stderr)
@@ -178,6 +187,15 @@ def compare_table(rows: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _snapshot(info: dict[str, Any], steps: int) -> str:
+    planned = info.get("planned_steps")
+    return f" of a run planned for {planned} (stopped early with --stop-at)" if planned and planned > steps else ""
+
+
+def _layers(info: dict[str, Any]) -> str:
+    return f" of the top {info['lora_layers']} blocks" if info.get("lora_layers") else ""
+
+
 def _threads() -> int:
     import torch
 
@@ -201,7 +219,7 @@ def write_model_card(out: Path, name: str, info: dict[str, Any], steps: int, sco
     )
     card = f"""# {name}: a Recap summarization adapter
 
-A LoRA adapter (rank {info['rank']}, all linear layers) for **{model}**, trained by Recap's
+A LoRA adapter (rank {info['rank']}, all linear layers{_layers(info)}) for **{model}**, trained by Recap's
 `finetune` command to write chat summaries for Recap's `{info.get('prompt_format', 'rules')}` prompts (no written answer start),
 seeing people by {'speaker tags (`#Person1#`, mapped back to names after generation)' if info.get('speakers') == 'tags' else 'their names'}.
 Serve it with `MODEL_ADAPTER={out}` (merged into the weights at load).
@@ -214,7 +232,7 @@ Serve it with `MODEL_ADAPTER={out}` (merged into the weights at load).
   `channel-notes` and `channel-combine` examples come from synthetic long channels (made, not real): 3 to 5
   training dialogues one after another, numbered as one conversation, for the map and combine stages.
 - Data licence: {info['data_licence']}. This adapter is derived from that data and carries its licence.
-- Training: {steps} steps, batch {info['batch_size']}, peak learning rate {info['lr']}, seed {info['seed']},
+- Training: {steps} steps{_snapshot(info, steps)}, batch {info['batch_size']}, peak learning rate {info['lr']}, seed {info['seed']},
   {info.get('epochs', '?')} epochs, final loss {info.get('final_loss') or 0:.3f}, on {info['device']}{_speed(info)}.
 - Command: `{info['command']}`
 - Written {time.strftime('%Y-%m-%d')}.

@@ -247,6 +247,35 @@ def test_resume_continues_exactly(tiny_causal_dir: Path, tmp_path: Path) -> None
     assert [l for _, l in resumed.losses] == [l for _, l in straight.losses]
 
 
+def test_a_pilot_stops_at_its_step_and_a_resume_finishes_the_same_run(tiny_causal_dir: Path, tmp_path: Path) -> None:
+    quiet = open(os.devnull, "w")
+    straight, _ = _train(tiny_causal_dir, tmp_path / "straight", fast_config(), progress_stream=quiet)
+    straight.save_adapter("s", "tiny")
+    pilot, early = _train(tiny_causal_dir, tmp_path / "run", fast_config(checkpoint_every=100), progress_stream=quiet, stop_at=3)
+    assert early.steps == 3 and pilot.total == 4  # the schedule is the whole run's
+    pilot.save_adapter("pilot", "tiny")
+    assert json.loads((tmp_path / "run" / ADAPTER_META).read_text())["steps"] == 3
+    resumed, result = _train(tiny_causal_dir, tmp_path / "run", fast_config(checkpoint_every=100), progress_stream=quiet, resume=True)
+    assert result.steps == 4
+    resumed.save_adapter("r", "tiny")
+    a, b = _adapter_tensors(tmp_path / "straight"), _adapter_tensors(tmp_path / "run")
+    assert all(bool((a[k] == b[k]).all()) for k in a)
+
+
+def test_lora_on_the_top_blocks_only_trains_and_serves(tiny_causal_dir: Path, tmp_path: Path) -> None:
+    trainer, result = _train(tiny_causal_dir, tmp_path / "top", fast_config(max_steps=2, lora_layers=1),
+                             progress_stream=open(os.devnull, "w"))
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all(".layers.1." in n for n in trainable)  # the tiny model has blocks 0 and 1
+    assert any("mlp" in n for n in trainable) and any("self_attn" in n for n in trainable)
+    trainer.save_adapter("top", "tiny")
+    assert json.loads((tmp_path / "top" / ADAPTER_META).read_text())["lora_layers"] == 1
+    tuned = load_backend(str(tiny_causal_dir), device="cpu", adapter=str(tmp_path / "top"))
+    assert tuned.adapter == "top"
+    with pytest.raises(FinetuneError, match="other settings"):  # another layer set is another run
+        _train(tiny_causal_dir, tmp_path / "top", fast_config(max_steps=2), resume=True)
+
+
 def test_resume_with_other_settings_is_refused(tiny_causal_dir: Path, tmp_path: Path) -> None:
     _train(tiny_causal_dir, tmp_path / "a", fast_config(max_steps=2), progress_stream=open(os.devnull, "w"))
     with pytest.raises(FinetuneError, match="other settings"):
