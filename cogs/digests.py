@@ -369,20 +369,20 @@ class DigestsCog(commands.GroupCog, name="Digests", group_name="digest",
 
     # --- keeping the table in step with Discord -------------------------------------------
 
+    # The history cog erases a deleted channel's or a left server's digests with the rest of its data
+    # (storage.erasure); here the schedule only re-reads, as the next due digest may be gone.
+
     @commands.Cog.listener()
     async def on_guild_channel_delete(self, channel: discord.abc.GuildChannel) -> None:
-        if await self.bot.db.writing(store.delete_channel_digests, channel.id):
-            self.wake()
+        self.wake()
 
     @commands.Cog.listener()
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
-        if await self.bot.db.writing(store.delete_channel_digests, payload.thread_id):
-            self.wake()
+        self.wake()
 
     @commands.Cog.listener()
     async def on_guild_remove(self, guild: discord.Guild) -> None:
-        if await self.bot.db.writing(store.delete_guild_digests, guild.id):
-            self.wake()
+        self.wake()
 
 
 def window_scope(plan: RunPlan) -> Scope:

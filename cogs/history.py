@@ -19,7 +19,8 @@ from discord.ext import commands, tasks
 from cogs.utils.coverage import shard_of
 from cogs.utils.server_settings import settings_channel_id
 from cogs.utils.reading import is_conversation, to_stored
-from storage import MessageBuffer, digests, guilds, messages, settings as settings_store
+from storage import MessageBuffer, guilds, settings as settings_store
+from storage.erasure import erase_channel, erase_guild
 
 if TYPE_CHECKING:
     from bot.client import RecapBot
@@ -108,8 +109,7 @@ class History(commands.Cog):
         stored = await self.bot.db.reading(guilds.stored_guild_ids)
         for guild_id in sorted(g for g in stored - present if self._runs_shard_of(g)):
             self.buffer.forget_places([guild_id])
-            await self.buffer.write_after_flush(guilds.delete_guild, guild_id)
-            await self.bot.db.writing(digests.delete_guild_digests, guild_id)
+            await self.buffer.write_after_flush(erase_guild, guild_id)
             erased += 1
         for guild in list(self.bot.guilds):
             if guild.unavailable:
@@ -118,7 +118,6 @@ class History(commands.Cog):
                 if guild.get_channel_or_thread(channel_id) is not None or await self._still_exists(guild, channel_id):
                     continue
                 await self._erase_channel(channel_id)
-                await self.bot.db.writing(digests.delete_channel_digests, channel_id)
                 erased += 1
         if erased:
             log.info("erased %d servers, channels and threads deleted while offline", erased)
@@ -143,9 +142,9 @@ class History(commands.Cog):
         return True
 
     async def _erase_channel(self, channel_id: int) -> None:
+        """A channel or thread is gone: everything about it and its threads, in one transaction."""
         self.buffer.forget_places([channel_id])
-        await self.buffer.write_after_flush(messages.delete_threads_of, channel_id)
-        await self.buffer.write_after_flush(messages.delete_channel, channel_id)
+        await self.buffer.write_after_flush(erase_channel, channel_id)
         self.bot.coverage.forget_channel(channel_id)
 
     @commands.Cog.listener()
@@ -185,9 +184,7 @@ class History(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
-        self.buffer.forget_places([payload.thread_id])
-        await self.buffer.write_after_flush(messages.delete_channel, payload.thread_id)
-        self.bot.coverage.forget_channel(payload.thread_id)
+        await self._erase_channel(payload.thread_id)
         self.bot.erasure.request()
 
     @commands.Cog.listener()
@@ -197,9 +194,10 @@ class History(commands.Cog):
     @commands.Cog.listener()
     async def on_guild_remove(self, guild: discord.Guild) -> None:
         self.buffer.forget_places([guild.id])
-        result = await self.buffer.write_after_flush(guilds.delete_guild, guild.id)
+        result = await self.buffer.write_after_flush(erase_guild, guild.id)
         await self.bot.erasure.now()  # a failure stays pending: the flush loop retries it
-        log.info("removed from server %s: deleted %d messages, %d summaries", guild.id, result.messages, result.summaries)
+        log.info("removed from server %s: deleted %d messages, %d summaries, %d digests", guild.id, result.messages,
+                 result.summaries, result.digests)
 
 
 async def setup(bot: "RecapBot") -> None:

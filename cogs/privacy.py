@@ -9,7 +9,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.utils.mentions import NO_PINGS
-from storage import digests, messages, privacy
+from storage import messages, privacy
+from storage.erasure import erase_member
 
 if TYPE_CHECKING:
     from bot.client import RecapBot
@@ -20,12 +21,6 @@ T = TypeVar("T")
 async def _opt_out_and_erase(conn: Any, user_id: int) -> int:
     await privacy.opt_out(conn, user_id)
     return (await messages.delete_author_messages(conn, user_id)).messages
-
-
-async def _forget(conn: Any, user_id: int) -> tuple[Any, int]:
-    """Everything about one person in one transaction: messages, summaries, and the digests they set up."""
-    result = await privacy.forget_user(conn, user_id)
-    return result, await digests.delete_owner_digests(conn, user_id)
 
 
 class Privacy(commands.GroupCog, group_name="privacy", group_description="Control what Recap keeps about you"):
@@ -69,7 +64,8 @@ class Privacy(commands.GroupCog, group_name="privacy", group_description="Contro
     async def forget(self, interaction: discord.Interaction) -> None:
         """Delete everything Recap stored about you, in every server, and summaries built from it."""
         await interaction.response.defer(ephemeral=True, thinking=True)
-        result, removed_digests = await self._erase(_forget, interaction.user.id)
+        result = await self._erase(erase_member, interaction.user.id)  # messages, summaries, digests: one transaction
+        removed_digests = result.digests
         digest_note = (
             f" I also removed {removed_digests} scheduled digest{'s' if removed_digests != 1 else ''} you had set up."
             if removed_digests

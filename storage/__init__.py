@@ -5,7 +5,7 @@ Functions take an ``aiosqlite.Connection`` so callers can compose them in one tr
 See docs/storage-api.md. This package imports neither discord nor torch.
 """
 
-from . import guilds, messages, migrations, privacy, settings, summaries
+from . import erasure, guilds, messages, migrations, privacy, settings, summaries
 from .buffer import MessageBuffer
 from .db import Database, open_database
 from .errors import InvalidSetting, MigrationError, SchemaTooNew, SourcesGone, StorageError
@@ -24,6 +24,7 @@ __all__ = [
     "StoredAttachment",
     "StoredMessage",
     "SummaryRecord",
+    "erasure",
     "guilds",
     "messages",
     "migrations",

@@ -234,8 +234,8 @@ class MessageBuffer:
     async def write_after_flush(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Flush, then run ``fn(conn, ...)`` in a write transaction before anything else is buffered-written.
 
-        Use it for deletes that select by channel, server or author (``forget_user``, ``delete_channel``,
-        ``delete_guild``), so messages still in the buffer are deleted too.
+        Use it for deletes that select by channel, server or author (``storage.erasure``), so messages
+        still in the buffer are deleted too.
         """
         await self.flush()
         async with self._lock:

@@ -163,20 +163,3 @@ async def delete_digest(conn: aiosqlite.Connection, digest_id: int, guild_id: in
     """Remove one digest of this server (an id from another server is not found)."""
     cursor = await conn.execute("DELETE FROM digests WHERE id = ? AND guild_id = ?", (digest_id, guild_id))
     return cursor.rowcount > 0
-
-
-async def delete_channel_digests(conn: aiosqlite.Connection, channel_id: int) -> int:
-    """A deleted channel or thread: every digest that reads from it or posts to it."""
-    cursor = await conn.execute("DELETE FROM digests WHERE source_id = ? OR target_id = ?", (channel_id, channel_id))
-    return cursor.rowcount
-
-
-async def delete_guild_digests(conn: aiosqlite.Connection, guild_id: int) -> int:
-    cursor = await conn.execute("DELETE FROM digests WHERE guild_id = ?", (guild_id,))
-    return cursor.rowcount
-
-
-async def delete_owner_digests(conn: aiosqlite.Connection, owner_id: int) -> int:
-    """A forgotten user: the digests they set up go with them."""
-    cursor = await conn.execute("DELETE FROM digests WHERE owner_id = ?", (owner_id,))
-    return cursor.rowcount

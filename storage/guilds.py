@@ -8,15 +8,7 @@ from datetime import datetime
 import aiosqlite
 
 from .convert import check_id, from_ms
-from .messages import delete_where
 from .migrations import current_version
-
-
-@dataclass(frozen=True)
-class GuildDeleteResult:
-    messages: int
-    summaries: int
-    settings: int
 
 
 @dataclass(frozen=True)
@@ -36,15 +28,6 @@ class DatabaseStats:
     guilds: int
     summaries: int
     opted_out_users: int
-
-
-async def delete_guild(conn: aiosqlite.Connection, guild_id: int) -> GuildDeleteResult:
-    """Everything stored for a server (the bot was removed): messages, summaries, settings."""
-    gid = check_id(guild_id, "guild id")
-    deleted = await delete_where(conn, "guild_id = ?", (gid, gid), " OR guild_id = ?")
-    settings = await conn.execute("DELETE FROM settings WHERE guild_id = ?", (gid,))
-    await conn.execute("DELETE FROM message_authors WHERE guild_id = ?", (gid,))
-    return GuildDeleteResult(messages=deleted.messages, summaries=deleted.summaries, settings=settings.rowcount)
 
 
 async def stored_guild_ids(conn: aiosqlite.Connection) -> set[int]:

@@ -370,26 +370,6 @@ async def delete_missing(
     return await delete_messages(conn, gone), gone
 
 
-async def delete_channel(conn: aiosqlite.Connection, channel_id: int) -> DeleteResult:
-    """A deleted channel: its messages, its summaries and its setting overrides."""
-    cid = check_id(channel_id, "channel id")
-    result = await delete_where(conn, "channel_id = ?", (cid, cid), " OR channel_id = ?")
-    await conn.execute("DELETE FROM settings WHERE channel_id = ?", (cid,))
-    await conn.execute("DELETE FROM message_authors WHERE channel_id = ?", (cid,))
-    return result
-
-
-async def delete_threads_of(conn: aiosqlite.Connection, parent_id: int) -> DeleteResult:
-    """Messages of every thread under a channel, with the summaries of those threads."""
-    pid = check_id(parent_id, "parent channel id")
-    return await delete_where(
-        conn,
-        "parent_id = ?",
-        (pid, pid),
-        " OR channel_id IN (SELECT DISTINCT channel_id FROM messages WHERE parent_id = ?)",
-    )
-
-
 async def delete_author_messages(conn: aiosqlite.Connection, author_id: int, *, guild_id: int | None = None) -> DeleteResult:
     """Every stored message by one author (in one server when ``guild_id`` is given)."""
     aid = check_id(author_id, "author id")

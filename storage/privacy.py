@@ -12,19 +12,13 @@ import aiosqlite
 
 from .convert import check_id, to_ms, utc_now
 from .errors import InvalidSetting, StorageError
-from .messages import delete_author_messages, delete_messages
+from .messages import delete_messages
 from .settings import RETENTION_DAYS, SERVER, SPECS, parse_value
 
 if TYPE_CHECKING:
     from .db import Database
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ForgetResult:
-    messages: int
-    summaries: int
 
 
 @dataclass(frozen=True)
@@ -61,17 +55,6 @@ async def opted_out_users(conn: aiosqlite.Connection, among: Iterable[int] | Non
         ids = json.dumps([check_id(u, "user id") for u in among])
         rows = await conn.execute_fetchall("SELECT user_id FROM opt_outs WHERE user_id IN (SELECT value FROM json_each(?))", (ids,))
     return {r[0] for r in rows}
-
-
-async def forget_user(conn: aiosqlite.Connection, user_id: int) -> ForgetResult:
-    """Erase a user everywhere: their messages, the summaries built from them, and the summaries they asked for.
-
-    Call ``db.checkpoint()`` afterwards so the erased rows also leave the WAL file.
-    """
-    uid = check_id(user_id, "user id")
-    deleted = await delete_author_messages(conn, uid)
-    requested = await conn.execute("DELETE FROM summaries WHERE requester_id = ?", (uid,))
-    return ForgetResult(messages=deleted.messages, summaries=deleted.summaries + requested.rowcount)
 
 
 async def _retention_by_guild(conn: aiosqlite.Connection) -> dict[int, int]:

@@ -6,7 +6,16 @@ import discord
 from simcord.enums import MessageType as SystemType
 from simcord_helpers import World, database_bytes, recap_options, recap_world  # noqa: F401
 
-from storage import messages, settings as store
+from datetime import datetime, timedelta, timezone
+
+from storage import digests, messages, settings as store
+from storage.digests import DigestRecord
+
+
+async def add_digest(w: World, source_id: int, target_id: int) -> int:
+    return await w.db.writing(digests.insert_digest, DigestRecord(
+        w.guild.id, source_id, target_id, w.admin.id, "daily", "09:00", "UTC", "short", "paragraph",
+        datetime.now(timezone.utc) + timedelta(days=1)))
 
 
 async def stored(w: World, channel_id: int) -> list[str]:
@@ -86,10 +95,14 @@ async def test_channel_deletion_removes_its_history(recap_world: World) -> None:
     await w.say(w.alice, "gone soon", channel=other)
     await w.say(w.alice, "stays")
     assert await stored(w, other.id) == ["gone soon"]
+    reads_it, posts_to_it, unrelated = (await add_digest(w, other.id, w.channel.id), await add_digest(w, w.channel.id, other.id),
+                                        await add_digest(w, w.channel.id, w.channel.id))
     w.env.backend.delete_channel(other.id)
     await w.env.settle()
     assert await stored(w, other.id) == []
     assert await stored(w, w.channel.id) == ["stays"]
+    assert [d.id for d in await w.db.reading(digests.list_digests, w.guild.id)] == [unrelated]
+    assert reads_it != posts_to_it
 
 
 async def test_removed_from_server_deletes_all_its_data(recap_world: World) -> None:
@@ -98,8 +111,10 @@ async def test_removed_from_server_deletes_all_its_data(recap_world: World) -> N
     await w.say(w.alice, f"remember {marker}")
     await w.admin.slash(w.channel, "settings set", length="short")
     await stored(w, w.channel.id)
+    await add_digest(w, w.channel.id, w.channel.id)
     w.env.backend.remove_guild(w.guild.id)  # the bot was kicked: GUILD_DELETE
     await w.env.settle()
     assert await w.db.reading(messages.count_messages, guild_id=w.guild.id) == 0
+    assert await w.db.reading(digests.count_digests, w.guild.id) == 0
     assert (await w.db.reading(store.list_overrides, w.guild.id)) == {}
     assert marker.encode() not in database_bytes(w)

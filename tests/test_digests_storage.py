@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from storage import digests
+from storage import digests, erasure
 from storage.db import open_database
 from storage.digests import DigestRecord
 from storage.errors import StorageError
@@ -134,9 +134,9 @@ async def test_bulk_deletes(db) -> None:
     await db.writing(digests.insert_digest, record(source_id=30, target_id=10))
     await db.writing(digests.insert_digest, record(source_id=40, target_id=50, owner_id=7))
     await db.writing(digests.insert_digest, record(guild_id=2, source_id=60, target_id=70))
-    assert await db.writing(digests.delete_channel_digests, 10) == 2
-    assert await db.writing(digests.delete_owner_digests, 7) == 1
-    assert await db.writing(digests.delete_guild_digests, 2) == 1
+    assert (await db.writing(erasure.erase_channel, 10)).digests == 2
+    assert (await db.writing(erasure.erase_member, 7)).digests == 1
+    assert (await db.writing(erasure.erase_guild, 2)).digests == 1
     assert await db.reading(digests.count_digests) == 0
 
 

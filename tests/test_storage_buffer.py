@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from storage import MessageBuffer, StorageError, messages, privacy, summaries
+from storage import MessageBuffer, StorageError, erasure, messages, privacy, summaries
 from test_storage_helpers import CHANNEL, T0, db, db_path, msg, summary  # noqa: F401
 
 
@@ -139,7 +139,7 @@ async def test_delete_of_a_flushed_message_deletes_it_and_its_summaries(db) -> N
 async def test_write_after_flush_sees_buffered_messages(db) -> None:
     buffer = MessageBuffer(db, max_batch=500, max_delay_s=60)
     await buffer.add_many([msg(1, author=7), msg(2, author=8)])
-    result = await buffer.write_after_flush(privacy.forget_user, 7)
+    result = await buffer.write_after_flush(erasure.erase_member, 7)
     assert result.messages == 1 and len(buffer) == 0
     assert [m.id for m in await db.reading(messages.last_messages, CHANNEL, 10)] == [2]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import StoredAttachment, guilds, messages, privacy, summaries
+from storage import StoredAttachment, erasure, messages, privacy, summaries
 from test_storage_helpers import CHANNEL, GUILD, OTHER_GUILD, T0, THREAD, db, db_path, msg, summary  # noqa: F401
 
 MARKER = "ZQX-unique-marker-7f3a9"
@@ -27,15 +27,15 @@ async def _bulk_delete(db):
 
 
 async def _delete_channel(db):
-    await db.writing(messages.delete_channel, THREAD)
+    await db.writing(erasure.erase_channel, THREAD)
 
 
 async def _delete_threads(db):
-    await db.writing(messages.delete_threads_of, CHANNEL)
+    await db.writing(erasure.erase_channel, CHANNEL)
 
 
 async def _delete_guild(db):
-    await db.writing(guilds.delete_guild, GUILD)
+    await db.writing(erasure.erase_guild, GUILD)
 
 
 async def _delete_author(db):
@@ -43,7 +43,7 @@ async def _delete_author(db):
 
 
 async def _forget_user(db):
-    await db.writing(privacy.forget_user, 77)
+    await db.writing(erasure.erase_member, 77)
 
 
 async def _retention(db):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from storage import guilds, messages, privacy, settings, summaries
+from storage import erasure, guilds, messages, privacy, settings, summaries
 from test_storage_helpers import CHANNEL, GUILD, OTHER_GUILD, T0, db, db_path, msg, summary  # noqa: F401
 
 
@@ -35,7 +35,7 @@ async def test_forget_user_erases_their_messages_everywhere(db) -> None:
     await db.writing(
         messages.upsert_messages, [msg(1, author=7), msg(2, author=7, guild=OTHER_GUILD, channel=99), msg(3, author=8)]
     )
-    result = await db.writing(privacy.forget_user, 7)
+    result = await db.writing(erasure.erase_member, 7)
     assert result.messages == 2
     assert [m.id for m in await db.reading(messages.last_messages, CHANNEL, 10)] == [3]
     assert await db.reading(messages.count_messages) == 1

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from storage import StorageError, guilds, messages, privacy, settings, summaries
+from storage import StorageError, erasure, messages, privacy, settings, summaries
 from test_storage_helpers import CHANNEL, GUILD, OTHER_CHANNEL, OTHER_GUILD, T0, THREAD, db, db_path, msg, summary  # noqa: F401
 
 
@@ -118,21 +118,23 @@ async def test_delete_of_a_never_stored_source_deletes_the_summary(db) -> None:
     assert sid not in await _summary_ids(db)
 
 
-async def test_delete_channel_deletes_its_summaries_and_overrides(db) -> None:
+async def test_erasing_a_thread_deletes_its_summaries_and_overrides(db) -> None:
+    a, b, c = await _setup(db)
+    await db.writing(settings.set_setting, GUILD, "length", "long", THREAD)
+    result = await db.writing(erasure.erase_channel, THREAD)
+    assert (result.messages, result.summaries, result.settings) == (1, 1, 1)
+    assert await _summary_ids(db) == {a, c}
+    assert (await db.reading(settings.get_setting, GUILD, "length", THREAD)).source == "default"
+    assert await db.reading(messages.count_messages, channel_id=CHANNEL) == 2
+
+
+async def test_erasing_a_channel_takes_its_threads(db) -> None:
     a, b, c = await _setup(db)
     await db.writing(settings.set_setting, GUILD, "length", "long", CHANNEL)
-    result = await db.writing(messages.delete_channel, CHANNEL)
-    assert (result.messages, result.summaries) == (2, 1)
-    assert await _summary_ids(db) == {b, c}
+    result = await db.writing(erasure.erase_channel, CHANNEL)
+    assert (result.messages, result.summaries, result.settings) == (3, 2, 1)
+    assert await _summary_ids(db) == {c}
     assert (await db.reading(settings.get_setting, GUILD, "length", CHANNEL)).source == "default"
-
-
-async def test_delete_threads_of_a_parent(db) -> None:
-    a, b, c = await _setup(db)
-    result = await db.writing(messages.delete_threads_of, CHANNEL)
-    assert (result.messages, result.summaries) == (1, 1)
-    assert await _summary_ids(db) == {a, c}
-    assert await db.reading(messages.count_messages, channel_id=CHANNEL) == 2
 
 
 async def test_delete_by_author_deletes_their_summaries(db) -> None:
@@ -152,7 +154,7 @@ async def test_delete_guild_deletes_messages_summaries_settings(db) -> None:
     a, b, c = await _setup(db)
     await db.writing(settings.set_setting, GUILD, "style", "bullets")
     extra = await db.writing(summaries.insert_summary, summary([], text="no stored sources"))
-    result = await db.writing(guilds.delete_guild, GUILD)
+    result = await db.writing(erasure.erase_guild, GUILD)
     assert (result.messages, result.summaries, result.settings) == (3, 3, 1)
     assert await _summary_ids(db) == {c} and extra not in await _summary_ids(db)
     assert await db.reading(messages.count_messages) == 1
@@ -161,7 +163,7 @@ async def test_delete_guild_deletes_messages_summaries_settings(db) -> None:
 async def test_forget_user_deletes_their_summaries_and_requests(db) -> None:
     a, b, c = await _setup(db)
     requested = await db.writing(summaries.insert_summary, summary([4], guild=OTHER_GUILD, channel=99, requester=500))
-    result = await db.writing(privacy.forget_user, 500)
+    result = await db.writing(erasure.erase_member, 500)
     assert (result.messages, result.summaries) == (2, 2)
     assert await _summary_ids(db) == {b, c} and requested not in await _summary_ids(db)
 
