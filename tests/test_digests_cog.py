@@ -452,6 +452,8 @@ async def test_bot_losing_send_permission_skips(world: World) -> None:
     assert world.admin.user.dm_channel.last_message is not None
 
 
+# The history cog erases a deleted channel whole (storage.erasure), its digests included.
+@pytest.mark.parametrize("recap_options", [{"extensions": ("cogs.errors", "cogs.history", "cogs.digests", "cogs.summaries")}])
 async def test_deleting_the_source_channel_removes_its_digests(world: World) -> None:
     source = world.guild.create_text_channel("temp")
     target = world.guild.create_text_channel("digests")
