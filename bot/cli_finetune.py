@@ -22,23 +22,13 @@ from engine.models import ModelLoadError
 from engine.prompts import COMPACT, PROMPT_FORMATS
 from engine.speakers import NAMES, SPEAKER_MODES
 
-from .cli_eval import evaluate, format_table
-from .cli_summarize import EXIT_FAILED, EXIT_INPUT, positive_int
+from .eval_run import evaluate
+from .cli_common import EXIT_FAILED, EXIT_INPUT, apply_model_overrides, positive_float, positive_int
 from .config import ConfigError, Settings
 from .evaluation import EvalDataError, load_records
 from .finetune_data import FinetuneDataError, build_examples
 
 DATA_LICENCES = {"dialogsum": "CC BY-NC-SA 4.0 (DialogSum, Chen et al. 2021)"}
-
-
-def positive_float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{raw!r} must be more than 0")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,8 +69,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(settings: Settings, args: argparse.Namespace) -> Settings:
-    from .cli_summarize import apply_model_overrides
-
     # The adapter is trained on the bare base model.
     return dataclasses.replace(apply_model_overrides(settings, args), model_adapter="none")
 

@@ -17,7 +17,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         from . import runner
 
         return runner.main(args, settings)
-    from . import cli_summarize
+    from .offline import run_demo
 
     print(
         "DISCORD_TOKEN is not set, so the bot will not connect to Discord.\n"
@@ -25,4 +25,4 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         "To run the bot, copy .env.example to .env and set DISCORD_TOKEN.\n",
         file=sys.stderr,
     )
-    return cli_summarize.run_demo(settings)
+    return run_demo(settings)

@@ -1,7 +1,7 @@
 """Scoring summaries against references: data loading, ROUGE, lead-k baselines, absent names.
 
 Kept free of the model stack so it can be tested and reused on its own; the
-``eval`` command (``bot/cli_eval.py``) runs the summarizer and calls into here.
+``eval`` run (``bot/eval_run.py``) runs the summarizer and calls into here.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 - ``storage/`` knows nothing of discord, torch, transformers, the engine, the bot or the cogs;
 - ``engine/`` knows nothing of discord, the bot, the cogs or storage;
 - ``cogs/`` never touch torch, transformers or peft (the model lives behind the engine's executor);
-- nothing imports a cog module (cogs are loaded by name as extensions; shared code lives in ``cogs/utils``).
+- nothing imports a cog module (cogs are loaded by name as extensions; shared code lives in ``cogs/utils``);
+- no command-line entry point imports another: what they share is in ``bot/cli_common.py``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ def test_package_imports_stay_inside_its_boundary(package: str) -> None:
         for module in imported_modules(path):
             if module.split(".")[0] in FORBIDDEN[package]:
                 broken.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert not broken, "\n".join(broken)
+
+
+def test_no_cli_imports_another_cli() -> None:
+    clis = {f"bot.{p.stem}" for p in (ROOT / "bot").glob("cli_*.py")} - {"bot.cli_common"}
+    assert {"bot.cli_eval", "bot.cli_finetune", "bot.cli_summarize"} <= clis
+    broken = [f"{path.relative_to(ROOT)} imports {module}" for path in python_files("bot")
+              for module in imported_modules(path) if module in clis and f"bot.{path.stem}" in clis]
     assert not broken, "\n".join(broken)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bot.cli_summarize import ProgressPrinter, format_summary, jump_url, summary_json
+from bot.offline import ProgressPrinter, format_summary, jump_url, summary_json
 from bot.exports import load_conversation
 from engine.generation import GenerationSettings
 from engine.summarizer import FALLBACK_MODEL, FALLBACK_NOTE, Summary, Topic

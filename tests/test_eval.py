@@ -196,7 +196,7 @@ def test_names_mode_gives_each_tag_one_seeded_name_in_dialogue_and_references() 
 
 
 def test_self_references_and_repeated_sentences_are_counted() -> None:
-    from bot.cli_eval import score
+    from bot.eval_run import score
 
     from bot.evaluation import EvalRecord
 

@@ -507,7 +507,7 @@ def test_api_key_over_plain_http_to_a_lan_host_stops_start_up() -> None:
 
 
 async def test_eval_summarizes_through_the_inference_server(server: FakeOpenAI) -> None:
-    from bot.cli_eval import summarize_all
+    from bot.eval_run import summarize_all
 
     server.answer = lambda body: "Ann and Bo will meet for lunch at noon."
     settings = Settings.from_env({"INFERENCE_URL": server.url, "INFERENCE_RETRIES": "0"})

@@ -13,7 +13,8 @@ from dataclasses import replace
 import pytest
 
 from bot import tunables
-from bot.cli_summarize import add_arguments, generation_from_args
+from bot.cli_common import generation_from_args
+from bot.cli_summarize import add_arguments
 from cogs.digests import DigestsCog
 from cogs.settings import Settings
 from cogs.summarize import Summarize
