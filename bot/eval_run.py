@@ -89,7 +89,7 @@ async def summarize_all(
         predictions = list(await asyncio.gather(*(one(d) for d in dialogues)))
         seconds = time.perf_counter() - started
         model = executor.backend.name
-        speakers = str(getattr(executor.backend, "speakers", "names"))
+        speakers = executor.backend.speakers
     return EvalRun(predictions, len(failures), fallbacks, seconds, model, speakers)
 
 

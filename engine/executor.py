@@ -48,7 +48,7 @@ from .generation import (
     QueueStatus,
     RequestTimeout,
 )
-from .models import ModelBackend
+from .backend import Backend
 
 
 __all__ = ["Executor", "MetricsServer", "start_metrics_server"]
@@ -74,7 +74,7 @@ def batch_tokens_for(device: str) -> int:
 class Executor:
     def __init__(
         self,
-        backend_factory: Callable[[], ModelBackend],
+        backend_factory: Callable[[], Backend],
         *,
         max_batch_size: int = 8,
         max_batch_tokens: int | None = None,  # None: by the loaded model's device (CPU_BATCH_TOKENS...)
@@ -111,8 +111,8 @@ class Executor:
         self._running: list[Entry] = []
         self._running_since = 0.0
 
-        self._backend: ModelBackend | None = None  # the loaded model; only the worker thread generates with it
-        self._known: ModelBackend | None = None  # the last loaded backend: its tokenizer and facts outlive a crash
+        self._backend: Backend | None = None  # the loaded model; only the worker thread generates with it
+        self._known: Backend | None = None  # the last loaded backend: its tokenizer and facts outlive a crash
         self._worker: ModelWorker | None = None
         self._tokenizer_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._scheduler: asyncio.Task[None] | None = None
@@ -150,7 +150,7 @@ class Executor:
         )
         self._scheduler = asyncio.get_running_loop().create_task(self._schedule(), name="recap-executor-scheduler")
 
-    async def _load_worker(self, previous: ModelBackend | None = None) -> None:
+    async def _load_worker(self, previous: Backend | None = None) -> None:
         worker = ModelWorker(asyncio.get_running_loop())
         self._worker = worker
         self._loading = True
@@ -214,7 +214,7 @@ class Executor:
     # ---- public interface ----
 
     @property
-    def backend(self) -> ModelBackend:
+    def backend(self) -> Backend:
         """The loaded model's facts and tokenizer helpers (``render``, ``context_window``...).
 
         Its tokenizer helpers are thread-safe (a lock) and fine on the event loop for short texts;

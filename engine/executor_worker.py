@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from .executor_queue import Entry
 from .generation import GenerationError, GenerationResult, GenerationSettings, OutOfMemory, Prompt
-from .models import ModelBackend
+from .backend import Backend
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class ModelWorker:
 # ---- functions below run on the worker thread ----
 
 
-def load_on_thread(factory: Callable[[], ModelBackend], previous: ModelBackend | None = None) -> ModelBackend:
+def load_on_thread(factory: Callable[[], Backend], previous: Backend | None = None) -> Backend:
     """Free a crashed predecessor, load the model, and warm it up on a GPU."""
     if previous is not None:
         release_on_thread(previous)
@@ -112,7 +112,7 @@ def load_on_thread(factory: Callable[[], ModelBackend], previous: ModelBackend |
     return backend
 
 
-def release_on_thread(backend: ModelBackend | None) -> None:
+def release_on_thread(backend: Backend | None) -> None:
     """Drop the model's tensors and hand cached device memory back."""
     if backend is not None:
         backend.close()  # a local model drops its weights; a remote one closes its connections
@@ -120,7 +120,7 @@ def release_on_thread(backend: ModelBackend | None) -> None:
     _empty_device_cache()
 
 
-def run_batch(backend: ModelBackend, entries: Sequence[Entry], settings: GenerationSettings) -> list[Outcome]:
+def run_batch(backend: Backend, entries: Sequence[Entry], settings: GenerationSettings) -> list[Outcome]:
     """Generate every live row; on out-of-memory retry in halves, and fail only a row that OOMs alone.
 
     ``settings`` is the group's settings with the largest ``max_new_tokens`` of the batch;

@@ -252,7 +252,7 @@ def connect(config: RemoteConfig) -> "RemoteBackend":
 
 
 class RemoteBackend:
-    """``ModelBackend``'s interface over an OpenAI-compatible ``/v1`` server."""
+    """``engine.backend.Backend`` over an OpenAI-compatible ``/v1`` server."""
 
     is_encoder_decoder = False
     has_chat_template = True  # the template is applied (here for text completions, else by the server)

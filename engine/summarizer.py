@@ -35,7 +35,6 @@ from .generation import (
 from .prompts import (
     KEY_MESSAGE_COUNT,
     MODEL_FREE_STYLES,
-    RULES,
     check_options,
     combine_prompt,
     generation_for,
@@ -230,17 +229,17 @@ class _Run:
     @property
     def prompt_format(self) -> str:
         """The prompt wording for every stage: the one the loaded model was tuned on (``rules`` if untuned)."""
-        return getattr(self.executor.backend, "prompt_format", RULES)
+        return self.executor.backend.prompt_format
 
     @property
     def speakers(self) -> str:
         """How the model sees people (``engine.speakers``): as the adapter learned, names if untuned."""
-        return getattr(self.executor.backend, "speakers", speakers.NAMES)
+        return self.executor.backend.speakers
 
     async def _generate(self, prompt: Prompt, settings: GenerationSettings, transcript: Transcript, *,
                         echo_source: str | None, listing: bool, keep_markers: bool) -> postprocess.Cleaned:
         """One checked generation, retried once with adjusted settings when unusable."""
-        if prompt.prefix and not getattr(self.executor.backend, "prefill_answer", True):
+        if prompt.prefix and not self.executor.backend.prefill_answer:
             prompt = replace(prompt, prefix="")  # encoder-decoders and tuned adapters write their own start
         attempt_settings = settings
         for attempt in range(2):
@@ -439,7 +438,7 @@ class _Run:
             message_count=len(transcript.lines),
             truncated=truncated,
             source_ids=[line.message_id for line in transcript.lines if line.message_id is not None],
-            model=str(getattr(self.executor.backend, "name", "")),
+            model=self.executor.backend.name,
             settings=self.settings,
             chunks=chunks,
             retried=self.retried,

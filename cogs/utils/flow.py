@@ -189,7 +189,7 @@ async def summarize_conversation(
     progress = progress or ProgressMessage(interaction)
     options = SummaryOptions(length=length, style=style, generation=job.generation or generation_settings(resolved, length))
     settings = options.generation or generation_for(length)
-    digest = fingerprint(conversation, length, style, settings, str(getattr(bot.executor.backend, "name", "")))
+    digest = fingerprint(conversation, length, style, settings, bot.executor.backend.name)
     notes = job.notes
     try:
         reused = await find_reusable(bot, conversation, digest, interaction.user.id)
