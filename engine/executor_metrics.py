@@ -11,10 +11,13 @@ import logging
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator, Protocol
 
-if TYPE_CHECKING:
-    from .executor import Executor
+
+class MetricsSource(Protocol):
+    """What the endpoint reads: the executor's ``metrics()`` (a protocol, so this module imports no executor)."""
+
+    def metrics(self, guild: str | None = None) -> dict[str, Any]: ...
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +112,7 @@ def _percentile(sorted_values: list[float], q: float) -> float | None:
 class ExecutorCollector:
     """A prometheus_client collector: each scrape reads ``executor.metrics()`` once."""
 
-    def __init__(self, executor: "Executor") -> None:
+    def __init__(self, executor: MetricsSource) -> None:
         self.executor = executor
 
     def collect(self) -> Iterator[Any]:
@@ -160,7 +163,7 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-def start_metrics_server(executor: "Executor", port: int, addr: str = "127.0.0.1") -> MetricsServer:
+def start_metrics_server(executor: MetricsSource, port: int, addr: str = "127.0.0.1") -> MetricsServer:
     """Serve the executor's metrics for Prometheus on ``addr:port`` (port 0: any free port).
 
     A registry of its own, so starting it twice (tests, restarts) never collides.
