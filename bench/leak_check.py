@@ -27,7 +27,7 @@ from discord.ext import commands
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cogs.utils.channel_names import HIDDEN_CHANNEL, Readers, channel_names  # noqa: E402
+from core.channel_names import HIDDEN_CHANNEL, Readers, channel_names  # noqa: E402
 
 ROLES = 12  # roles with overwrites: 2^12 role sets, the most the rule still checks exactly
 MENTIONS = 20

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Iterable
 import discord
 from discord.ext import commands
 
-from cogs.utils.cooldowns import GuildActivity, UserCooldown
-from cogs.utils.coverage import Coverage
-from cogs.utils.erasure import ErasureCheckpoints
-from cogs.utils.mentions import NO_PINGS
-from cogs.utils.services import CogServices
-from cogs.utils.sharing import SharedRuns
+from core.cooldowns import GuildActivity, UserCooldown
+from core.coverage import Coverage
+from core.erasure import ErasureCheckpoints
+from core.mentions import NO_PINGS
+from core.services import CogServices
+from core.sharing import SharedRuns
 
 if TYPE_CHECKING:  # the engine pulls in the model stack: only the type checker needs it here
     from engine.executor import Executor

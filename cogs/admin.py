@@ -8,9 +8,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.utils.checks import is_owner
-from cogs.utils.errors import UserFacingError
-from cogs.utils.mentions import NO_PINGS
+from core.checks import is_owner
+from core.errors import UserFacingError
+from core.mentions import NO_PINGS
 
 if TYPE_CHECKING:
     from bot.client import RecapBot

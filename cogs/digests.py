@@ -41,15 +41,17 @@ from storage import digests as store
 from storage.digests import DigestRecord
 from storage.errors import StorageError
 
-from .utils.channel_names import Readers
-from .utils.checks import can_read, manage_guild_only, manages_guild
-from .utils.options import choices_of
-from .utils.flow import SummaryJob, SummaryOutcome, generation_settings, load_settings, store_summary
-from .utils.mentions import NO_PINGS
-from .utils.reading import Scope, read_conversation
-from .utils.render import ReplyContext, build_summary_messages
-from .utils.replies import describe_error
-from .utils.visibility import bot_access, describe_leaks, find_leaks, resolve_member
+from core.channel_names import Readers
+from core.checks import can_read, manage_guild_only, manages_guild
+from core.options import choices_of
+from core.flow import generation_settings, load_settings, store_summary
+from core.jobs import SummaryJob, SummaryOutcome
+from core.mentions import NO_PINGS
+from core.jobs import Scope
+from core.reading import read_conversation
+from core.render import ReplyContext, build_summary_messages
+from core.replies import describe_error
+from core.visibility import bot_access, describe_leaks, find_leaks, resolve_member
 
 if TYPE_CHECKING:
     from bot.client import RecapBot

@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.utils.replies import describe_error, send_error
+from core.replies import describe_error, send_error
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands, tasks
 
-from cogs.utils.coverage import shard_of
-from cogs.utils.server_settings import settings_channel_id
-from cogs.utils.reading import is_conversation, to_stored
+from core.coverage import shard_of
+from core.server_settings import settings_channel_id
+from core.reading import is_conversation, to_stored
 from storage import MessageBuffer, guilds, settings as settings_store
 from storage.erasure import erase_channel, erase_guild
 

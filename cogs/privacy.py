@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.utils.mentions import NO_PINGS
+from core.mentions import NO_PINGS
 from storage import messages, privacy
 from storage.erasure import erase_member
 

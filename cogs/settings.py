@@ -9,12 +9,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import tunables
-from cogs.utils.checks import manage_guild_only
-from cogs.utils.errors import BadOption
-from cogs.utils.mentions import NO_PINGS
-from cogs.utils.options import SourceChannel, choices_of
-from cogs.utils.server_settings import settings_channel_id
-from cogs.utils.render import truncate
+from core.checks import manage_guild_only
+from core.errors import BadOption
+from core.mentions import NO_PINGS
+from core.options import SourceChannel, choices_of
+from core.server_settings import settings_channel_id
+from core.render import truncate
 from engine.prompts import LENGTH, STYLE
 from storage import settings as store
 

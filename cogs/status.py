@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.utils.mentions import NO_PINGS
+from core.mentions import NO_PINGS
 from storage import messages
 
 if TYPE_CHECKING:

@@ -12,27 +12,28 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from engine.generation import GenerationError, GenerationSettings, InvalidRequest
+from engine.generation import GenerationSettings, InvalidRequest
 from engine.prompts import generation_for
 from storage import SummaryRecord, summaries
 
-from .utils.channel_names import summary_readers
-from .utils.checks import can_read, require_readable
-from .utils.cooldowns import summary_request
-from .utils.errors import ChannelDisabled, NotReady, UserFacingError
-from .utils.flow import SummaryJob, SummaryOutcome, acknowledge, load_settings, reply_would_leak, summarize_conversation
-from .utils.mentions import NO_PINGS
-from .utils.reading import Scope, read_by_ids
-from .utils.stored import StoredSummaryView
-from .utils.render import ReplyContext, build_summary_messages, truncate
-from .utils.replies import describe_error, send_error
+from core.channel_names import summary_readers
+from core.checks import can_read, require_readable
+from core.cooldowns import summary_request
+from core.errors import ChannelDisabled, NotReady, UserFacingError
+from core.flow import acknowledge, load_settings, reply_would_leak, summarize_conversation
+from core.jobs import SummaryJob, SummaryOutcome
+from core.mentions import NO_PINGS
+from core.jobs import Scope
+from core.reading import read_by_ids
+from core.stored import StoredSummaryView
+from core.render import ReplyContext, build_summary_messages, truncate
+from core.replies import describe_error, send_error
 
 if TYPE_CHECKING:
     from bot.client import RecapBot

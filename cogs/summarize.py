@@ -8,11 +8,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.utils.errors import AccessDenied, BadOption, NO_ACCESS, UserFacingError
-from cogs.utils.flow import SummaryJob, run_summary
-from cogs.utils.server_settings import load_settings
-from cogs.utils.options import SourceChannel, choices_of, parse_message_ref, parse_since
-from cogs.utils.reading import Scope
+from core.errors import AccessDenied, BadOption, NO_ACCESS, UserFacingError
+from core.flow import run_summary
+from core.jobs import SummaryJob
+from core.server_settings import load_settings
+from core.options import SourceChannel, choices_of, parse_message_ref, parse_since
+from core.jobs import Scope
 from engine.prompts import LENGTH, STYLE
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from simcord_helpers import (  # noqa: F401
     until,
 )
 
-from cogs.utils.errors import NO_ACCESS
+from core.errors import NO_ACCESS
 from storage import messages, summaries
 
 WITH_BUTTONS = {"extensions": (*BOT_EXTENSIONS, "cogs.summaries")}

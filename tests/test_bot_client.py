@@ -12,6 +12,7 @@ from simcord_helpers import World, make_settings, recap_options, recap_world  # 
 
 from bot import runner
 from bot.client import intents, shard_options
+from core.app import App
 from bot.config import ConfigError, Settings
 
 
@@ -23,6 +24,13 @@ def test_intents_are_minimal() -> None:
     wanted = intents()
     assert wanted.guilds and wanted.guild_messages and wanted.message_content
     assert not wanted.members and not wanted.presences and not wanted.dm_messages
+
+
+async def test_the_bot_is_what_the_core_reads(recap_world: World) -> None:
+    """core takes an App rather than importing the client; the real client must be one."""
+    assert isinstance(recap_world.bot, App)
+    for name in App.__annotations__:
+        assert hasattr(recap_world.bot, name), name
 
 
 async def test_bot_defaults_to_no_pings(recap_world: World) -> None:
@@ -46,10 +54,10 @@ async def test_commands_sync_once_and_again_only_when_the_tree_changes(recap_wor
     assert len(command_puts(w)) == 2
 
 
-@pytest.mark.parametrize("recap_options", [{"extensions": ("cogs.errors", "cogs.not_there", "cogs.utils.render", "cogs.status")}])
+@pytest.mark.parametrize("recap_options", [{"extensions": ("cogs.errors", "cogs.not_there", "core.render", "cogs.status")}])
 async def test_a_broken_cog_does_not_stop_the_others(recap_world: World) -> None:
     w = recap_world
-    assert "cogs.utils.render" in w.bot.failed_extensions  # no setup(): fails to load, logged
+    assert "core.render" in w.bot.failed_extensions  # no setup(): fails to load, logged
     assert "cogs.status" in w.bot.extensions
     result = await w.alice.slash(w.channel, "status")
     assert result.ephemeral

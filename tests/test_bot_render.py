@@ -9,10 +9,10 @@ from typing import Any
 import discord
 import pytest
 
-from cogs.utils import render
-from cogs.utils.errors import AccessDenied, BadOption
-from cogs.utils.options import parse_message_ref, parse_since
-from cogs.utils.render import ReplyContext, build_summary_messages, neutralize_mentions, pack_embeds, split_text
+from core import render
+from core.errors import AccessDenied, BadOption
+from core.options import parse_message_ref, parse_since
+from core.render import ReplyContext, build_summary_messages, neutralize_mentions, pack_embeds, split_text
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 

@@ -24,9 +24,9 @@ from engine.generation import (
     SummaryFailed,
 )
 from engine.models import load_backend
-from cogs.utils.cooldowns import GuildActivity, UserCooldown
-from cogs.utils.errors import BadOption, TryLater
-from cogs.utils.replies import describe_error
+from core.cooldowns import GuildActivity, UserCooldown
+from core.errors import BadOption, TryLater
+from core.replies import describe_error
 from storage import InvalidSetting, StorageError
 
 

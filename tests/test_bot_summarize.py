@@ -17,7 +17,7 @@ from simcord_helpers import (  # noqa: F401
 )
 
 from engine.generation import GenerationRequest, GenerationSettings, Prompt
-from cogs.utils.errors import NO_ACCESS
+from core.errors import NO_ACCESS
 from storage import messages, summaries
 
 NO_PINGS = {"parse": []}

@@ -3,7 +3,10 @@
 - ``storage/`` knows nothing of discord, torch, transformers, the engine, the bot or the cogs;
 - ``engine/`` knows nothing of discord, the bot, the cogs or storage;
 - ``cogs/`` never touch torch, transformers or peft (the model lives behind the engine's executor);
-- nothing imports a cog module (cogs are loaded by name as extensions; shared code lives in ``cogs/utils``);
+- ``core/`` (the Discord application's core: reading, the summary flow, visibility, rendering...) imports
+  neither the cogs nor the bot package; cogs and the client use it (it reads the bot through ``core.app.App``);
+- nothing imports a cog module (cogs are loaded by name as extensions; shared code lives in ``core``);
+- the project's modules import each other without a circle, TYPE_CHECKING imports included;
 - no command-line entry point imports another: what they share is in ``bot/cli_common.py``.
 """
 
@@ -21,6 +24,7 @@ FORBIDDEN = {
     "storage": {"discord", "torch", "transformers", "peft", "engine", "bot", "cogs"},
     "engine": {"discord", "bot", "cogs", "storage"},
     "cogs": {"torch", "transformers", "peft"},
+    "core": {"torch", "transformers", "peft", "cogs", "bot"},
 }
 
 
@@ -69,7 +73,7 @@ def test_no_cli_imports_another_cli() -> None:
 def test_nothing_imports_a_cog_module() -> None:
     cogs = {p.stem for p in (ROOT / "cogs").glob("*.py") if p.stem != "__init__"}
     broken = []
-    for package in ("bot", "engine", "cogs", "storage", "bench"):  # tests may test a cog directly
+    for package in ("bot", "core", "engine", "cogs", "storage", "bench"):  # tests may test a cog directly
         for path in python_files(package):
             for module in imported_modules(path):
                 parts = module.split(".")
@@ -78,12 +82,62 @@ def test_nothing_imports_a_cog_module() -> None:
     assert not broken, "\n".join(broken)
 
 
+PACKAGES = ("bot", "core", "cogs", "engine", "storage")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Project module -> the project modules it imports (a ``from x import y`` of a module ``x.y`` counts as x.y)."""
+    files = {module_name(p): p for package in PACKAGES for p in python_files(package)}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        wanted = {m for m in imported_modules(path) if m in files and m != name}
+        graph[name] = {m for m in wanted if not (files[m].name == "__init__.py" and any(w.startswith(m + ".") for w in wanted))}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def test_no_import_circles() -> None:
+    cycle = find_cycle(import_graph())
+    assert cycle is None, " -> ".join(cycle or [])
+
+
+def test_the_cycle_finder_finds_one() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
 def test_the_checker_sees_relative_and_absolute_imports(tmp_path: Path) -> None:
     """The rule above is only as good as the import reader: it must catch both spellings."""
     sample = ROOT / "engine" / "summarizer.py"
     seen = imported_modules(sample)
     assert "engine.transcript" in seen and "engine.prompts.summary_prompt" in seen
-    assert any(m.startswith("cogs.utils") for m in imported_modules(ROOT / "cogs" / "summarize.py"))
+    assert any(m.startswith("core") for m in imported_modules(ROOT / "cogs" / "summarize.py"))
 
 
 def bot_attribute_writes(source: str) -> list[str]:
@@ -125,7 +179,7 @@ def test_the_attribute_checker_sees_every_spelling() -> None:
 def test_no_pings_is_built_in_one_place() -> None:
     """Every send uses ``NO_PINGS``; a second ``AllowedMentions`` could drift. The rule, not a line number:
     one module names ``AllowedMentions``, it builds it once, and what it builds pings nobody."""
-    builders = {path.relative_to(ROOT).as_posix(): uses for package in ("bot", "cogs", "engine", "storage")
+    builders = {path.relative_to(ROOT).as_posix(): uses for package in ("bot", "core", "cogs", "engine", "storage")
                 for path in python_files(package) if (uses := allowed_mentions_uses(path))}
     assert len(builders) == 1 and list(builders.values()) == [1], builders
     (module_path,) = builders

@@ -9,10 +9,10 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.utils.checks import manage_guild_only, require_manage_guild
-from cogs.utils.cooldowns import GuildActivity, UserCooldown, summary_request
-from cogs.utils.errors import TryLater
-from cogs.utils.services import Provided
+from core.checks import manage_guild_only, require_manage_guild
+from core.cooldowns import GuildActivity, UserCooldown, summary_request
+from core.errors import TryLater
+from core.services import Provided
 
 
 def test_manage_guild_only_on_a_command_sets_what_discord_shows_and_what_is_enforced() -> None:

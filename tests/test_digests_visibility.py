@@ -10,7 +10,7 @@ import pytest
 import simcord
 from discord.ext import commands
 
-from cogs.utils.visibility import bot_access, describe_leaks, find_leaks
+from core.visibility import bot_access, describe_leaks, find_leaks
 
 HIDE = discord.PermissionOverwrite(view_channel=False)
 SHOW = discord.PermissionOverwrite(view_channel=True, read_message_history=True)
@@ -123,7 +123,7 @@ async def test_private_thread_source_needs_manage_threads_or_membership(env) -> 
 
 
 async def test_describe_leaks_caps_the_list() -> None:
-    from cogs.utils.visibility import Exposed
+    from core.visibility import Exposed
 
     exposed = [Exposed("member", i, f"m{i}") for i in range(13)]
     text = describe_leaks(exposed, limit=10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cogs.utils.erasure import ErasureCheckpoints
+from core.erasure import ErasureCheckpoints
 from storage import StoredMessage, messages, open_database
 
 MARKER = "heron-copper-4410"

@@ -13,10 +13,10 @@ import pytest
 from simcord_helpers import BOT_EXTENSIONS, World, recap_world, reply_text  # noqa: F401
 
 import cogs.summaries
-import cogs.utils.flow
+import core.flow
 from cogs.summaries import followup_view
-from cogs.utils import visibility
-from cogs.utils.channel_names import HIDDEN_CHANNEL, Readers, channel_names
+from core import visibility
+from core.channel_names import HIDDEN_CHANNEL, Readers, channel_names
 from storage import SummaryRecord, summaries
 
 SHOW = discord.PermissionOverwrite(view_channel=True, read_message_history=True)
@@ -138,7 +138,7 @@ def leak_checks(monkeypatch) -> list[tuple[int, int]]:
         checked.append((source.id, destination.id))
         return False
 
-    monkeypatch.setattr(cogs.utils.flow, "reply_would_leak", recording)
+    monkeypatch.setattr(core.flow, "reply_would_leak", recording)
     monkeypatch.setattr(cogs.summaries, "reply_would_leak", recording)
     return checked
 

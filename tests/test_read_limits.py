@@ -6,7 +6,7 @@ import pytest
 from simcord.enums import MessageType as SystemType
 from simcord_helpers import World, recap_options, recap_world, reply_text  # noqa: F401
 
-from cogs.utils.reading import SCAN_SLACK
+from core.reading import SCAN_SLACK
 from storage import messages
 
 

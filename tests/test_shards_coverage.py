@@ -9,8 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from simcord_helpers import World, recap_world  # noqa: F401
 
-from cogs.utils.coverage import Coverage
-from cogs.utils.reading import Scope, read_conversation
+from core.coverage import Coverage
+from core.jobs import Scope
+from core.reading import read_conversation
 from storage import messages
 
 TIME_LIMIT_S = 180

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from cogs.utils.sharing import SharedRuns
+from core.sharing import SharedRuns
 
 
 class Work:

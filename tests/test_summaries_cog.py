@@ -19,7 +19,7 @@ from storage import summaries as summary_store
 from simcord.backend.models.channel import Overwrite
 from simcord.enums import OverwriteType
 
-from cogs.utils.errors import NO_ACCESS
+from core.errors import NO_ACCESS
 from simcord_helpers import BOT_EXTENSIONS, World, declare_model_waits, recap_world, reply_text, until  # noqa: F401
 
 EXTENSIONS = (*BOT_EXTENSIONS, "cogs.summaries")

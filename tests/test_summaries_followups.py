@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cogs.summaries import FollowUpButton, followup_view, plan_followup
-from cogs.utils.errors import UserFacingError
+from core.errors import UserFacingError
 from storage import SummaryRecord
 
 

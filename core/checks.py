@@ -15,7 +15,7 @@ from discord.ext import commands
 from .errors import AccessDenied, NO_ACCESS
 
 if TYPE_CHECKING:
-    from bot.client import RecapBot
+    from .app import App
 
 T = TypeVar("T")
 
@@ -94,7 +94,7 @@ def _check_in_interaction_check(cog: type) -> None:
     cog.interaction_check = interaction_check  # type: ignore[method-assign]
 
 
-async def is_owner(bot: "RecapBot", user: discord.abc.User) -> bool:
+async def is_owner(bot: "App", user: discord.abc.User) -> bool:
     """``OWNER_IDS`` when set, otherwise the application's owner (or team members)."""
     owner_ids = bot.settings.owner_ids
     if owner_ids:

@@ -9,7 +9,7 @@ import discord
 from storage import settings as settings_store
 
 if TYPE_CHECKING:
-    from bot.client import RecapBot
+    from .app import App
     from storage.settings import ResolvedSettings
 
 
@@ -18,5 +18,5 @@ def settings_channel_id(source: Any) -> int:
     return source.parent_id if isinstance(source, discord.Thread) and source.parent_id else source.id
 
 
-async def load_settings(bot: "RecapBot", source: Any) -> "ResolvedSettings":
+async def load_settings(bot: "App", source: Any) -> "ResolvedSettings":
     return await bot.db.reading(settings_store.get_settings, source.guild.id, settings_channel_id(source))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 if TYPE_CHECKING:
     from storage import MessageBuffer
 
-    from .flow import ViewFactory
+    from .jobs import ViewFactory
 
 T = TypeVar("T")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import discord
@@ -21,13 +20,13 @@ from storage import StoredAttachment, StoredMessage, messages, privacy
 
 from .attachments import AttachmentBudget, looks_like_text, read_text_attachment
 from .channel_names import Readers, channel_names
+from .jobs import MAX_ID, Scope
 
 if TYPE_CHECKING:
-    from bot.client import RecapBot
+    from .app import App
 
 log = logging.getLogger(__name__)
 
-MAX_ID = 2**63 - 1
 # Messages scanned beyond those wanted (bot, system, opted-out ones) before a backfill gives up.
 SCAN_SLACK = 1000
 # At most 20 digits (a snowflake): int() refuses thousands of digits.
@@ -38,27 +37,6 @@ _CHANNEL_MENTION = re.compile(r"<#([0-9]{1,20})>")
 _CONVERSATION_TYPES = frozenset({discord.MessageType.default, discord.MessageType.reply})
 
 Progress = Callable[[str, int, int], Awaitable[None] | None]
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Which messages to read. At most one of ``last``/``after``/``from_id`` narrows it; none: the newest."""
-
-    last: int | None = None  # the newest N messages
-    after: datetime | None = None  # exclusive, aware UTC
-    before: datetime | None = None  # exclusive, aware UTC
-    from_id: int | None = None  # this message and everything after it
-
-    def id_bounds(self) -> tuple[int, int]:
-        """(lower, upper): message ids strictly between them are in scope."""
-        lower, upper = 0, MAX_ID
-        if self.after is not None:
-            lower = discord.utils.time_snowflake(self.after, high=True)
-        if self.from_id is not None:
-            lower = max(lower, self.from_id - 1)
-        if self.before is not None:
-            upper = discord.utils.time_snowflake(self.before, high=False)
-        return lower, upper
 
 
 @dataclass
@@ -183,14 +161,14 @@ async def _report(progress: Progress | None, stage: str, done: int, total: int) 
         await result
 
 
-async def flush_buffered(bot: "RecapBot") -> None:
+async def flush_buffered(bot: "App") -> None:
     """Write what the history listeners buffered: it is part of history (and of what a summary may cite)."""
     buffer = bot.services.message_buffer.get()
     if buffer is not None:  # no history cog loaded: nothing is buffered
         await buffer.flush()
 
 
-async def _store(bot: "RecapBot", batch: list[StoredMessage]) -> None:
+async def _store(bot: "App", batch: list[StoredMessage]) -> None:
     """A fetched page is already a batch: written at once, in order with the listeners' deletes."""
     if not batch:
         return
@@ -201,7 +179,7 @@ async def _store(bot: "RecapBot", batch: list[StoredMessage]) -> None:
         await bot.db.writing(messages.upsert_messages, batch)
 
 
-async def _reconcile(bot: "RecapBot", channel_id: int, after_id: int, upto_id: int, present: set[int]) -> None:
+async def _reconcile(bot: "App", channel_id: int, after_id: int, upto_id: int, present: set[int]) -> None:
     """Discord was just read for ``(after_id, upto_id]``: what it no longer has is erased here too."""
     if upto_id <= after_id:
         return
@@ -224,7 +202,7 @@ class _Scan:
 
 
 async def _scan(
-    bot: "RecapBot",
+    bot: "App",
     channel: Any,
     lower: int,
     top: int,
@@ -271,7 +249,7 @@ async def _scan(
 
 
 async def read_conversation(
-    bot: "RecapBot",
+    bot: "App",
     channel: Any,
     scope: Scope,
     max_messages: int,
@@ -330,7 +308,7 @@ async def read_conversation(
     )
 
 
-async def read_by_ids(bot: "RecapBot", channel: Any, source_ids: list[int], readers: Readers | None = None) -> Conversation:
+async def read_by_ids(bot: "App", channel: Any, source_ids: list[int], readers: Readers | None = None) -> Conversation:
     """The stored messages of an earlier summary (for Shorter/Longer/Regenerate); missing ones are skipped.
 
     Stored rows older than what this session has seen live or re-read are checked against Discord
@@ -357,7 +335,7 @@ async def read_by_ids(bot: "RecapBot", channel: Any, source_ids: list[int], read
     )
 
 
-async def _recheck(bot: "RecapBot", channel: Any, lower: int, upper: int, expected: int) -> int:
+async def _recheck(bot: "App", channel: Any, lower: int, upper: int, expected: int) -> int:
     """Re-read ``(lower, upper]`` from Discord where this session has not; returns the id above which
     stored rows are known to be current (rows at or below it could not be checked)."""
     covered = bot.coverage.covered_after(channel.id, guild_id=channel.guild.id)

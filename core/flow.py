@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import discord
@@ -36,7 +35,8 @@ from .errors import NO_ACCESS, AccessDenied, ChannelDisabled, NotReady, UserFaci
 from .mentions import NO_PINGS
 from .progress import ProgressMessage
 from .channel_names import summary_readers
-from .reading import Conversation, Scope, flush_buffered, read_conversation
+from .jobs import SummaryJob, SummaryOutcome, ViewFactory
+from .reading import Conversation, flush_buffered, read_conversation
 from .render import ReplyContext, build_summary_messages, progress_text
 from .reuse import find_reusable, fingerprint, reuse_note
 from .stored import StoredSummaryView
@@ -44,7 +44,7 @@ from .visibility import find_leaks
 from .server_settings import load_settings, settings_channel_id  # noqa: F401  (re-exported for other cogs)
 
 if TYPE_CHECKING:
-    from bot.client import RecapBot
+    from .app import App
     from storage.settings import ResolvedSettings
 
 log = logging.getLogger(__name__)
@@ -52,31 +52,6 @@ SOURCES_GONE = ("Some of those messages were deleted (or their author opted out)
                 "so I dropped that summary. Run the command again for one without them.")
 
 
-@dataclass
-class SummaryJob:
-    """One request: the channel or thread to read, which messages, and how to summarize them."""
-
-    source: Any  # discord.TextChannel | discord.Thread | VoiceChannel
-    scope: Scope
-    length: str | None = None  # None: the channel's setting
-    style: str | None = None
-    private: bool | None = None
-    generation: GenerationSettings | None = None  # overrides the channel's settings (follow-up Regenerate)
-    notes: tuple[str, ...] = ()  # shown under the summary (e.g. why it was sent privately)
-
-
-@dataclass
-class SummaryOutcome:
-    summary: Any  # engine.summarizer.Summary
-    summary_id: int | None  # None if storing it failed (the reply was still sent)
-    job: SummaryJob
-    length: str
-    style: str
-    private: bool
-    messages: list[discord.Message | discord.InteractionMessage]  # the reply, first message first
-
-
-ViewFactory = Callable[[SummaryOutcome], "discord.ui.View | None"]
 
 
 def generation_settings(resolved: "ResolvedSettings", length: str | None = None) -> GenerationSettings | None:
@@ -122,7 +97,7 @@ async def reply_would_leak(source: Any, destination: Any) -> bool:
 
 
 async def run_summary(
-    bot: "RecapBot",
+    bot: "App",
     interaction: discord.Interaction,
     job: SummaryJob,
     *,
@@ -169,7 +144,7 @@ async def run_summary(
 
 
 async def summarize_conversation(
-    bot: "RecapBot",
+    bot: "App",
     interaction: discord.Interaction,
     conversation: Conversation,
     job: SummaryJob,
@@ -222,7 +197,7 @@ async def summarize_conversation(
 
 
 async def generate_shared(
-    bot: "RecapBot",
+    bot: "App",
     conversation: Conversation,
     options: SummaryOptions,
     digest: str,
@@ -254,7 +229,7 @@ async def generate_shared(
 
 
 async def store_summary(
-    bot: "RecapBot",
+    bot: "App",
     requester_id: int,
     conversation: Conversation,
     summary: Any,

@@ -21,7 +21,7 @@ import discord
 from storage import SummaryRecord, summaries
 
 if TYPE_CHECKING:
-    from bot.client import RecapBot
+    from .app import App
 
     from .reading import Conversation
 
@@ -47,7 +47,7 @@ def fingerprint(conversation: "Conversation", length: str, style: str, settings:
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-async def find_reusable(bot: "RecapBot", conversation: "Conversation", digest: str, requester_id: int) -> SummaryRecord | None:
+async def find_reusable(bot: "App", conversation: "Conversation", digest: str, requester_id: int) -> SummaryRecord | None:
     """The newest stored summary that may be shown again for this request, or None.
 
     The caller must already have checked that the member may read the channel.
