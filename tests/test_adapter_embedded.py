@@ -9,7 +9,8 @@ import pytest
 
 from bot.config import Settings
 from engine.executor import Executor
-from engine.models import ADAPTER_META, EMBEDDED_ADAPTER_DIR, load_backend
+from engine.adapters import ADAPTER_META, EMBEDDED_ADAPTER_DIR
+from engine.models import load_backend
 from engine.prompts import STYLES
 from engine.summarizer import Summarizer, SummaryOptions
 from test_summarizer_embedded import CHAT

@@ -22,7 +22,8 @@ from bot.finetune import IGNORE, FinetuneError, Interrupted, TrainConfig, Traine
 from bot.finetune_data import (CHANNEL_EVERY, build_examples, channel_examples, cite, examples_for, fit_merge, length_for,
                                 name_map, sentences)
 from engine.generation import GenerationSettings, Prompt
-from engine.models import ADAPTER_META, EMBEDDED_ADAPTER_DIR, ModelLoadError, load_backend, resolve_adapter
+from engine.adapters import ADAPTER_META, EMBEDDED_ADAPTER_DIR, resolve_adapter
+from engine.models import ModelLoadError, load_backend
 from engine.prompts import COMPACT, PROMPT_FORMATS, RULES, combine_prompt, notes_prompt, summary_prompt, target_words
 from engine.summarizer import Summarizer
 from engine.speakers import NAMES, TAGS

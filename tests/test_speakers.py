@@ -14,7 +14,7 @@ from bot.exports import parse_transcript
 from bot.finetune_data import channel_examples, examples_for
 from engine.conversation import ChatMessage
 from engine.executor import Executor
-from engine.models import write_adapter_meta
+from engine.adapters import write_adapter_meta
 from engine.prompts import COMPACT, PROMPT_FORMATS, summary_prompt
 from engine.remote_backend import RemoteBackend, RemoteConfig, connect
 from engine.speakers import NAMES, SPEAKER_MODES, TAGS, check_speakers, tag_names, tag_transcript, untag
