@@ -1,6 +1,6 @@
 """Scheduled digests: what to summarize, where to post it, and when it runs next.
 
-Schedule arithmetic (time zones, daylight saving) lives in ``bot.schedule``;
+Schedule arithmetic (time zones, daylight saving) lives in ``cogs.digests.schedule``;
 this module only stores its results. ``next_run_at`` is what the scheduler
 sleeps on, so a restart resumes from here.
 """

@@ -18,7 +18,7 @@ from simcord.enums import OverwriteType
 
 from bot.client import RecapBot
 from engine.prompts import LENGTHS
-from bot.schedule import make_schedule, next_run
+from cogs.digests.schedule import make_schedule, next_run
 from storage import open_database
 from storage import settings as settings_store
 from storage import digests as store

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.schedule import (
+from cogs.digests.schedule import (
     ManualClock,
     Schedule,
     ScheduleError,

@@ -24,7 +24,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from engine.generation import GenerationError, Overloaded
-from bot.schedule import (
+from .schedule import (
     Clock,
     RunPlan,
     Schedule,
