@@ -135,11 +135,12 @@ def plan_followup(action: str, record: SummaryRecord, seed: int) -> FollowUpPlan
 
 def regenerate_settings(record: SummaryRecord, seed: int) -> GenerationSettings:
     """Sampling on, a new seed; otherwise the settings the summary was made with."""
-    known = {k: v for k, v in (record.settings or {}).items() if k in GenerationSettings.__dataclass_fields__}
-    try:
-        base = GenerationSettings(**known) if known else generation_for(record.length)
-    except (InvalidRequest, TypeError):
-        base = generation_for("medium")
+    base = GenerationSettings.from_dict(record.settings)
+    if base is None:
+        try:
+            base = generation_for(record.length)
+        except InvalidRequest:  # a length no longer offered
+            base = generation_for("medium")
     return base.with_(do_sample=True, seed=seed)
 
 

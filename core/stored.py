@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from engine.generation import GenerationSettings, InvalidRequest
+from engine.generation import GenerationSettings
 from storage import SummaryRecord
 
 
@@ -34,11 +34,7 @@ class StoredSummaryView:
     @classmethod
     def of(cls, record: SummaryRecord) -> "StoredSummaryView":
         data = record.structured or {}
-        known = {k: v for k, v in (record.settings or {}).items() if k in GenerationSettings.__dataclass_fields__}
-        try:
-            settings: GenerationSettings | None = GenerationSettings(**known) if known else None
-        except (InvalidRequest, TypeError):
-            settings = None
+        settings = GenerationSettings.from_dict(record.settings)
         return cls(
             text=record.text,
             citations=[int(c) for c in data.get("citations", []) if isinstance(c, int)],

@@ -135,6 +135,16 @@ class GenerationSettings:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Any) -> "GenerationSettings | None":
+        """The settings ``as_dict`` wrote (a stored summary's), unknown keys ignored; None when it holds
+        none or they no longer pass the checks (stored by an older version)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__} if isinstance(data, dict) else {}
+        try:
+            return cls(**known) if known else None
+        except (InvalidRequest, TypeError):
+            return None
+
 
 @dataclass(frozen=True)
 class Prompt:
