@@ -39,7 +39,7 @@ from .jobs import SummaryJob, SummaryOutcome, ViewFactory
 from .reading import Conversation, flush_buffered, read_conversation
 from .render import ReplyContext, build_summary_messages, progress_text
 from .reuse import find_reusable, fingerprint, reuse_note
-from .stored import StoredSummaryView
+from .stored import StoredSummaryView, structured_of
 from .visibility import find_leaks
 from .server_settings import load_settings, settings_channel_id  # noqa: F401  (re-exported for other cogs)
 
@@ -252,15 +252,7 @@ async def store_summary(
         settings=summary.settings.as_dict() if summary.settings is not None else {},
         source_ids=source_ids,
         private=private,
-        structured={
-            "citations": list(summary.citations),
-            "topics": [{"title": t.title, "message_id": t.message_id} for t in summary.topics],
-            "participants": list(summary.participants),
-            "model": summary.model,
-            "truncated": bool(summary.truncated),
-            **({"fingerprint": digest} if digest else {}),
-            **({"reused_from": reused_from} if reused_from is not None else {}),
-        },
+        structured=structured_of(summary, fingerprint=digest, reused_from=reused_from),
         start_id=min(source_ids) if source_ids else None,
         end_id=max(source_ids) if source_ids else None,
         start_at=summary.start,

@@ -1,12 +1,30 @@
-"""A stored summary (``storage.SummaryRecord``) in the shape the renderer reads, to show it again."""
+"""A summary as stored (``storage.SummaryRecord.structured``), written and read back here only.
+
+``structured_of`` writes what a summary's record keeps beside its text; ``StoredSummaryView.of`` reads
+it back in the shape the renderer reads, to show the summary again."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from engine.generation import GenerationSettings
+from engine.summarizer import Summary
 from storage import SummaryRecord
+
+
+def structured_of(summary: Summary, *, fingerprint: str | None = None, reused_from: int | None = None) -> dict[str, Any]:
+    """The record's ``structured`` JSON for ``summary``: what ``StoredSummaryView.of`` reads back."""
+    return {
+        "citations": list(summary.citations),
+        "topics": [{"title": t.title, "message_id": t.message_id} for t in summary.topics],
+        "participants": list(summary.participants),
+        "model": summary.model,
+        "truncated": bool(summary.truncated),
+        **({"fingerprint": fingerprint} if fingerprint else {}),
+        **({"reused_from": reused_from} if reused_from is not None else {}),
+    }
 
 
 @dataclass

@@ -1,11 +1,14 @@
-"""GenerationSettings round-trips through a stored summary's dict, in one place."""
+"""A summary round-trips through its stored record: the structure and the generation settings, each read in one place."""
 
 from __future__ import annotations
 
-from core.stored import StoredSummaryView
+from datetime import datetime, timezone
+
+from core.stored import StoredSummaryView, structured_of
 from cogs.summaries import regenerate_settings
 from engine.generation import GenerationSettings
 from engine.prompts import generation_for
+from engine.summarizer import Summary, Topic
 from storage import SummaryRecord
 
 
@@ -36,3 +39,20 @@ def test_the_stored_view_and_regenerate_read_it_the_same_way() -> None:
     assert again == made.with_(do_sample=True, seed=5)
     fallback = regenerate_settings(record({"temperature": 99.0}, length="short"), seed=5)
     assert fallback == generation_for("short").with_(do_sample=True, seed=5)
+
+
+def test_what_is_stored_is_what_is_shown_again() -> None:
+    start, end = datetime(2026, 1, 1, 9, tzinfo=timezone.utc), datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
+    summary = Summary(text="Ann fixed the build [1].", citations=[11, 12], topics=[Topic("build", 11)],
+                      participants=["Ann", "Bo"], start=start, end=end, message_count=2, truncated=True,
+                      source_ids=[11, 12], model="m", settings=generation_for("short"))
+    stored = record(summary.settings.as_dict())
+    stored.text = summary.text
+    stored.structured = structured_of(summary, fingerprint="abc", reused_from=4)
+    stored.source_ids, stored.start_at, stored.end_at = [11, 12], start, end
+    view = StoredSummaryView.of(stored)
+    assert (view.text, view.citations, view.participants, view.model, view.truncated) == (
+        summary.text, [11, 12], ["Ann", "Bo"], "m", True)
+    assert [(t.title, t.message_id) for t in view.topics] == [("build", 11)]
+    assert (view.start, view.end, view.message_count, view.settings) == (start, end, 2, summary.settings)
+    assert stored.structured["fingerprint"] == "abc" and stored.structured["reused_from"] == 4
