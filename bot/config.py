@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from engine.netcheck import is_loopback_host, is_private_channel, url_origin
+from engine.tunables import parse_number
 
 
 class ConfigError(ValueError):
@@ -54,10 +55,9 @@ _DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str, str], int]:
     def parse(name: str, raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ConfigError(f"{name}={raw!r} is not a whole number{_range(lo, hi)}") from None
+        value = parse_number(raw, int)
+        if value is None:
+            raise ConfigError(f"{name}={raw!r} is not a whole number{_range(lo, hi)}")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ConfigError(f"{name}={raw!r} is out of range{_range(lo, hi)}")
         return value
@@ -67,11 +67,10 @@ def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str, str], i
 
 def _float(lo: float | None = None, hi: float | None = None) -> Callable[[str, str], float]:
     def parse(name: str, raw: str) -> float:
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ConfigError(f"{name}={raw!r} is not a number{_range(lo, hi)}") from None
-        if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
+        value = parse_number(raw, float)
+        if value is None:
+            raise ConfigError(f"{name}={raw!r} is not a number{_range(lo, hi)}")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ConfigError(f"{name}={raw!r} is out of range{_range(lo, hi)}")
         return value
 

@@ -69,7 +69,7 @@ class Tunable:
             if isinstance(value, str) and value.strip().lower() in (self.choices or ()):
                 return value.strip().lower()
             raise self._bad(value)
-        number = _number(value, self.kind)
+        number = parse_number(value, self.kind)
         if number is None:
             raise self._bad(value)
         return self.check(number)
@@ -100,7 +100,9 @@ def _num(x: float | None) -> str:
     return str(int(x)) if x is not None and float(x).is_integer() else str(x)
 
 
-def _number(value: Any, kind: type) -> Any:
+def parse_number(value: Any, kind: type) -> Any:
+    """``value`` (a number or its text) as ``kind`` (int or float), or None: not a number, not whole for
+    an int, not finite. The one number reader for tunables and for the environment settings."""
     if isinstance(value, bool):
         return None
     if isinstance(value, str):

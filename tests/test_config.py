@@ -32,7 +32,8 @@ def test_defaults_parse() -> None:
         ("MAX_BATCH_SIZE", "many", "not a whole number"),
         ("LOG_LEVEL", "loud", "allowed: DEBUG"),
         ("DEV_GUILD_ID", "abc", "not a Discord id"),
-        ("REQUEST_TIMEOUT_S", "nan", "out of range"),
+        ("REQUEST_TIMEOUT_S", "nan", "is not a number"),
+        ("REQUEST_TIMEOUT_S", "inf", "is not a number"),
         ("DTYPE", "int8", "allowed: auto, float32"),
     ],
 )
