@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from .config import ConfigError, Settings
+from .config import ConfigError, Config
 
 # name -> (module, help). Each module has add_arguments(parser) and main(args, settings) -> int.
 SUBCOMMANDS = {
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = Settings.load(args.env_file)
+        settings = Config.load(args.env_file)
     except ConfigError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2

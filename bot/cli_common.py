@@ -13,7 +13,7 @@ from engine.generation import GenerationSettings
 from engine.prompts import generation_for
 from engine.tunables import GENERATION_TUNABLES, InvalidTunable, Tunable
 
-from .config import FIELDS, Settings
+from .config import FIELDS, Config
 
 EXIT_INPUT = 2  # the user's input or options are wrong
 EXIT_FAILED = 1  # the model could not load or could not summarize
@@ -67,7 +67,7 @@ def add_choice_argument(parser: argparse.ArgumentParser, tunable: Tunable, *, de
                         default=chosen, help=f"{tunable.help} (default: {chosen})")
 
 
-def apply_model_overrides(settings: Settings, args: argparse.Namespace) -> Settings:
+def apply_model_overrides(settings: Config, args: argparse.Namespace) -> Config:
     """The settings with ``--model``/``--model-file``/``--device`` applied; raises ``ConfigError``."""
     changes: dict[str, Any] = {}
     if args.model is not None:

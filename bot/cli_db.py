@@ -14,7 +14,7 @@ import sys
 
 from storage import StorageError, guilds, migrations, open_database
 
-from .config import Settings
+from .config import Config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +72,7 @@ async def _vacuum(path: str) -> None:
     print(f"{path}: vacuumed, {_size(before)} -> {_size(after)}.")
 
 
-def main(args: argparse.Namespace, settings: Settings) -> int:
+def main(args: argparse.Namespace, settings: Config) -> int:
     path = str(settings.database_path)
     if args.db_action != "migrate" and not settings.database_path.is_file():
         print(f"No database at {path} yet. Create it with: python -m bot db migrate", file=sys.stderr)

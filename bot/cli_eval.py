@@ -26,7 +26,7 @@ from .cli_common import (
     generation_from_args,
     positive_int,
 )
-from .config import ConfigError, Settings
+from .config import ConfigError, Config
 from .eval_run import NAMES_SEED, evaluate, format_styles, format_table
 from .evaluation import EvalDataError, load_records
 from .exports import ExportError, parse_transcript
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
 
 
-def main(args: argparse.Namespace, settings: Settings) -> int:
+def main(args: argparse.Namespace, settings: Config) -> int:
     try:
         records = load_records(args.data, args.limit)
         if args.names:

@@ -24,7 +24,7 @@ from engine.speakers import NAMES, SPEAKER_MODES
 
 from .eval_run import evaluate
 from .cli_common import EXIT_FAILED, EXIT_INPUT, apply_model_overrides, positive_float, positive_int
-from .config import ConfigError, Settings
+from .config import ConfigError, Config
 from .evaluation import EvalDataError, load_records
 from .finetune_data import FinetuneDataError, build_examples
 
@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (overrides DEVICE)")
 
 
-def _settings(settings: Settings, args: argparse.Namespace) -> Settings:
+def _settings(settings: Config, args: argparse.Namespace) -> Config:
     # The adapter is trained on the bare base model.
     return dataclasses.replace(apply_model_overrides(settings, args), model_adapter="none")
 
@@ -80,7 +80,7 @@ def _licence(args: argparse.Namespace) -> str:
     return next((text for key, text in DATA_LICENCES.items() if key in name), "not stated (pass --licence)")
 
 
-def main(args: argparse.Namespace, settings: Settings) -> int:
+def main(args: argparse.Namespace, settings: Config) -> int:
     from .finetune import FinetuneError, Interrupted, TrainConfig, Trainer, tokenize
     from engine.models import load_backend
 
@@ -148,7 +148,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def compare(records: list[Any], settings: Settings, adapter: Path) -> dict[str, Any] | None:
+def compare(records: list[Any], settings: Config, adapter: Path) -> dict[str, Any] | None:
     """Base and tuned scores on the same records, default style and length, printed side by side."""
     rows: dict[str, Any] = {}
     for label, value in (("base", "none"), ("tuned", str(adapter))):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import Settings
+from .config import Config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     pass
 
 
-def main(args: argparse.Namespace, settings: Settings) -> int:
+def main(args: argparse.Namespace, settings: Config) -> int:
     if settings.discord_token:
         from . import runner
 

@@ -22,7 +22,7 @@ from .cli_common import (
     generation_from_args,
     positive_int,
 )
-from .config import ConfigError, Settings
+from .config import ConfigError, Config
 from .exports import ExportError, load_conversation
 from .offline import summarize_and_print
 
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
 
 
-def main(args: argparse.Namespace, settings: Settings) -> int:
+def main(args: argparse.Namespace, settings: Config) -> int:
     try:
         conversation = load_conversation(args.path, attachment_max_bytes=settings.attachment_max_bytes)
         settings = apply_model_overrides(settings, args)

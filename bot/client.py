@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the engine pulls in the model stack: only the type checker 
     from engine.summarizer import Summarizer
     from storage import Database
 
-    from bot.config import Settings
+    from bot.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def intents() -> discord.Intents:
     return wanted
 
 
-def shard_options(settings: "Settings") -> dict[str, Any]:
+def shard_options(settings: "Config") -> dict[str, Any]:
     """SHARD_COUNT / SHARD_IDS as discord.py wants them; None lets it ask Discord for the recommended count."""
     return {"shard_count": settings.shard_count or None, "shard_ids": list(settings.shard_ids) or None}
 
@@ -68,7 +68,7 @@ class RecapBot(commands.AutoShardedBot):
     def __init__(
         self,
         *,
-        settings: "Settings",
+        settings: "Config",
         db: "Database",
         executor: "Executor",
         summarizer: "Summarizer",

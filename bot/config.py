@@ -1,4 +1,4 @@
-"""Process settings: read once in ``main`` from the environment and ``.env``.
+"""Process configuration (`Config`): read once in ``main`` from the environment and ``.env``.
 
 Every setting is declared once in ``FIELDS`` with its default, type and allowed
 values; ``.env.example`` documents the same names. A bad value stops start-up
@@ -228,7 +228,7 @@ FIELDS: dict[str, _Field] = {
 
 
 @dataclass(frozen=True)
-class Settings:
+class Config:
     discord_token: Secret
     database_path: Path
     model: str
@@ -265,7 +265,7 @@ class Settings:
     shard_ids: tuple[int, ...]
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Config":
         """Build settings from ``environ`` (default: ``os.environ``); ``overrides`` are raw strings by field name."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -297,7 +297,7 @@ class Settings:
             raise ConfigError(f"SHARD_IDS={','.join(map(str, self.shard_ids))} is out of range (allowed: 0 to SHARD_COUNT-1)")
 
     @classmethod
-    def load(cls, env_file: str | os.PathLike[str] | None = ".env", **overrides: Any) -> "Settings":
+    def load(cls, env_file: str | os.PathLike[str] | None = ".env", **overrides: Any) -> "Config":
         """Read ``.env`` (without overriding real environment variables), then the environment."""
         from dotenv import dotenv_values
 
@@ -309,7 +309,7 @@ class Settings:
 
     def __repr__(self) -> str:  # the token is a Secret, so this is safe, but keep it short
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
-        return f"Settings({shown})"
+        return f"Config({shown})"
 
 
 def env_example() -> str:

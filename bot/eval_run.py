@@ -18,7 +18,7 @@ from engine.postprocess import drop_near_duplicates, self_references
 from engine.prompts import generation_for
 from engine.transcript import Transcript, build_transcript
 
-from .config import Settings
+from .config import Config
 from .evaluation import EvalRecord, RougeScorer, absent_names, copies_a_message, lead_k, speaker_names
 from .exports import parse_transcript
 from .finetune_data import sentences
@@ -40,13 +40,13 @@ class EvalRun:
     speakers: str = "names"  # how the model saw people (engine.speakers): as its adapter learned
 
 
-def concurrency_for(settings: Settings) -> int:
+def concurrency_for(settings: Config) -> int:
     """How many dialogues are in flight: enough to fill two batches, never more than the queue admits."""
     return max(1, min(settings.max_queue_per_user, settings.max_queue_per_guild, settings.max_queue, 2 * settings.max_batch_size))
 
 
 async def summarize_all(
-    dialogues: list[list[ChatMessage]], settings: Settings, length: str, style: str, generation: GenerationSettings,
+    dialogues: list[list[ChatMessage]], settings: Config, length: str, style: str, generation: GenerationSettings,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalRun:
     """Summarize every dialogue concurrently through one executor; failures become empty predictions."""
@@ -168,7 +168,7 @@ class EvalProgress:
         self.stream.flush()
 
 
-def evaluate(records: list[EvalRecord], settings: Settings, length: str, style: str,
+def evaluate(records: list[EvalRecord], settings: Config, length: str, style: str,
              generation: GenerationSettings | None = None, label: str = "", names: bool = False) -> dict[str, Any]:
     """Summarize and score ``records``; raises ``ExportError``, ``ModelLoadError``, ``GenerationError``."""
     dialogues = [parse_transcript(r.dialogue, f"record on line {r.line}").messages for r in records]

@@ -20,7 +20,7 @@ from engine.prompts import generation_for
 from engine.summarizer import FALLBACK_NOTE, Summarizer, Summary, SummaryOptions
 
 from .cli_common import EXIT_FAILED, EXIT_INPUT
-from .config import Settings
+from .config import Config
 from .exports import Conversation, ExportError, load_conversation
 
 SAMPLE_CONVERSATION = Path(__file__).parent / "data" / "sample_conversation.json"
@@ -79,7 +79,7 @@ class ProgressPrinter:
 
 
 async def summarize_messages(
-    messages: list[ChatMessage], settings: Settings, options: SummaryOptions, progress: ProgressPrinter | None = None
+    messages: list[ChatMessage], settings: Config, options: SummaryOptions, progress: ProgressPrinter | None = None
 ) -> Summary:
     """Load the model through the real executor and summarize ``messages`` once."""
     from .services import build_executor  # the model stack loads only when a summary is asked for
@@ -89,7 +89,7 @@ async def summarize_messages(
         return await summarizer.summarize(messages, options, guild="local", user="local", progress=progress)
 
 
-def run_demo(settings: Settings) -> int:
+def run_demo(settings: Config) -> int:
     """``make run`` without a token: summarize the bundled sample conversation and print it."""
     try:
         conversation = load_conversation(str(SAMPLE_CONVERSATION), attachment_max_bytes=settings.attachment_max_bytes)
@@ -100,7 +100,7 @@ def run_demo(settings: Settings) -> int:
 
 
 def summarize_and_print(
-    conversation: Conversation, settings: Settings, length: str, style: str, generation: GenerationSettings,
+    conversation: Conversation, settings: Config, length: str, style: str, generation: GenerationSettings,
     *, as_json: bool,
 ) -> int:
     options = SummaryOptions(length=length, style=style, generation=generation)

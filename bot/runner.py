@@ -16,7 +16,7 @@ import signal
 import sys
 from typing import Any, Mapping
 
-from .config import ConfigError, Settings, is_loopback_host
+from .config import ConfigError, Config, is_loopback_host
 
 log = logging.getLogger("bot.runner")
 
@@ -76,7 +76,7 @@ def apply_test_endpoints(environ: Mapping[str, str] = os.environ) -> None:
         log.warning("TEST MODE: the Discord gateway is %s", gateway)
 
 
-def main(args: argparse.Namespace, settings: Settings) -> int:
+def main(args: argparse.Namespace, settings: Config) -> int:
     if not settings.discord_token:
         print(
             "DISCORD_TOKEN is not set. Create a bot at https://discord.com/developers/applications, "
@@ -104,7 +104,7 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
             pass
 
 
-async def run(settings: Settings, *, force_sync: bool = False) -> int:
+async def run(settings: Config, *, force_sync: bool = False) -> int:
     import discord
 
     from storage import StorageError, open_database

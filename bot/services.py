@@ -10,10 +10,10 @@ from engine.executor import Executor
 from engine.models import load_backend
 from engine.remote_backend import RemoteConfig, connect
 
-from .config import Settings
+from .config import Config
 
 
-def build_executor(settings: Settings) -> Executor:
+def build_executor(settings: Config) -> Executor:
     """An executor whose worker loads ``MODEL`` (with ``MODEL_ADAPTER``), or talks to the serving engine at
     ``INFERENCE_URL``, and enforces the queue limits either way."""
     factory: Callable[[], Any]
@@ -42,7 +42,7 @@ def build_executor(settings: Settings) -> Executor:
     )
 
 
-def remote_config(settings: Settings) -> RemoteConfig:
+def remote_config(settings: Config) -> RemoteConfig:
     """The INFERENCE_* settings for the remote backend (the API key unwrapped only here)."""
     return RemoteConfig(settings.inference_url, settings.inference_model, settings.inference_api_key.get(),
                         settings.inference_tokenizer, settings.inference_context, settings.inference_timeout_s,

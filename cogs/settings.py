@@ -50,7 +50,7 @@ def _show(value: Any) -> str:
 
 
 @manage_guild_only()
-class Settings(commands.GroupCog, group_name="settings", group_description="Recap's settings for this server and its channels"):
+class SettingsCog(commands.GroupCog, group_name="settings", group_description="Recap's settings for this server and its channels"):
     def __init__(self, bot: "RecapBot") -> None:
         self.bot = bot
         super().__init__()
@@ -143,4 +143,4 @@ class Settings(commands.GroupCog, group_name="settings", group_description="Reca
 
 
 async def setup(bot: "RecapBot") -> None:
-    await bot.add_cog(Settings(bot))
+    await bot.add_cog(SettingsCog(bot))

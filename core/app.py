@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class App(Protocol):
-    settings: Any  # bot.config.Settings: the process's configuration (read only here)
+    settings: Any  # bot.config.Config: the process's configuration (read only here)
     db: "Database"
     executor: "Executor"
     summarizer: "Summarizer"

@@ -12,7 +12,7 @@ Options per test: override the ``recap_options`` fixture, or parametrize it dire
 
     @pytest.mark.parametrize("recap_options", [{"settings": {"user_cooldown_s": "30"}}])
 
-Keys are ``start_world``'s keywords; ``settings`` are raw strings by ``Settings`` field name.
+Keys are ``start_world``'s keywords; ``settings`` are raw strings by ``Config`` field name.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import pytest_asyncio
 import simcord
 
 from bot.client import RecapBot
-from bot.config import Settings
+from bot.config import Config
 from engine.executor import Executor
 from engine.models import load_backend
 from storage import MessageBuffer, open_database
@@ -49,12 +49,12 @@ DEFAULT_TEST_SETTINGS = {
 }
 
 
-def make_settings(tmp_path: Path, **overrides: str) -> Settings:
+def make_settings(tmp_path: Path, **overrides: str) -> Config:
     raw = {**DEFAULT_TEST_SETTINGS, "database_path": str(tmp_path / "recap.sqlite3"), **overrides}
-    return Settings.from_env({}, **raw)
+    return Config.from_env({}, **raw)
 
 
-def make_executor(model_dir: Path | str, settings: Settings, *, cache_dir: Path | None = None, **limits: Any) -> Executor:
+def make_executor(model_dir: Path | str, settings: Config, *, cache_dir: Path | None = None, **limits: Any) -> Executor:
     kwargs: dict[str, Any] = dict(
         max_batch_size=settings.max_batch_size,
         max_batch_wait_ms=settings.max_batch_wait_ms,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Settings
+from bot.config import Config
 from engine.executor import Executor
 from engine.adapters import ADAPTER_META, EMBEDDED_ADAPTER_DIR
 from engine.models import load_backend
@@ -27,7 +27,7 @@ def test_the_adapter_ships_small_with_its_model_card_and_licence() -> None:
 
 
 def test_default_settings_serve_the_embedded_model_with_the_adapter(tmp_path: Path) -> None:
-    settings = Settings.from_env({})
+    settings = Config.from_env({})
     assert settings.model == "embedded" and settings.model_adapter == "auto"
 
 

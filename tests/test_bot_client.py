@@ -13,7 +13,7 @@ from simcord_helpers import World, make_settings, recap_options, recap_world  # 
 from bot import runner
 from bot.client import intents, shard_options
 from core.app import App
-from bot.config import ConfigError, Settings
+from bot.config import ConfigError, Config
 
 
 def command_puts(w: World) -> list[str]:
@@ -79,15 +79,15 @@ async def test_shard_settings_reach_the_gateway(recap_world: World) -> None:
 
 
 def test_shard_settings() -> None:
-    assert shard_options(Settings.from_env({})) == {"shard_count": None, "shard_ids": None}
-    assert shard_options(Settings.from_env({"SHARD_COUNT": "4", "SHARD_IDS": "2, 3"})) == {"shard_count": 4, "shard_ids": [2, 3]}
-    assert shard_options(Settings.from_env({"SHARD_COUNT": "4"})) == {"shard_count": 4, "shard_ids": None}
+    assert shard_options(Config.from_env({})) == {"shard_count": None, "shard_ids": None}
+    assert shard_options(Config.from_env({"SHARD_COUNT": "4", "SHARD_IDS": "2, 3"})) == {"shard_count": 4, "shard_ids": [2, 3]}
+    assert shard_options(Config.from_env({"SHARD_COUNT": "4"})) == {"shard_count": 4, "shard_ids": None}
     for environ, message in [({"SHARD_IDS": "0"}, "SHARD_IDS needs SHARD_COUNT"),
                              ({"SHARD_COUNT": "2", "SHARD_IDS": "0,2"}, "SHARD_IDS=0,2 is out of range"),
                              ({"SHARD_COUNT": "2", "SHARD_IDS": "0,0"}, "SHARD_IDS='0,0' is not allowed"),
                              ({"SHARD_COUNT": "2", "SHARD_IDS": "one"}, "SHARD_IDS='one' is not allowed")]:
         with pytest.raises(ConfigError, match=message):
-            Settings.from_env(environ)
+            Config.from_env(environ)
 
 
 def test_run_refuses_without_a_token(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

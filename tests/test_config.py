@@ -1,4 +1,4 @@
-"""Settings: defaults, validation with one clear line, the token never shown."""
+"""Config: defaults, validation with one clear line, the token never shown."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import FIELDS, ConfigError, Settings, env_example
+from bot.config import FIELDS, ConfigError, Config, env_example
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_parse() -> None:
-    s = Settings.from_env({})
+    s = Config.from_env({})
     assert s.model == "embedded"
     assert s.device == "auto"
     assert s.database_path == Path("data/recap.sqlite3")
@@ -39,7 +39,7 @@ def test_defaults_parse() -> None:
 )
 def test_bad_value_names_variable_and_allowed(env: str, value: str, needle: str) -> None:
     with pytest.raises(ConfigError) as err:
-        Settings.from_env({env: value})
+        Config.from_env({env: value})
     message = str(err.value)
     assert message.startswith(f"{env}=")
     assert needle in message
@@ -47,7 +47,7 @@ def test_bad_value_names_variable_and_allowed(env: str, value: str, needle: str)
 
 
 def test_explicit_values() -> None:
-    s = Settings.from_env({"DEVICE": "CUDA:1", "DEV_GUILD_ID": "123456789012345678", "OWNER_IDS": "1, 2,3", "LOG_LEVEL": "debug"})
+    s = Config.from_env({"DEVICE": "CUDA:1", "DEV_GUILD_ID": "123456789012345678", "OWNER_IDS": "1, 2,3", "LOG_LEVEL": "debug"})
     assert s.device == "cuda:1"
     assert s.dev_guild_id == 123456789012345678
     assert s.owner_ids == (1, 2, 3)
@@ -56,7 +56,7 @@ def test_explicit_values() -> None:
 
 def test_token_never_in_repr_or_logs(caplog: pytest.LogCaptureFixture) -> None:
     token = "MTIzNDU2.secret-token-value.xyz"
-    s = Settings.from_env({"DISCORD_TOKEN": token})
+    s = Config.from_env({"DISCORD_TOKEN": token})
     assert s.discord_token.get() == token
     assert token not in repr(s)
     assert token not in str(s)
@@ -69,7 +69,7 @@ def test_dotenv_file_read_and_environment_wins(tmp_path: Path, monkeypatch: pyte
     env_file = tmp_path / ".env"
     env_file.write_text("MODEL=/models/x\nMAX_QUEUE=7\n")
     monkeypatch.setenv("MAX_QUEUE", "9")
-    s = Settings.load(env_file)
+    s = Config.load(env_file)
     assert s.model == "/models/x"
     assert s.max_queue == 9
 

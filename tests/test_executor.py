@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Settings
+from bot.config import Config
 from bot.services import build_executor
 from engine.executor import ACCELERATOR_BATCH_TOKENS, CPU_BATCH_TOKENS, Executor, batch_tokens_for, queue_eta
 from engine.executor_queue import Entry, FairQueue
@@ -298,7 +298,7 @@ async def test_not_started_and_closed_executors_refuse_politely(tiny_causal: Mod
 
 
 async def test_build_executor_uses_model_and_limits(tiny_causal_dir: Path, tmp_path: Path) -> None:
-    settings = Settings.from_env(
+    settings = Config.from_env(
         {}, model=str(tiny_causal_dir), device="cpu", model_cache_dir=str(tmp_path), max_batch_size="3", max_queue="5",
     )
     async with build_executor(settings) as ex:

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from bot.config import ConfigError, Settings
+from bot.config import ConfigError, Config
 from engine.conversation import ChatMessage
 from engine.executor import Executor
 from engine.netcheck import url_origin
@@ -60,7 +60,7 @@ async def test_a_rejected_output_that_echoes_channel_text_stays_out_of_info_logs
 
 def test_the_inference_url_is_logged_as_its_host_only() -> None:
     url = f"https://models.example.org:8443/v1/deployments/{SECRET}?key={SECRET}"
-    settings = Settings.from_env({"INFERENCE_URL": url})
+    settings = Config.from_env({"INFERENCE_URL": url})
     assert SECRET not in settings.model_label and "https://models.example.org:8443" in settings.model_label
     assert url_origin(f"https://user:{SECRET}@models.example.org/v1") == "https://models.example.org"
     assert url_origin("http://[::1]:8000/v1") == "http://[::1]:8000"
@@ -68,5 +68,5 @@ def test_the_inference_url_is_logged_as_its_host_only() -> None:
 
 def test_a_refused_inference_url_is_not_echoed_with_its_credentials() -> None:
     with pytest.raises(ConfigError) as info:
-        Settings.from_env({"INFERENCE_URL": f"https://user:{SECRET}@models.example.org/v1"})
+        Config.from_env({"INFERENCE_URL": f"https://user:{SECRET}@models.example.org/v1"})
     assert SECRET not in str(info.value) and "INFERENCE_URL" in str(info.value)

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from engine import remote_backend
-from bot.config import ConfigError, Secret, Settings
+from bot.config import ConfigError, Secret, Config
 from bot.services import build_executor, remote_config
 from engine.conversation import ChatMessage
 from engine.executor import Executor
@@ -427,20 +427,20 @@ def test_unbelievable_usage_counts_are_counted_here(raw_server: RawAnswers) -> N
 
 
 def test_build_executor_picks_the_remote_backend_and_config_guards_the_key(server: FakeOpenAI) -> None:
-    settings = Settings.from_env({"INFERENCE_URL": server.url + "/", "INFERENCE_MODEL": "fake-model",
+    settings = Config.from_env({"INFERENCE_URL": server.url + "/", "INFERENCE_MODEL": "fake-model",
                                   "INFERENCE_RETRIES": "0", "INFERENCE_TIMEOUT_S": "30"})
     assert settings.inference_url == server.url
     cfg = remote_config(settings)
     assert (cfg.url, cfg.model, cfg.retries, cfg.timeout_s) == (server.url, "fake-model", 0, 30.0)
     assert build_executor(settings)._factory.func is connect  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="INFERENCE_API_KEY would be sent unencrypted"):
-        Settings.from_env({"INFERENCE_URL": "http://192.168.1.20:8000/v1", "INFERENCE_API_KEY": "k"})
-    Settings.from_env({"INFERENCE_URL": "http://192.168.1.20:8000/v1"})  # a LAN server without a key is fine
-    Settings.from_env({"INFERENCE_URL": "https://gpu.example/v1", "INFERENCE_API_KEY": "k"})
-    Settings.from_env({"INFERENCE_URL": "http://[::1]:8000/v1", "INFERENCE_API_KEY": "k"})
+        Config.from_env({"INFERENCE_URL": "http://192.168.1.20:8000/v1", "INFERENCE_API_KEY": "k"})
+    Config.from_env({"INFERENCE_URL": "http://192.168.1.20:8000/v1"})  # a LAN server without a key is fine
+    Config.from_env({"INFERENCE_URL": "https://gpu.example/v1", "INFERENCE_API_KEY": "k"})
+    Config.from_env({"INFERENCE_URL": "http://[::1]:8000/v1", "INFERENCE_API_KEY": "k"})
     for bad in ("ftp://host/v1", "http://user:pw@host/v1", "not a url"):
         with pytest.raises(ConfigError, match="^INFERENCE_URL[= ]"):
-            Settings.from_env({"INFERENCE_URL": bad})
+            Config.from_env({"INFERENCE_URL": bad})
 
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=timezone.utc)
@@ -510,7 +510,7 @@ async def test_eval_summarizes_through_the_inference_server(server: FakeOpenAI) 
     from bot.eval_run import summarize_all
 
     server.answer = lambda body: "Ann and Bo will meet for lunch at noon."
-    settings = Settings.from_env({"INFERENCE_URL": server.url, "INFERENCE_RETRIES": "0"})
+    settings = Config.from_env({"INFERENCE_URL": server.url, "INFERENCE_RETRIES": "0"})
     dialogue = [ChatMessage(None, "Ann", "lunch at noon?", created_at=T0),
                 ChatMessage(None, "Bo", "sure, see you there", created_at=T0 + timedelta(minutes=1))]
     run = await summarize_all([dialogue, dialogue], settings, "short", "paragraph", GenerationSettings(max_new_tokens=40))

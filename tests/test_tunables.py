@@ -16,7 +16,7 @@ from bot import tunables
 from bot.cli_common import generation_from_args
 from bot.cli_summarize import add_arguments
 from cogs.digests import DigestsCog
-from cogs.settings import Settings
+from cogs.settings import SettingsCog
 from cogs.summarize import Summarize
 from engine.generation import GenerationSettings, InvalidRequest
 from engine.prompts import LENGTH, LENGTHS, STYLE, STYLES, generation_for
@@ -38,7 +38,7 @@ def test_the_store_holds_exactly_the_declarations_once() -> None:
 
 
 def test_settings_set_offers_every_declared_setting_with_its_help_text() -> None:
-    options = options_of(Settings.set_)
+    options = options_of(SettingsCog.set_)
     declared = {t.name: t for t in tunables.SETTINGS}
     assert set(options) - {"scope", "channel"} == set(declared)
     for name, tunable in declared.items():
@@ -46,7 +46,7 @@ def test_settings_set_offers_every_declared_setting_with_its_help_text() -> None
         assert not options[name].required
     assert [c.value for c in options["length"].choices] == list(LENGTHS)
     assert [c.value for c in options["style"].choices] == list(STYLES)
-    reset = options_of(Settings.reset)["setting"]
+    reset = options_of(SettingsCog.reset)["setting"]
     assert [c.value for c in reset.choices] == ["all", *declared]
 
 
