@@ -141,7 +141,7 @@ def regenerate_settings(record: SummaryRecord, seed: int) -> GenerationSettings:
             base = generation_for(record.length)
         except InvalidRequest:  # a length no longer offered
             base = generation_for("medium")
-    return base.with_(do_sample=True, seed=seed)
+    return base.with_(sampling=True, seed=seed)
 
 
 def may_press(member: discord.Member, record: SummaryRecord) -> bool:

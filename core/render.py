@@ -150,7 +150,7 @@ def _footer(summary: SummaryLike, ctx: ReplyContext) -> str:
     s = summary.settings
     parts = [f"Model: {summary.model}", f"{ctx.length}, {ctx.style}"]
     if s is not None:
-        if getattr(s, "do_sample", False):
+        if getattr(s, "sampling", False):
             parts.append(f"sampling t={s.temperature} top_p={s.top_p} top_k={s.top_k}")
         else:
             parts.append("greedy")

@@ -42,7 +42,7 @@ class Backend(Protocol):
     def has_chat_template(self) -> bool: ...
 
     @property
-    def prefill_answer(self) -> bool: ...  # prompts may write the start of the answer
+    def answer_prefix(self) -> bool: ...  # prompts may write the start of the answer
 
     @property
     def prompt_format(self) -> str: ...  # engine.prompts: the wording the model was tuned on

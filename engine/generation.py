@@ -89,7 +89,7 @@ class GenerationSettings:
     """Exactly what reaches ``generate``. Validated: a bad value raises ``InvalidRequest``."""
 
     max_new_tokens: int = 160  # the medium length preset's
-    do_sample: bool = SAMPLING.default
+    sampling: bool = SAMPLING.default  # the admins' setting of the same name; transformers calls it do_sample
     temperature: float = TEMPERATURE.default
     top_p: float = TOP_P.default
     top_k: int = TOP_K.default
@@ -99,7 +99,7 @@ class GenerationSettings:
     def __post_init__(self) -> None:
         # The tunables' own rule (the one admins and flags meet), as the engine's gate.
         try:
-            SAMPLING.check(self.do_sample)
+            SAMPLING.check(self.sampling)
             for tunable in (TEMPERATURE, TOP_P, TOP_K, REPETITION_PENALTY):
                 tunable.check(getattr(self, tunable.name))
         except InvalidTunable as exc:
@@ -112,17 +112,17 @@ class GenerationSettings:
 
     def group_key(self) -> tuple[Any, ...]:
         """Requests batch together only when everything but max_new_tokens agrees."""
-        if not self.do_sample:
+        if not self.sampling:
             return (False, self.repetition_penalty)
         return (True, self.temperature, self.top_p, self.top_k, self.repetition_penalty, self.seed)
 
     def to_generate_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
-            "do_sample": self.do_sample,
+            "do_sample": self.sampling,  # transformers' name for it
             "repetition_penalty": self.repetition_penalty,
         }
-        if self.do_sample:
+        if self.sampling:
             kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
         else:
             # Greedy: neutralise sampling knobs so transformers does not warn or apply them.
@@ -139,7 +139,11 @@ class GenerationSettings:
     def from_dict(cls, data: Any) -> "GenerationSettings | None":
         """The settings ``as_dict`` wrote (a stored summary's), unknown keys ignored; None when it holds
         none or they no longer pass the checks (stored by an older version)."""
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__} if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return None
+        if "do_sample" in data and "sampling" not in data:  # summaries stored before the field took the setting's name
+            data = {**data, "sampling": data["do_sample"]}
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         try:
             return cls(**known) if known else None
         except (InvalidRequest, TypeError):

@@ -192,7 +192,7 @@ def load_backend(
         model_obj.eval()
     backend = ModelBackend(tokenizer, model_obj, dev, torch_dtype, source.display_name,
                            adapter=meta.get("name", adapter_dir.name) if adapter_dir is not None else None,
-                           prefill_answer=bool(meta.get("answer_prefix", True)), prompt_format=adapter_prompt_format(meta),
+                           answer_prefix=bool(meta.get("answer_prefix", True)), prompt_format=adapter_prompt_format(meta),
                            speakers=adapter_speakers(meta))
     log.info(
         "model %s loaded on %s (%s) in %.1fs; context %d tokens",
@@ -205,7 +205,7 @@ class ModelBackend:
     """A loaded model with its tokenizer, and batched generation."""
 
     def __init__(self, tokenizer: Any, model: Any, device: str, dtype: Any, name: str, *,
-                 adapter: str | None = None, prefill_answer: bool = True, prompt_format: str = RULES,
+                 adapter: str | None = None, answer_prefix: bool = True, prompt_format: str = RULES,
                  speakers: str = NAMES) -> None:
         self.tokenizer = tokenizer
         self.model = model
@@ -218,7 +218,7 @@ class ModelBackend:
         self.is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
         # Whether prompts may write the start of the answer: only causal models continue one, and a
         # fine-tuned adapter learned to answer without it.
-        self.prefill_answer = prefill_answer and not self.is_encoder_decoder
+        self.answer_prefix = answer_prefix and not self.is_encoder_decoder
         # The prompt wording the summarizer uses (``engine.prompts``): the one the adapter was tuned on.
         self.prompt_format = check_prompt_format(prompt_format)
         self.speakers = check_speakers(speakers)  # names or speaker tags (``engine.speakers``), as the adapter learned
@@ -301,7 +301,7 @@ class ModelBackend:
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not self.has_chat_template)
         enc = {k: v.to(self.device) for k, v in enc.items()}
         kwargs = settings.to_generate_kwargs()
-        if settings.do_sample and settings.seed is not None:
+        if settings.sampling and settings.seed is not None:
             torch.manual_seed(settings.seed)
         eos = self.model.generation_config.eos_token_id
         if eos is None:

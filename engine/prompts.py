@@ -19,7 +19,7 @@ from typing import Any
 
 from .generation import GenerationSettings, InvalidRequest, Prompt
 from .transcript import TRANSCRIPT_END, TRANSCRIPT_START
-from .tunables import GENERATION_TUNABLES, MAX_NEW_TOKENS, SAMPLING, InvalidTunable, Tunable
+from .tunables import GENERATION_TUNABLES, MAX_NEW_TOKENS, InvalidTunable, Tunable
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,7 @@ def generation_for(length: str = LENGTH.default, seed: int | None = None, **valu
     given = {name: value for name, value in values.items() if value is not None}
     tuned = {name: given.get(name, tunable.default) for name, tunable in known.items()}
     max_new = tuned.pop(MAX_NEW_TOKENS.name) or LENGTHS[length].max_new_tokens
-    do_sample = tuned.pop(SAMPLING.name)
-    return GenerationSettings(max_new_tokens=max_new, do_sample=do_sample, seed=seed, **tuned)
+    return GenerationSettings(max_new_tokens=max_new, seed=seed, **tuned)  # the same names: sampling is sampling
 
 
 def check_options(length: str, style: str) -> None:

@@ -20,7 +20,7 @@ Two ways to ask. With a local tokenizer that has a chat template, and a server t
 written start of the answer (``Prompt.prefix``), and sent as text: same prompt, same answer. Otherwise
 (``INFERENCE_API=chat``, no local template, or no ``/completions``) the system and user messages go to
 ``/chat/completions`` and the server applies its template; a partial assistant message is not portable
-across servers, so there the model writes its own start (``prefill_answer`` is False).
+across servers, so there the model writes its own start (``answer_prefix`` is False).
 """
 
 from __future__ import annotations
@@ -321,7 +321,7 @@ class RemoteBackend:
                  self.config.origin, self.name, self.context_window, self.tokenizer_source, self.api_name)
 
     @property
-    def prefill_answer(self) -> bool:
+    def answer_prefix(self) -> bool:
         """Whether prompts may write the start of the answer: only when the prompt is rendered here."""
         return self.text_completions
 
@@ -349,7 +349,7 @@ class RemoteBackend:
 
     def render(self, prompt: Prompt) -> str:
         """The prompt as the local tokenizer's template renders it, with the answer's start when it is sent."""
-        prefix = self.defuse(_LONE_SURROGATE.sub("\ufffd", prompt.prefix)) if self.prefill_answer else ""
+        prefix = self.defuse(_LONE_SURROGATE.sub("\ufffd", prompt.prefix)) if self.answer_prefix else ""
         return self.counter.render(self._messages(prompt)) + prefix
 
     def defuse(self, text: str) -> str:
@@ -417,12 +417,12 @@ class RemoteBackend:
                                  else {"messages": self._messages(prompt)})
         body: dict[str, Any] = {"model": self.name, **asked, "stream": False,
                                 "max_tokens": settings.max_new_tokens,
-                                "temperature": settings.temperature if settings.do_sample else 0.0,
+                                "temperature": settings.temperature if settings.sampling else 0.0,
                                 "repetition_penalty": settings.repetition_penalty,
                                 "repeat_penalty": settings.repetition_penalty}
         if all(f in self.ignored_fields for f in PENALTY_FIELDS) and settings.repetition_penalty > 1.0:
             body["frequency_penalty"] = round(settings.repetition_penalty - 1.0, 4)
-        if settings.do_sample:
+        if settings.sampling:
             body.update(top_p=settings.top_p, top_k=settings.top_k)
             if settings.seed is not None:
                 body["seed"] = settings.seed

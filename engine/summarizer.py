@@ -110,9 +110,9 @@ def _user_error(cls: type[InvalidRequest] | type[SummaryFailed], message: str) -
 def retry_settings(settings: GenerationSettings) -> GenerationSettings:
     """Settings for the one retry: a stronger repetition penalty, and sampling to leave a stuck path."""
     penalty = min(2.0, max(1.3, round(settings.repetition_penalty + 0.2, 2)))
-    if settings.do_sample:
+    if settings.sampling:
         return settings.with_(repetition_penalty=penalty)
-    return settings.with_(repetition_penalty=penalty, do_sample=True, temperature=0.6, top_p=0.9,
+    return settings.with_(repetition_penalty=penalty, sampling=True, temperature=0.6, top_p=0.9,
                           seed=settings.seed if settings.seed is not None else 0)
 
 
@@ -239,7 +239,7 @@ class _Run:
     async def _generate(self, prompt: Prompt, settings: GenerationSettings, transcript: Transcript, *,
                         echo_source: str | None, listing: bool, keep_markers: bool) -> postprocess.Cleaned:
         """One checked generation, retried once with adjusted settings when unusable."""
-        if prompt.prefix and not self.executor.backend.prefill_answer:
+        if prompt.prefix and not self.executor.backend.answer_prefix:
             prompt = replace(prompt, prefix="")  # encoder-decoders and tuned adapters write their own start
         attempt_settings = settings
         for attempt in range(2):

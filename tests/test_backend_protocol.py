@@ -32,7 +32,7 @@ def remote() -> RemoteBackend:
 
 
 def test_the_protocol_names_what_the_engine_uses() -> None:
-    assert {"name", "device", "context_window", "prompt_format", "speakers", "prefill_answer", "generate_batch",
+    assert {"name", "device", "context_window", "prompt_format", "speakers", "answer_prefix", "generate_batch",
             "render", "count_tokens", "check_fits", "describe", "close"} <= set(MEMBERS)
 
 

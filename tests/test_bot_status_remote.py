@@ -10,7 +10,7 @@ from simcord_helpers import World, recap_world  # noqa: F401
 
 from engine.generation import GenerationRequest, GenerationSettings, Prompt, ServerUnavailable
 
-SAMPLED = GenerationSettings(max_new_tokens=30, do_sample=True, top_k=20, repetition_penalty=1.3, seed=7)
+SAMPLED = GenerationSettings(max_new_tokens=30, sampling=True, top_k=20, repetition_penalty=1.3, seed=7)
 
 
 @pytest.fixture

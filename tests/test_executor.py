@@ -70,7 +70,7 @@ async def test_rows_with_different_lengths_share_a_batch_and_stop_at_their_own(t
 async def test_different_settings_never_share_a_generate_call(tiny_causal: ModelBackend) -> None:
     greedy = GenerationSettings(max_new_tokens=6)
     stricter = GenerationSettings(max_new_tokens=6, repetition_penalty=1.5)
-    sampled = GenerationSettings(max_new_tokens=6, do_sample=True, temperature=0.8, seed=7)
+    sampled = GenerationSettings(max_new_tokens=6, sampling=True, temperature=0.8, seed=7)
     plan = [("g1", greedy), ("s1", sampled), ("r1", stricter), ("g2", greedy), ("s2", sampled), ("r2", stricter)]
     factory = Factory(tiny_causal)
     async with executor(factory, max_batch_wait_ms=200) as ex:
@@ -373,7 +373,7 @@ async def test_fair_queue_orders_by_priority_then_round_robin_and_respects_the_t
     queue = FairQueue()
     a1, a2, a3, b1, c1 = _entry("A", 100), _entry("A", 100), _entry("A", 100), _entry("B", 100), _entry("C", 100)
     digest = _entry("D", 10, priority=1)
-    sampled = _entry("E", 10, settings=GenerationSettings(max_new_tokens=8, do_sample=True))
+    sampled = _entry("E", 10, settings=GenerationSettings(max_new_tokens=8, sampling=True))
     for entry in (a1, a2, a3, digest, b1, sampled, c1):
         queue.push(entry)
     assert queue.order() == [a1, b1, sampled, c1, a2, a3, digest]

@@ -324,7 +324,7 @@ def test_adapter_is_merged_named_and_changes_the_weights(tiny_causal_dir: Path, 
     tuned = load_backend(str(tiny_causal_dir), device="cpu", adapter=str(causal_adapter))
     assert tuned.adapter == "tiny-adapter" and tuned.name.endswith("+ adapter tiny-adapter")
     assert tuned.describe()["adapter"] == "tiny-adapter"
-    assert tuned.prefill_answer is False and base.prefill_answer is True
+    assert tuned.answer_prefix is False and base.answer_prefix is True
     assert not any("lora" in n for n, _ in tuned.model.named_modules())  # merged: plain layers, same speed
     assert type(tuned.model) is type(base.model)
     prompt = [Prompt("Summarize.", "Ann: the printer jammed again")]

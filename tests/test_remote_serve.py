@@ -80,9 +80,9 @@ async def test_generation_through_transformers_serve(served: tuple[str, Path], e
     try:
         backend = executor.backend
         assert backend.name == str(folder) and backend.context_window == 8192  # from the local model config
-        assert backend.text_completions and backend.prefill_answer  # the prompt is rendered here
+        assert backend.text_completions and backend.answer_prefix  # the prompt is rendered here
         greedy = GenerationSettings(max_new_tokens=12, repetition_penalty=1.2)
-        sampled = GenerationSettings(max_new_tokens=12, do_sample=True, temperature=0.7, top_k=20, seed=1)
+        sampled = GenerationSettings(max_new_tokens=12, sampling=True, temperature=0.7, top_k=20, seed=1)
         results = await asyncio.gather(executor.submit(GenerationRequest(PREFIXED, greedy, user="a")),
                                        executor.submit(GenerationRequest(PROMPT, greedy, user="b")),
                                        executor.submit(GenerationRequest(PROMPT, sampled, user="c")))

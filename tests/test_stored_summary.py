@@ -23,6 +23,11 @@ def test_as_dict_and_from_dict_round_trip() -> None:
     assert GenerationSettings.from_dict({**made.as_dict(), "added_later": 1}) == made  # unknown keys ignored
 
 
+def test_summaries_stored_with_the_old_field_name_keep_their_sampling() -> None:
+    old = {"max_new_tokens": 72, "do_sample": True, "temperature": 0.5, "seed": 3}
+    assert GenerationSettings.from_dict(old) == GenerationSettings(max_new_tokens=72, sampling=True, temperature=0.5, seed=3)
+
+
 def test_nothing_usable_is_none() -> None:
     assert GenerationSettings.from_dict({}) is None
     assert GenerationSettings.from_dict(None) is None
@@ -36,9 +41,9 @@ def test_the_stored_view_and_regenerate_read_it_the_same_way() -> None:
     assert StoredSummaryView.of(record(made.as_dict())).settings == made
     assert StoredSummaryView.of(record({"temperature": 99.0})).settings is None
     again = regenerate_settings(record(made.as_dict()), seed=5)
-    assert again == made.with_(do_sample=True, seed=5)
+    assert again == made.with_(sampling=True, seed=5)
     fallback = regenerate_settings(record({"temperature": 99.0}, length="short"), seed=5)
-    assert fallback == generation_for("short").with_(do_sample=True, seed=5)
+    assert fallback == generation_for("short").with_(sampling=True, seed=5)
 
 
 def test_what_is_stored_is_what_is_shown_again() -> None:

@@ -126,8 +126,8 @@ async def test_regenerate_samples_with_a_new_seed(recap_world: World) -> None:
     result = await summarize(recap_world)
     await press(recap_world, recap_world.alice, result.response.message, "Regenerate")
     newest, original = await all_summaries(recap_world)
-    assert original.settings.get("do_sample") in (None, False)
-    assert newest.settings["do_sample"] is True and isinstance(newest.settings["seed"], int)
+    assert original.settings.get("sampling") in (None, False)
+    assert newest.settings["sampling"] is True and isinstance(newest.settings["seed"], int)
     assert newest.length == original.length and newest.style == original.style
 
 

@@ -35,14 +35,14 @@ def test_action_items_keeps_length() -> None:
 def test_regenerate_turns_sampling_on_with_the_given_seed() -> None:
     plan = plan_followup("regenerate", record(), 1234)
     assert plan.generation is not None
-    assert plan.generation.do_sample and plan.generation.seed == 1234
+    assert plan.generation.sampling and plan.generation.seed == 1234
     assert plan.generation.max_new_tokens == 160  # what the summary was made with
     assert (plan.length, plan.style) == ("medium", "bullets")
 
 
 def test_regenerate_without_stored_settings_uses_the_length_preset() -> None:
     plan = plan_followup("regenerate", record(length="short", settings={}), 7)
-    assert plan.generation is not None and plan.generation.max_new_tokens == 72 and plan.generation.do_sample
+    assert plan.generation is not None and plan.generation.max_new_tokens == 72 and plan.generation.sampling
 
 
 def test_custom_ids_carry_action_and_summary_id() -> None:

@@ -235,7 +235,7 @@ async def test_async_progress_callback_and_a_broken_one(words_executor: Recordin
 def test_generation_for_presets_and_override():
     assert generation_for("short").max_new_tokens < generation_for("medium").max_new_tokens < generation_for("long").max_new_tokens
     s = generation_for("long", max_new_tokens=100, sampling=True, temperature=0.3, top_p=0.5, top_k=7, repetition_penalty=1.4, seed=3)
-    assert (s.max_new_tokens, s.do_sample, s.temperature, s.top_p, s.top_k, s.repetition_penalty, s.seed) == (100, True, 0.3, 0.5, 7, 1.4, 3)
+    assert (s.max_new_tokens, s.sampling, s.temperature, s.top_p, s.top_k, s.repetition_penalty, s.seed) == (100, True, 0.3, 0.5, 7, 1.4, 3)
     with pytest.raises(InvalidRequest):
         generation_for("medium", temperature=9.0)
     with pytest.raises(InvalidRequest):

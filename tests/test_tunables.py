@@ -70,7 +70,7 @@ def test_cli_has_one_flag_per_generation_setting_and_their_defaults() -> None:
     assert (args.length, args.style) == (LENGTH.default, STYLE.default)
     tuned = generation_from_args(parse_cli("--temperature", "0.3", "--sample", "--top-k", "0", "--max-new-tokens", "0"),
                                  "short")
-    assert (tuned.temperature, tuned.do_sample, tuned.top_k) == (0.3, True, 0)
+    assert (tuned.temperature, tuned.sampling, tuned.top_k) == (0.3, True, 0)
     assert tuned.max_new_tokens == LENGTHS["short"].max_new_tokens  # 0: the preset's
 
 
