@@ -15,6 +15,12 @@ A caller that is cancelled or times out leaves the queue at once; if its row is
 already generating, the row is stopped at the next decoding step (a per-row
 stopping criterion reads the entry's ``cancelled`` flag). A worker crash fails
 every waiter with ``EngineDead`` and reloads the model on a fresh thread.
+
+This module is the front (``submit``, ``reserve``, ``metrics``) and the one scheduler task. The jobs
+it composes live beside it, one per module: admission and caps (``executor_admission``), batch
+forming and ETAs (``executor_batching``), the fair queue (``executor_queue``), the worker thread's
+lifecycle and a batch's run (``executor_worker``), statistics and the metrics endpoint
+(``executor_metrics``). None of them imports this module.
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ import dataclasses
 import functools
 import inspect
 import logging
-import math
 import time
 import uuid
 from collections import Counter
 from typing import Any, Callable, Iterable
 
+from .executor_admission import Caps, JobReservation, check_shape
+from .executor_batching import ACCELERATOR_BATCH_TOKENS, batch_tokens_for, fits_context, queue_eta, wait_for_company
 from .executor_metrics import ExecutorStats, MetricsServer, start_metrics_server
 from .executor_queue import Entry, FairQueue, job_unit
 from .executor_worker import ModelWorker, load_on_thread, release_on_thread, run_batch
@@ -40,7 +47,6 @@ from .generation import (
     GenerationError,
     GenerationRequest,
     GenerationResult,
-    GenerationSettings,
     InvalidRequest,
     OutOfMemory,
     Overloaded,
@@ -57,20 +63,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PER_REQUEST_S = 2.0  # retry hint before any batch has been timed
 CLOSE_WAIT_S = 30.0  # how long aclose waits for the worker thread to finish its current step
-MIN_ETA_S = 0.1  # a queued request always has some wait ahead of it, however fast recent batches were
-# Batch token budget when none is given, by device. On a CPU the prompt pass costs the same batched or
-# not, so batching long prompts (a long channel's parts, ~3,000 tokens each) buys nothing and holds
-# everyone else for minutes (5 parts: 231 s measured); 4,096 keeps one such part per batch while
-# short prompts still batch. A GPU or a model server batches long prompts well.
-CPU_BATCH_TOKENS = 4096
-ACCELERATOR_BATCH_TOKENS = 16384
-VALIDATION_WAIT_S = 0.25  # most a batch waits for requests admitted with it that are still being tokenized
-
-
-def batch_tokens_for(device: str) -> int:
-    return CPU_BATCH_TOKENS if device == "cpu" else ACCELERATOR_BATCH_TOKENS
-
-
 class Executor:
     def __init__(
         self,
@@ -100,14 +92,11 @@ class Executor:
         self.max_queue_per_user = max_queue_per_user
         self.request_timeout_s = request_timeout_s
         self.max_job_requests = max_job_requests  # one unit's requests admitted into the queue at once
+        self._caps = Caps(max_queue, max_queue_per_guild, max_queue_per_user, max_job_requests)
 
         self._stats = ExecutorStats()
         self._queue = FairQueue()
         self._pending: set[Entry] = set()  # admitted and not finished: validating, queued or running
-        self._guild_units: Counter[str] = Counter()
-        self._user_units: Counter[str] = Counter()
-        self._unit_entries: Counter[str] = Counter()  # unit -> pending entries and reservations (a job counts once)
-        self._unit_gates: dict[str, asyncio.Semaphore] = {}  # unit -> its share of queue places
         self._running: list[Entry] = []
         self._running_since = 0.0
 
@@ -251,7 +240,7 @@ class Executor:
         ``GenerationError``: ``InvalidRequest``, ``RequestTimeout``, ``OutOfMemory``, ``EngineDead``, ``ExecutorClosed``."""
         self._check_open()
         try:
-            self._check_shape(request)
+            check_shape(request)
         except InvalidRequest:
             self._stats.count("invalid")
             raise
@@ -259,7 +248,7 @@ class Executor:
         timeout = request.timeout if request.timeout is not None else self.request_timeout_s
         try:
             async with asyncio.timeout(timeout):
-                await self._pass_gate(entry)
+                await self._caps.pass_gate(entry)
                 entry.prompt_tokens = await self._on_tokenizer_thread(self._validate_on_thread, request)
                 self._check_open()
                 if not entry.future.done():  # a crash while validating already failed it
@@ -293,8 +282,8 @@ class Executor:
         unit = job_unit(GenerationRequest(Prompt("", ""), guild=guild, user=user, job=job))
         assert unit is not None
         self._check_room(unit, guild, user)
-        self._hold(unit, guild, user)
-        return JobReservation(self, unit, guild, user, job)
+        self._caps.hold(unit, guild, user)
+        return JobReservation(self._caps, unit, guild, user, job)
 
     def metrics(self, guild: str | None = None) -> dict[str, Any]:
         """Whole-executor figures; with ``guild``, that guild's share of them (queue, in flight, jobs, batches)."""
@@ -305,7 +294,7 @@ class Executor:
             queue_depth=len(self._queue),
             in_flight=len(self._running),
             pending=len(self._pending),
-            jobs=len(self._unit_entries),
+            jobs=self._caps.jobs,
             ready=self.ready,
             state=self.state,
             max_batch_size=self.max_batch_size,
@@ -319,7 +308,7 @@ class Executor:
         out.update(
             queue_depth=sum(1 for e in self._queue.order() if e.request.guild == guild),
             in_flight=sum(1 for e in self._running if e.request.guild == guild),
-            jobs=self._guild_units.get(guild, 0),
+            jobs=self._caps.guild_jobs(guild),
         )
         return out
 
@@ -333,71 +322,26 @@ class Executor:
         if not self._started:
             raise ExecutorClosed("the executor is not started")
 
-    @staticmethod
-    def _check_shape(request: GenerationRequest) -> None:
-        if not isinstance(request, GenerationRequest):
-            raise InvalidRequest(f"expected a GenerationRequest, got {type(request).__name__}")
-        prompt, settings = request.prompt, request.settings
-        if not isinstance(prompt, Prompt) or not isinstance(prompt.system, str) or not isinstance(prompt.user, str):
-            raise InvalidRequest("the prompt must be a Prompt with text parts")
-        if not prompt.user.strip():
-            raise InvalidRequest("there is nothing to summarize (the prompt is empty)")
-        if not isinstance(settings, GenerationSettings):
-            raise InvalidRequest(f"expected GenerationSettings, got {type(settings).__name__}")
-        GenerationSettings(**settings.as_dict())  # re-validates ranges: a frozen dataclass can still be forged
-        if request.timeout is not None and not (isinstance(request.timeout, (int, float)) and request.timeout > 0):
-            raise InvalidRequest(f"timeout={request.timeout!r} must be a positive number of seconds")
-        if not isinstance(request.priority, int) or isinstance(request.priority, bool):
-            raise InvalidRequest(f"priority={request.priority!r} must be a whole number")
-
     def _admit(self, request: GenerationRequest) -> Entry:
         """Take a place or raise ``Overloaded`` at once (never wait for room). A job's later requests share its unit."""
         entry = Entry(request, asyncio.get_running_loop().create_future(), time.perf_counter())
-        if self._unit_entries[entry.unit] == 0:
-            self._check_room(entry.unit, request.guild, request.user)
+        self._check_room(entry.unit, request.guild, request.user)
         self._pending.add(entry)
         self._stats.count("submitted")
-        self._hold(entry.unit, request.guild, request.user)
+        self._caps.hold(entry.unit, request.guild, request.user)
         return entry
 
     def _check_room(self, unit: str, guild: str, user: str) -> None:
-        """Refuse a new unit of work when the queue, this guild's share or this user's share is full."""
-        if self._unit_entries[unit] > 0:
-            return
-        if len(self._unit_entries) >= self.max_queue:
+        """Refuse a new unit of work at once, with a retry hint, when a cap is full."""
+        scope = self._caps.full(unit, guild, user)
+        if scope == "queue":
             self._reject(f"the queue is full ({self.max_queue} summaries)", self._retry_after(None))
-        if self._guild_units[guild] >= self.max_queue_per_guild:
-            self._reject(
-                f"this server already has {self.max_queue_per_guild} summaries queued",
-                self._retry_after(lambda e: e.request.guild == guild),
-            )
-        if self._user_units[user] >= self.max_queue_per_user:
-            self._reject(
-                f"you already have {self.max_queue_per_user} summaries queued",
-                self._retry_after(lambda e: e.request.user == user),
-            )
-
-    def _hold(self, unit: str, guild: str, user: str) -> None:
-        if self._unit_entries[unit] == 0:
-            self._guild_units[guild] += 1
-            self._user_units[user] += 1
-            self._unit_gates[unit] = asyncio.Semaphore(self.max_job_requests)
-        self._unit_entries[unit] += 1
-
-    def _unhold(self, unit: str, guild: str, user: str) -> None:
-        self._unit_entries[unit] -= 1
-        if self._unit_entries[unit] <= 0:
-            del self._unit_entries[unit]
-            self._unit_gates.pop(unit, None)
-            _decrement(self._guild_units, guild)
-            _decrement(self._user_units, user)
-
-    async def _pass_gate(self, entry: Entry) -> None:
-        """Wait until the entry's unit has fewer than ``max_job_requests`` requests in the queue."""
-        gate = self._unit_gates.get(entry.unit)
-        if gate is not None:
-            await gate.acquire()
-            entry.gate = gate
+        if scope == "guild":
+            self._reject(f"this server already has {self.max_queue_per_guild} summaries queued",
+                         self._retry_after(lambda e: e.request.guild == guild))
+        if scope == "user":
+            self._reject(f"you already have {self.max_queue_per_user} summaries queued",
+                         self._retry_after(lambda e: e.request.user == user))
 
     def _reject(self, message: str, retry_after: float) -> None:
         self._stats.count("rejected")
@@ -448,7 +392,7 @@ class Executor:
         if entry.gate is not None:
             entry.gate.release()
             entry.gate = None
-        self._unhold(entry.unit, entry.request.guild, entry.request.user)
+        self._caps.unhold(entry.unit, entry.request.guild, entry.request.user)
         future = entry.future
         if future.done() and not future.cancelled():
             future.exception()  # mark retrieved: the caller may have left through another path
@@ -493,50 +437,14 @@ class Executor:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            await self._gather_batch()
-            batch = self._queue.take_batch(self.max_batch_size, self.max_batch_tokens, self._fits)
+            await wait_for_company(self._queue, self._pending, self._wakeup, self.max_batch_size, self.max_batch_wait_s)
+            batch = self._queue.take_batch(self.max_batch_size, self.max_batch_tokens,
+                                           lambda rows, candidate: fits_context(self._known, rows, candidate))
             if not batch:
                 continue
             self._schedule_positions()
             if not await self._run(batch):
                 return  # the model could not be reloaded; every waiter has been failed
-
-    async def _gather_batch(self) -> None:
-        """Give a lone request up to max_batch_wait_ms to find company (counted from when it was queued).
-
-        Requests already admitted but still being tokenized are waited for past that, up to
-        VALIDATION_WAIT_S: they arrived together with the head and belong in its batch.
-        """
-        assert self._wakeup is not None
-        order = self._queue.order()
-        if not order or self.max_batch_wait_s <= 0:
-            return
-        deadline = order[0].enqueued_at + self.max_batch_wait_s
-        hard_deadline = order[0].enqueued_at + max(self.max_batch_wait_s, VALIDATION_WAIT_S)
-        while len(self._queue) < self.max_batch_size:
-            now = time.perf_counter()
-            # Past its unit's gate and being tokenized (requests waiting at a gate are not coming soon).
-            validating = any(not e.enqueued_at and not e.future.done() and e.gate is not None for e in self._pending)
-            left = (hard_deadline if validating else deadline) - now
-            if left <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that lands as the wakeup fires,
-                # and aclose() then waited forever for a scheduler that had gone back to sleep.
-                async with asyncio.timeout(left):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                return
-
-    def _fits(self, batch: list[Entry], candidate: Entry) -> bool:
-        """The rows all generate to the batch's longest max_new_tokens: keep every row within the context."""
-        backend = self._known
-        if backend is None or backend.is_encoder_decoder:
-            return True
-        longest_prompt = max(max(e.prompt_tokens for e in batch), candidate.prompt_tokens)
-        longest_answer = max(max(e.max_new_tokens for e in batch), candidate.max_new_tokens)
-        return longest_prompt + longest_answer <= backend.context_window
 
     async def _run(self, batch: list[Entry]) -> bool:
         """Run one batch on the worker. Returns False when the engine is dead for good."""
@@ -609,32 +517,6 @@ class Executor:
                 entry.future.set_exception(error)
 
 
-class JobReservation:
-    """One held unit of the executor's caps; requests with ``job=self.job`` belong to it."""
-
-    def __init__(self, executor: Executor, unit: str, guild: str, user: str, job: str) -> None:
-        self._executor = executor
-        self._unit, self.guild, self.user, self.job = unit, guild, user, job
-        self._released = False
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._executor._unhold(self._unit, self.guild, self.user)
-
-    def __enter__(self) -> "JobReservation":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-
-def _decrement(counter: Counter[str], key: str) -> None:
-    counter[key] -= 1
-    if counter[key] <= 0:
-        del counter[key]
-
-
 def _note_release_failure(future: asyncio.Future[None]) -> None:
     if not future.cancelled() and future.exception() is not None:
         # A dead thread frees nothing itself; its references go with the worker object.
@@ -644,13 +526,3 @@ def _note_release_failure(future: asyncio.Future[None]) -> None:
 def _note_callback_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("on_queue callback failed", exc_info=task.exception())
-
-
-def queue_eta(remaining_s: float, per_request_s: float, position: int) -> float:
-    """Seconds until a queued request at ``position`` (1-based) is served, rounded up to 0.1 s.
-
-    Plain rounding turned a fast model's estimate (a few ms per request) into 0.0, an ETA that says
-    "no wait" to someone who is in fact queued.
-    """
-    seconds = remaining_s + per_request_s * position
-    return max(MIN_ETA_S, math.ceil(round(seconds * 10, 6)) / 10)  # round first: 0.3 * 10 is 3.0000000000000004

@@ -12,7 +12,8 @@ import pytest
 
 from bot.config import Config
 from bot.services import build_executor
-from engine.executor import ACCELERATOR_BATCH_TOKENS, CPU_BATCH_TOKENS, Executor, batch_tokens_for, queue_eta
+from engine.executor import Executor
+from engine.executor_batching import ACCELERATOR_BATCH_TOKENS, CPU_BATCH_TOKENS, batch_tokens_for, queue_eta
 from engine.executor_queue import Entry, FairQueue
 from engine.generation import (
     ExecutorClosed,
