@@ -5,7 +5,7 @@ Usage:
                                  [--batch 4,8,16] [--lora-layers 0,10] [--max-tokens 640] [--prompt-format compact] [--model embedded]
 
 Every configuration trains a fresh LoRA (rank 16, as `finetune`) on the same fixed sample of examples,
-one pass, through `bot.finetune.Trainer`: the code `finetune` runs. Speed is the steady rate from the
+one pass, through `tuning.trainer.Trainer`: the code `finetune` runs. Speed is the steady rate from the
 end of the first step to the end of the last (the first step carries one-off warm-up), in examples and
 tokens per second. Nothing else heavy should run beside it. The last line printed is one JSON object.
 """
@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.evaluation import load_records  # noqa: E402
-from bot.finetune import TrainConfig, Trainer, tokenize  # noqa: E402
-from bot.finetune_data import build_examples  # noqa: E402
+from tuning.scoring import load_records  # noqa: E402
+from tuning.trainer import TrainConfig, Trainer, tokenize  # noqa: E402
+from tuning.data import build_examples  # noqa: E402
 from engine.models import load_backend  # noqa: E402
 from engine.prompts import COMPACT, PROMPT_FORMATS  # noqa: E402
 from engine.speakers import NAMES, SPEAKER_MODES  # noqa: E402

@@ -16,6 +16,8 @@ import sys
 from engine.generation import GenerationError, InvalidRequest
 from engine.models import ModelLoadError
 from engine.prompts import LENGTH, STYLE, STYLES
+from tuning.data import with_names
+from tuning.scoring import EvalDataError, load_records
 
 from .cli_common import (
     EXIT_FAILED,
@@ -28,9 +30,7 @@ from .cli_common import (
 )
 from .config import ConfigError, Config
 from .eval_run import NAMES_SEED, evaluate, format_styles, format_table
-from .evaluation import EvalDataError, load_records
 from .exports import ExportError, parse_transcript
-from .finetune_data import with_names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,12 +21,12 @@ from typing import Any
 from engine.models import ModelLoadError
 from engine.prompts import COMPACT, PROMPT_FORMATS
 from engine.speakers import NAMES, SPEAKER_MODES
+from tuning.data import FinetuneDataError, build_examples
+from tuning.scoring import EvalDataError, load_records
 
 from .eval_run import evaluate
 from .cli_common import EXIT_FAILED, EXIT_INPUT, apply_model_overrides, positive_float, positive_int
 from .config import ConfigError, Config
-from .evaluation import EvalDataError, load_records
-from .finetune_data import FinetuneDataError, build_examples
 
 DATA_LICENCES = {"dialogsum": "CC BY-NC-SA 4.0 (DialogSum, Chen et al. 2021)"}
 
@@ -81,7 +81,7 @@ def _licence(args: argparse.Namespace) -> str:
 
 
 def main(args: argparse.Namespace, settings: Config) -> int:
-    from .finetune import FinetuneError, Interrupted, TrainConfig, Trainer, tokenize
+    from tuning.trainer import FinetuneError, Interrupted, TrainConfig, Trainer, tokenize
     from engine.models import load_backend
 
     out = Path(args.out).expanduser()

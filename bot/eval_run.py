@@ -1,7 +1,7 @@
 """One evaluation run: the summarizer over a dialogue set through the real executor, then the scores.
 
 ``eval`` and ``finetune`` both run it (each CLI imports from here, not from the other); the scoring
-itself, free of the model stack, is in ``bot/evaluation.py``.
+itself, free of the model stack, is in ``tuning/scoring.py``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from engine.generation import GenerationError, GenerationSettings, Overloaded
 from engine.postprocess import drop_near_duplicates, self_references
 from engine.prompts import generation_for
 from engine.transcript import Transcript, build_transcript
+from tuning.data import sentences
+from tuning.scoring import EvalRecord, RougeScorer, absent_names, copies_a_message, lead_k, speaker_names
 
 from .config import Config
-from .evaluation import EvalRecord, RougeScorer, absent_names, copies_a_message, lead_k, speaker_names
 from .exports import parse_transcript
-from .finetune_data import sentences
 
 
 OVERLOAD_RETRIES = 20

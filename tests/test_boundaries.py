@@ -6,6 +6,7 @@
 - ``core/`` (the Discord application's core: reading, the summary flow, visibility, rendering...) imports
   neither the cogs nor the bot package; cogs and the client use it (it reads the bot through ``core.app.App``);
 - nothing imports a cog module (cogs are loaded by name as extensions; shared code lives in ``core``);
+- ``tuning/`` (fine-tuning and scoring) knows nothing of discord, the cogs, the core or storage;
 - the project's modules import each other without a circle, TYPE_CHECKING imports included;
 - no command-line entry point imports another: what they share is in ``bot/cli_common.py``.
 """
@@ -25,6 +26,7 @@ FORBIDDEN = {
     "engine": {"discord", "bot", "cogs", "storage"},
     "cogs": {"torch", "transformers", "peft"},
     "core": {"torch", "transformers", "peft", "cogs", "bot"},
+    "tuning": {"discord", "cogs", "core", "storage"},
 }
 
 
@@ -85,7 +87,7 @@ def test_nothing_imports_a_cog_module() -> None:
     assert not broken, "\n".join(broken)
 
 
-PACKAGES = ("bot", "core", "cogs", "engine", "storage")
+PACKAGES = ("bot", "core", "cogs", "engine", "storage", "tuning")
 
 
 def module_name(path: Path) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from rouge_score import rouge_scorer
 
-from bot.evaluation import EvalDataError, RougeScorer, absent_names, lead_k, load_records, speaker_names
+from tuning.scoring import EvalDataError, RougeScorer, absent_names, lead_k, load_records, speaker_names
 from fixtures.lowercase_model import lowercase_model
 
 ROOT = Path(__file__).parents[1]
@@ -182,8 +182,8 @@ def test_eval_counts_key_message_answers_apart_and_scores_them_as_empty(tiny_cau
 
 
 def test_names_mode_gives_each_tag_one_seeded_name_in_dialogue_and_references() -> None:
-    from bot.evaluation import EvalRecord
-    from bot.finetune_data import with_names
+    from tuning.scoring import EvalRecord
+    from tuning.data import with_names
 
     record = EvalRecord(7, RECORDS[0]["dialogue"], (RECORDS[0]["summary"], "#Person1# calls."))
     named = with_names(record, seed=0)
@@ -198,7 +198,7 @@ def test_names_mode_gives_each_tag_one_seeded_name_in_dialogue_and_references() 
 def test_self_references_and_repeated_sentences_are_counted() -> None:
     from bot.eval_run import score
 
-    from bot.evaluation import EvalRecord
+    from tuning.scoring import EvalRecord
 
     records = [EvalRecord(1, RECORDS[1]["dialogue"], ("Owen will get the roller replaced.",))] * 3
     predictions = ["Owen will ask Owen about the roller.",
@@ -241,7 +241,7 @@ def test_eval_command_dialogue_that_is_not_a_transcript(tmp_path: Path) -> None:
 
 
 def test_copies_a_message() -> None:
-    from bot.evaluation import copies_a_message
+    from tuning.scoring import copies_a_message
 
     dialogue = "Ann: the printer on floor two is jammed again today\nBo: I'll call facilities."
     assert copies_a_message("The printer on floor two is jammed again.", dialogue)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.evaluation import EvalRecord
+from tuning.scoring import EvalRecord
 from bot.exports import parse_transcript
-from bot.finetune import IGNORE, FinetuneError, Interrupted, TrainConfig, Trainer, epoch_batches, tokenize
-from bot.finetune_data import (CHANNEL_EVERY, build_examples, channel_examples, cite, examples_for, fit_merge, length_for,
+from tuning.trainer import IGNORE, FinetuneError, Interrupted, TrainConfig, Trainer, epoch_batches, tokenize
+from tuning.data import (CHANNEL_EVERY, build_examples, channel_examples, cite, examples_for, fit_merge, length_for,
                                 name_map, sentences)
 from engine.generation import GenerationSettings, Prompt
 from engine.adapters import ADAPTER_META, EMBEDDED_ADAPTER_DIR, resolve_adapter
@@ -493,7 +493,7 @@ def test_answer_only_logits_give_the_models_own_loss(tiny_causal_dir: Path, tmp_
     """The trainer projects only answer positions onto the vocabulary; the loss must equal the full one."""
     import torch
 
-    from bot.finetune import collate
+    from tuning.trainer import collate
 
     backend = load_backend(str(tiny_causal_dir), device="cpu")
     examples, _ = tokenize(backend, build_examples(records(), seed=0), 4096)

@@ -182,9 +182,9 @@ def jsonl_case(rng: random.Random) -> bytes:
 
 
 def test_fuzzed_eval_and_finetune_data_give_one_line_errors(tmp_path: Path) -> None:
-    from bot.evaluation import load_records
+    from tuning.scoring import load_records
     from bot.exports import parse_transcript
-    from bot.finetune_data import build_examples
+    from tuning.data import build_examples
 
     path = tmp_path / "data.jsonl"
     rng = random.Random(SEED)

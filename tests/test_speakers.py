@@ -9,9 +9,9 @@ from typing import Iterator
 
 import pytest
 
-from bot.evaluation import EvalRecord
+from tuning.scoring import EvalRecord
 from bot.exports import parse_transcript
-from bot.finetune_data import channel_examples, examples_for
+from tuning.data import channel_examples, examples_for
 from engine.conversation import ChatMessage
 from engine.executor import Executor
 from engine.adapters import write_adapter_meta

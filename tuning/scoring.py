@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .exports import ExportError, clean_str, decode_json, speaker_of
+from bot.exports import ExportError, clean_str, decode_json, speaker_of
 
 METRICS = ("rouge1", "rouge2", "rougeL")
 REFERENCE_KEYS = ("summary", "summary1", "summary2", "summary3")

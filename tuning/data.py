@@ -20,8 +20,8 @@ from engine.prompts import LENGTHS, RULES, combine_prompt, notes_prompt, summary
 from engine.speakers import NAMES as SPEAKER_NAMES, check_speakers, tag_names, tag_transcript
 from engine.transcript import Line, Transcript, build_transcript, content_words
 
-from .evaluation import EvalRecord
-from .exports import ExportError, parse_transcript
+from .scoring import EvalRecord
+from bot.exports import ExportError, parse_transcript
 
 # Given names from many languages, for the #PersonN# tags. Short and unambiguous as words.
 NAMES = tuple(

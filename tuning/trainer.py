@@ -1,7 +1,7 @@
 """Supervised LoRA fine-tuning of the serving model on dialogue/summary pairs.
 
 The model is loaded by the bot's own loader (``load_backend``), the examples
-are rendered by its own prompt code (``finetune_data``), and the loss covers
+are rendered by its own prompt code (``tuning.data``), and the loss covers
 only the answer tokens, so what is trained is exactly what is served.
 Training is resumable: a checkpoint holds the adapter, optimizer, scheduler,
 RNG states and the step, and the step alone fixes the data position (each
@@ -28,7 +28,7 @@ from engine.models import ModelBackend
 from engine.prompts import RULES
 from engine.speakers import NAMES
 
-from .finetune_data import TextExample
+from .data import TextExample
 
 log = logging.getLogger(__name__)
 
