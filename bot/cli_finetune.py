@@ -132,7 +132,8 @@ def main(args: argparse.Namespace, settings: Config) -> int:
     trainer.run_info.update(epochs=round(result.epochs, 3), final_loss=result.final_loss,
                             examples_seen=result.examples_seen, train_seconds=round(result.train_seconds, 1),
                             examples_per_s=round(result.examples_per_s, 3), threads=_threads(),
-                            planned_steps=trainer.total)
+                            planned_steps=trainer.total,
+                            **({"replanned": list(trainer.replanned)} if trainer.replanned else {}))
     trainer.save_adapter(name, backend.name)
     print(f"Adapter saved in {out} ({result.steps} steps, final loss {result.final_loss:.3f}, {result.seconds / 60:.1f} min).",
           file=sys.stderr)
@@ -177,7 +178,12 @@ def compare_table(rows: dict[str, Any]) -> str:
 
 def _snapshot(info: dict[str, Any], steps: int) -> str:
     planned = info.get("planned_steps")
-    return f" of a run planned for {planned} (stopped early with --stop-at)" if planned and planned > steps else ""
+    note = f" of a run planned for {planned} (stopped early with --stop-at)" if planned and planned > steps else ""
+    replanned = info.get("replanned")
+    if replanned:
+        first, end, at = replanned
+        note += f" (first planned for {first}; re-planned to end at {end} when resumed at step {at})"
+    return note
 
 
 def _layers(info: dict[str, Any]) -> str:

@@ -263,6 +263,20 @@ def test_a_pilot_stops_at_its_step_and_a_resume_finishes_the_same_run(tiny_causa
     assert all(bool((a[k] == b[k]).all()) for k in a)
 
 
+def test_a_resume_may_shorten_or_lengthen_the_run_and_nothing_else(tiny_causal_dir: Path, tmp_path: Path) -> None:
+    quiet = open(os.devnull, "w")
+    _train(tiny_causal_dir, tmp_path / "run", fast_config(max_steps=8, checkpoint_every=100), progress_stream=quiet, stop_at=3)
+    with pytest.raises(FinetuneError, match="other settings"):  # ending before where it already is
+        _train(tiny_causal_dir, tmp_path / "run", fast_config(max_steps=3, checkpoint_every=100), resume=True)
+    with pytest.raises(FinetuneError, match="other settings"):  # a length change does not excuse another change
+        _train(tiny_causal_dir, tmp_path / "run", fast_config(max_steps=5, lr=1e-3, checkpoint_every=100), resume=True)
+    trainer, result = _train(tiny_causal_dir, tmp_path / "run", fast_config(max_steps=5, checkpoint_every=100),
+                             progress_stream=quiet, resume=True)
+    assert result.steps == 5 and trainer.replanned == (8, 5, 3)
+    assert trainer.scheduler.get_last_lr()[0] == 0.0  # decayed to nothing at the new end
+    assert result.examples_seen == sum(len(trainer.batch_at(i)) for i in range(5))
+
+
 def test_lora_on_the_top_blocks_only_trains_and_serves(tiny_causal_dir: Path, tmp_path: Path) -> None:
     trainer, result = _train(tiny_causal_dir, tmp_path / "top", fast_config(max_steps=2, lora_layers=1),
                              progress_stream=open(os.devnull, "w"))

@@ -195,6 +195,12 @@ class TrainResult:
         return self.examples_seen / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
+def _run_length_aside(signature: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint signature without the run's length (``--max-steps``/``--epochs``), which a resume may change."""
+    config = {k: v for k, v in signature["config"].items() if k not in ("max_steps", "epochs")}
+    return {**signature, "config": config, "total": None}
+
+
 class Trainer:
     """LoRA on every linear layer of ``backend.model``; one instance trains one adapter into ``out``."""
 
@@ -214,6 +220,7 @@ class Trainer:
         self.total = config.max_steps or max(1, math.ceil(config.epochs * self.per_epoch))
         self._epoch_cache: tuple[int, list[list[int]]] | None = None
         self._stop = False
+        self.replanned: tuple[int, int, int] | None = None  # (planned steps, new end, at step) after a resume
         self.model: Any = None
         self.optimizer: Any = None
         self.scheduler: Any = None
@@ -335,11 +342,18 @@ class Trainer:
         if not state_file.is_file():
             raise FinetuneError(f"--resume: no checkpoint in {self.checkpoint_dir}")
         state = torch.load(state_file, map_location="cpu", weights_only=False)
-        if state["signature"] != self._signature():
-            raise FinetuneError(
-                f"--resume: the checkpoint in {self.checkpoint_dir} was made with other settings or data "
-                "(run with the same command line, or start a new --out)"
-            )
+        saved, wanted = state["signature"], self._signature()
+        if saved != wanted:
+            if _run_length_aside(saved) != _run_length_aside(wanted) or int(state["step"]) >= self.total:
+                raise FinetuneError(
+                    f"--resume: the checkpoint in {self.checkpoint_dir} was made with other settings or data "
+                    "(run with the same command line, or start a new --out)"
+                )
+            # Only the run's length changed (a run slower than planned, shortened; or lengthened):
+            # the learning rate decays to 0 at the new end, from where it is now.
+            self.replanned = (int(saved["total"]), self.total, int(state["step"]))
+            log.warning("--resume: the run was planned for %d steps and now ends at step %d; from step %d "
+                        "the learning rate decays to the new end", *self.replanned)
         set_peft_model_state_dict(self.model, load_file(str(self.checkpoint_dir / "adapter_model.safetensors"),
                                                         device=self.backend.device))
         self.optimizer.load_state_dict(state["optimizer"])
