@@ -53,6 +53,7 @@ _INJECTION_ASK = re.compile(
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[\w#@']+")
+_SPEAKER_TAG = re.compile(r"#?\bPerson(\d{1,3})\b#?")  # as engine.speakers reads tags in output
 
 # Words that may start a sentence without being a name. A capitalized word outside
 # this list that appears nowhere in the chat is treated as an invented name.
@@ -249,6 +250,10 @@ def invented_names(sentence: str, known_words: set[str]) -> list[str]:
     for match in re.finditer(r"\b[A-Z][a-z]{1,}(?:'s)?\b", sentence):
         word = match.group(0).removesuffix("'s").lower()
         if word not in known_words and word not in _COMMON_CAPITALIZED:
+            found.append(match.group(0))
+    # A speaker tag (engine.speakers) of nobody in the chat: "Person" alone reads as a common word above.
+    for match in _SPEAKER_TAG.finditer(sentence):
+        if f"#person{match.group(1)}#" not in known_words:
             found.append(match.group(0))
     return found
 

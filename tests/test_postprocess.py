@@ -124,6 +124,15 @@ def test_sentences_with_invented_names_are_dropped():
     assert out.text == "Alice moves the release to Friday."
 
 
+def test_a_speaker_tag_of_nobody_in_the_chat_is_an_invented_name():
+    from engine.postprocess import drop_invented
+
+    tagged = "[1] #Person1#: shall we move the release?\n[2] #Person2#: Friday works."
+    text, dropped = drop_invented("#Person1# moves the release to Friday. #Person3# approves it.", tagged)
+    assert (text, dropped) == ("#Person1# moves the release to Friday.", True)
+    assert drop_invented("Person2 agrees.", tagged) == ("Person2 agrees.", False)  # written without the hashes
+
+
 def test_empty_output_is_a_problem():
     assert clean("Sure! Here is a summary:").problem == "empty"
     assert clean("").problem == "empty"
