@@ -11,25 +11,22 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from engine.generation import GenerationSettings, InvalidRequest
-from engine.prompts import generation_for
 from storage import SummaryRecord, summaries
 
 from core.channel_names import summary_readers
 from core.checks import can_read, require_readable
 from core.cooldowns import summary_request
+from core.followups import may_press, plan_followup
 from core.errors import ChannelDisabled, NotReady, UserFacingError
 from core.flow import acknowledge, load_settings, reply_would_leak, summarize_conversation
-from core.jobs import SummaryJob, SummaryOutcome
+from core.jobs import Scope, SummaryJob, SummaryOutcome
 from core.mentions import NO_PINGS
-from core.jobs import Scope
 from core.reading import read_by_ids
 from core.stored import StoredSummaryView
 from core.render import ReplyContext, build_summary_messages, truncate
@@ -40,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LENGTH_ORDER = ("short", "medium", "long")
 # action -> (label, style of the button)
 ACTIONS: dict[str, tuple[str, discord.ButtonStyle]] = {
     "shorter": ("Shorter", discord.ButtonStyle.secondary),
@@ -107,48 +103,6 @@ def followup_view(summary_id: int) -> discord.ui.View:
 def view_for_outcome(outcome: SummaryOutcome) -> discord.ui.View | None:
     """What this cog provides as ``bot.services.summary_views``: every stored summary gets the buttons."""
     return followup_view(outcome.summary_id) if outcome.summary_id is not None else None
-
-
-@dataclass(frozen=True)
-class FollowUpPlan:
-    length: str
-    style: str
-    generation: GenerationSettings | None  # None: the channel's settings
-
-
-def plan_followup(action: str, record: SummaryRecord, seed: int) -> FollowUpPlan:
-    """What a button asks for; raises ``UserFacingError`` when it cannot apply (already shortest)."""
-    length = record.length if record.length in LENGTH_ORDER else "medium"
-    index = LENGTH_ORDER.index(length)
-    if action == "shorter":
-        if index == 0:
-            raise UserFacingError("This summary is already the shortest length. Try **Regenerate** for a different take.")
-        return FollowUpPlan(LENGTH_ORDER[index - 1], record.style, None)
-    if action == "longer":
-        if index == len(LENGTH_ORDER) - 1:
-            raise UserFacingError("This summary is already the longest length. Try **Regenerate** for a different take.")
-        return FollowUpPlan(LENGTH_ORDER[index + 1], record.style, None)
-    if action == "actions":
-        return FollowUpPlan(length, "action_items", None)
-    return FollowUpPlan(length, record.style, regenerate_settings(record, seed))
-
-
-def regenerate_settings(record: SummaryRecord, seed: int) -> GenerationSettings:
-    """Sampling on, a new seed; otherwise the settings the summary was made with."""
-    base = GenerationSettings.from_dict(record.settings)
-    if base is None:
-        try:
-            base = generation_for(record.length)
-        except InvalidRequest:  # a length no longer offered
-            base = generation_for("medium")
-    return base.with_(sampling=True, seed=seed)
-
-
-def may_press(member: discord.Member, record: SummaryRecord) -> bool:
-    """The requester, or a server manager for a public summary (a private one is its requester's alone)."""
-    if record.private:
-        return member.id == record.requester_id
-    return member.id == record.requester_id or member.guild_permissions.manage_guild
 
 
 async def run_followup(bot: "RecapBot", interaction: discord.Interaction, action: str, summary_id: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from core.stored import StoredSummaryView, structured_of
-from cogs.summaries import regenerate_settings
+from core.followups import regenerate_settings
 from engine.generation import GenerationSettings
 from engine.prompts import generation_for
 from engine.summarizer import Summary, Topic

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cogs.summaries import FollowUpButton, followup_view, plan_followup
+from cogs.summaries import FollowUpButton, followup_view
+from core.followups import plan_followup
 from core.errors import UserFacingError
 from storage import SummaryRecord
 
