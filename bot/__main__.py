@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
     from .logs import setup_logging
+    from .tunables import register_settings
 
     setup_logging(settings.log_level)
+    register_settings()  # before any command reads a stored setting
     return int(args._module.main(args, settings) or 0)
 
 

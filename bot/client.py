@@ -24,6 +24,8 @@ from core.mentions import NO_PINGS
 from core.services import CogServices
 from core.sharing import SharedRuns
 
+from .tunables import register_settings
+
 if TYPE_CHECKING:  # the engine pulls in the model stack: only the type checker needs it here
     from engine.executor import Executor
     from engine.summarizer import Summarizer
@@ -75,6 +77,7 @@ class RecapBot(commands.AutoShardedBot):
         extensions: Iterable[str] = EXTENSIONS,
         **options: Any,
     ) -> None:
+        register_settings()  # the cogs read stored settings; declare them (a no-op when already done)
         options.setdefault("allowed_mentions", NO_PINGS)
         for key, value in shard_options(settings).items():
             options.setdefault(key, value)

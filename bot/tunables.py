@@ -1,8 +1,8 @@
 """Every setting a server admin can tune, in the order ``/settings show`` lists them.
 
 The generation settings and the length/style presets are declared by the engine; the bot's own
-(message windows, privacy, retention, on/off) here. Importing this module registers all of them with
-the settings store (``bot/__init__.py`` imports it, so every entry point has them).
+(message windows, privacy, retention, on/off) here. ``register_settings()`` declares all of them to the
+settings store; the command-line entry point and the bot's client call it before anything reads a setting.
 """
 
 from __future__ import annotations
@@ -32,4 +32,7 @@ SETTINGS: tuple[Tunable, ...] = (
 )
 BY_NAME: dict[str, Tunable] = {t.name: t for t in SETTINGS}
 
-store.register(*SETTINGS)
+
+def register_settings() -> None:
+    """Declare every setting to the settings store (again: a no-op)."""
+    store.register(*SETTINGS)

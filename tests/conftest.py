@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 
+from bot.tunables import register_settings
 from engine.models import save_tiny_model
+
+# The application declares its settings at start (bot.__main__, RecapBot); storage tests use them directly.
+register_settings()
 
 CACHE_ROOT = Path(__file__).parent / ".cache"
 

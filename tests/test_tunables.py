@@ -118,3 +118,17 @@ def test_a_declaration_bug_fails_at_import_time() -> None:
         replace(TEMPERATURE, default=5.0)
     with pytest.raises(ValueError, match="100 characters"):
         Tunable("x", bool, False, "y" * 101)
+
+
+def test_importing_the_app_registers_nothing_by_itself() -> None:
+    """Settings are declared by an explicit call at start (bot.__main__, RecapBot), not as an import's side effect."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import bot, bot.config, bot.tunables, cogs.settings, core.flow\n"
+            "from storage.settings import SPECS\nassert not SPECS, list(SPECS)\n"
+            "bot.tunables.register_settings()\nassert 'temperature' in SPECS and 'retention_days' in SPECS\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
