@@ -54,12 +54,10 @@ SOURCES_GONE = ("Some of those messages were deleted (or their author opted out)
 
 
 
-def generation_settings(resolved: "ResolvedSettings", length: str | None = None) -> GenerationSettings | None:
-    """What the admins set, for ``length`` (default: the channel's); ``None`` leaves every knob to the length preset."""
-    names = [t.name for t in GENERATION_TUNABLES]
-    if all(resolved.source(name) == "default" for name in names):
-        return None
-    return generation_for(length or resolved["length"], **{name: resolved[name] for name in names})
+def generation_settings(resolved: "ResolvedSettings", length: str | None = None) -> GenerationSettings:
+    """What the channel's resolved settings ask for at ``length`` (default: the channel's length), through the
+    engine's one function from settings to generation (unset knobs are the tunables' defaults there too)."""
+    return generation_for(length or resolved["length"], **{t.name: resolved[t.name] for t in GENERATION_TUNABLES})
 
 
 async def acknowledge(interaction: discord.Interaction, *, ephemeral: bool) -> None:
@@ -163,7 +161,7 @@ async def summarize_conversation(
     style = job.style or resolved["style"]
     progress = progress or ProgressMessage(interaction)
     options = SummaryOptions(length=length, style=style, generation=job.generation or generation_settings(resolved, length))
-    settings = options.generation or generation_for(length)
+    settings = options.generation
     digest = fingerprint(conversation, length, style, settings, bot.executor.backend.name)
     notes = job.notes
     try:
