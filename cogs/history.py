@@ -109,7 +109,7 @@ class History(commands.Cog):
         stored = await self.bot.db.reading(guilds.stored_guild_ids)
         for guild_id in sorted(g for g in stored - present if self._runs_shard_of(g)):
             self.buffer.forget_places([guild_id])
-            await self.buffer.write_after_flush(erase_guild, guild_id)
+            self._digests_erased((await self.buffer.write_after_flush(erase_guild, guild_id)).digests)
             erased += 1
         for guild in list(self.bot.guilds):
             if guild.unavailable:
@@ -144,8 +144,15 @@ class History(commands.Cog):
     async def _erase_channel(self, channel_id: int) -> None:
         """A channel or thread is gone: everything about it and its threads, in one transaction."""
         self.buffer.forget_places([channel_id])
-        await self.buffer.write_after_flush(erase_channel, channel_id)
+        erased = await self.buffer.write_after_flush(erase_channel, channel_id)
         self.bot.coverage.forget_channel(channel_id)
+        self._digests_erased(erased.digests)
+
+    def _digests_erased(self, count: int) -> None:
+        """The digest schedule re-reads once the rows are gone (never before: it would act on them)."""
+        wake = self.bot.services.digest_wake.get()  # None: cogs.digests is not loaded
+        if count and wake is not None:
+            wake()
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -195,6 +202,7 @@ class History(commands.Cog):
     async def on_guild_remove(self, guild: discord.Guild) -> None:
         self.buffer.forget_places([guild.id])
         result = await self.buffer.write_after_flush(erase_guild, guild.id)
+        self._digests_erased(result.digests)
         await self.bot.erasure.now()  # a failure stays pending: the flush loop retries it
         log.info("removed from server %s: deleted %d messages, %d summaries, %d digests", guild.id, result.messages,
                  result.summaries, result.digests)

@@ -8,7 +8,7 @@ name, so a type checker and grep can follow each part from the cog that owns it 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Callable, Generic, TypeVar
 
 if TYPE_CHECKING:
     from storage import MessageBuffer
@@ -49,3 +49,6 @@ class CogServices:
     message_buffer: Provided["MessageBuffer"] = field(default_factory=lambda: Provided("the message buffer"))
     # cogs.summaries: the follow-up buttons under every summary. Without it, summaries have no buttons.
     summary_views: Provided["ViewFactory"] = field(default_factory=lambda: Provided("the summary buttons"))
+    # cogs.digests: re-read the schedule now (cogs.history calls it after erasing a channel's or a server's
+    # digests, so the scheduler never acts on rows that are being erased).
+    digest_wake: Provided[Callable[[], None]] = field(default_factory=lambda: Provided("the digest schedule"))

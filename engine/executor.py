@@ -87,11 +87,8 @@ class Executor:
         self._batch_tokens_given = max_batch_tokens
         self.max_batch_tokens = max_batch_tokens or ACCELERATOR_BATCH_TOKENS  # set by device at start()
         self.max_batch_wait_s = max_batch_wait_ms / 1000
-        self.max_queue = max_queue
-        self.max_queue_per_guild = max_queue_per_guild
-        self.max_queue_per_user = max_queue_per_user
         self.request_timeout_s = request_timeout_s
-        self.max_job_requests = max_job_requests  # one unit's requests admitted into the queue at once
+        # The caps live in one place, read through the properties below.
         self._caps = Caps(max_queue, max_queue_per_guild, max_queue_per_user, max_job_requests)
 
         self._stats = ExecutorStats()
@@ -112,6 +109,23 @@ class Executor:
         self._closed = False
         self._dead: EngineDead | None = None
         self._closing: asyncio.Task[None] | None = None
+
+    @property
+    def max_queue(self) -> int:
+        return self._caps.max_queue
+
+    @property
+    def max_queue_per_guild(self) -> int:
+        return self._caps.max_per_guild
+
+    @property
+    def max_queue_per_user(self) -> int:
+        return self._caps.max_per_user
+
+    @property
+    def max_job_requests(self) -> int:
+        """One unit's requests admitted into the queue at once."""
+        return self._caps.max_job_requests
 
     # ---- lifecycle ----
 

@@ -18,7 +18,7 @@ import pytest
 
 from tuning.scoring import EvalRecord
 from bot.exports import parse_transcript
-from tuning.trainer import IGNORE, FinetuneError, Interrupted, TrainConfig, Trainer, epoch_batches, tokenize
+from tuning.trainer import IGNORE, FinetuneError, Interrupted, TrainConfig, Trainer, epoch_batches, tokenize, schedule_factor
 from tuning.data import (CHANNEL_EVERY, build_examples, channel_examples, cite, examples_for, fit_merge, length_for,
                                 name_map, sentences)
 from engine.generation import GenerationSettings, Prompt
@@ -202,11 +202,15 @@ def _adapter_tensors(folder: Path) -> dict:
     return load_file(str(folder / "adapter_model.safetensors"))
 
 
-def _train(model_dir: Path, out: Path, config: TrainConfig, **train_kw):  # noqa: ANN003
+def _trainer(model_dir: Path, out: Path, config: TrainConfig) -> Trainer:
     backend = load_backend(str(model_dir), device="cpu")
     texts = build_examples(records(), seed=0, prompt_format=config.prompt_format, speakers=config.speakers)
     examples, _ = tokenize(backend, texts, config.max_tokens)
-    trainer = Trainer(backend, examples, config, out)
+    return Trainer(backend, examples, config, out)
+
+
+def _train(model_dir: Path, out: Path, config: TrainConfig, **train_kw):  # noqa: ANN003
+    trainer = _trainer(model_dir, out, config)
     return trainer, trainer.train(**train_kw)
 
 
@@ -266,15 +270,22 @@ def test_a_pilot_stops_at_its_step_and_a_resume_finishes_the_same_run(tiny_causa
 def test_a_resume_may_shorten_or_lengthen_the_run_and_nothing_else(tiny_causal_dir: Path, tmp_path: Path) -> None:
     quiet = open(os.devnull, "w")
     _train(tiny_causal_dir, tmp_path / "run", fast_config(max_steps=8, checkpoint_every=100), progress_stream=quiet, stop_at=3)
-    with pytest.raises(FinetuneError, match="other settings"):  # ending before where it already is
+    with pytest.raises(FinetuneError, match="at step 3, at or past the new end"):  # ending where it already is
         _train(tiny_causal_dir, tmp_path / "run", fast_config(max_steps=3, checkpoint_every=100), resume=True)
     with pytest.raises(FinetuneError, match="other settings"):  # a length change does not excuse another change
         _train(tiny_causal_dir, tmp_path / "run", fast_config(max_steps=5, lr=1e-3, checkpoint_every=100), resume=True)
-    trainer, result = _train(tiny_causal_dir, tmp_path / "run", fast_config(max_steps=5, checkpoint_every=100),
-                             progress_stream=quiet, resume=True)
+    trainer = _trainer(tiny_causal_dir, tmp_path / "run", fast_config(max_steps=5, checkpoint_every=100))
+    rates: list[float] = []
+    result = trainer.train(resume=True, progress_stream=quiet, on_step=lambda _: rates.append(trainer.scheduler.get_last_lr()[0]))
     assert result.steps == 5 and trainer.replanned == (8, 5, 3)
-    assert trainer.scheduler.get_last_lr()[0] == 0.0  # decayed to nothing at the new end
+    peak = fast_config().lr
+    at_stop = schedule_factor(3, 8, fast_config().warmup)  # where the 8-step schedule had the rate at step 3
+    assert rates == pytest.approx([peak * at_stop * (5 - 4) / (5 - 3), 0.0])  # straight down from there to 0
     assert result.examples_seen == sum(len(trainer.batch_at(i)) for i in range(5))
+    # A plain resume of the re-planned run keeps the note for the model card.
+    again, _ = _train(tiny_causal_dir, tmp_path / "run", fast_config(max_steps=5, checkpoint_every=100),
+                      progress_stream=quiet, resume=True)
+    assert again.replanned == (8, 5, 3)
 
 
 def test_lora_on_the_top_blocks_only_trains_and_serves(tiny_causal_dir: Path, tmp_path: Path) -> None:

@@ -195,6 +195,14 @@ class TrainResult:
         return self.examples_seen / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
+def schedule_factor(step: int, total: int, warmup: float) -> float:
+    """The learning rate's share of its peak at ``step``: a linear warm-up, then straight down to 0 at ``total``."""
+    warm = max(1, round(warmup * total))
+    if step < warm:
+        return (step + 1) / warm
+    return max(0.0, (total - step) / max(1, total - warm))
+
+
 def _run_length_aside(signature: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint signature without the run's length (``--max-steps``/``--epochs``), which a resume may change."""
     config = {k: v for k, v in signature["config"].items() if k not in ("max_steps", "epochs")}
@@ -221,6 +229,7 @@ class Trainer:
         self._epoch_cache: tuple[int, list[list[int]]] | None = None
         self._stop = False
         self.replanned: tuple[int, int, int] | None = None  # (planned steps, new end, at step) after a resume
+        self._decay_from: tuple[int, float] | None = None  # (step, rate factor there) once the length changed
         self.model: Any = None
         self.optimizer: Any = None
         self.scheduler: Any = None
@@ -261,13 +270,14 @@ class Trainer:
         self.model.train()
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=self.config.lr, weight_decay=0.0)
-        warm = max(1, round(self.config.warmup * self.total))
         total = self.total
 
         def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return max(0.0, (total - step) / max(1, total - warm))
+            if self._decay_from is not None and step >= self._decay_from[0]:
+                # A resumed run whose length changed: straight down from the rate it had to 0 at the new end.
+                start, rate = self._decay_from
+                return max(0.0, rate * (total - step) / max(1, total - start))
+            return schedule_factor(step, total, self.config.warmup)
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
 
@@ -324,6 +334,8 @@ class Trainer:
             "losses": self.losses,
             "train_seconds": self.train_seconds,
             "examples_seen": self.examples_seen,
+            "replanned": list(self.replanned) if self.replanned else None,
+            "decay_from": list(self._decay_from) if self._decay_from else None,
         }
         torch.save(state, tmp / CHECKPOINT_STATE)
         old = self.checkpoint_dir.with_name(self.checkpoint_dir.name + ".old")
@@ -343,17 +355,29 @@ class Trainer:
             raise FinetuneError(f"--resume: no checkpoint in {self.checkpoint_dir}")
         state = torch.load(state_file, map_location="cpu", weights_only=False)
         saved, wanted = state["signature"], self._signature()
+        at = int(state["step"])
+        self.replanned = tuple(state["replanned"]) if state.get("replanned") else None  # type: ignore[assignment]
+        self._decay_from = tuple(state["decay_from"]) if state.get("decay_from") else None  # type: ignore[assignment]
         if saved != wanted:
-            if _run_length_aside(saved) != _run_length_aside(wanted) or int(state["step"]) >= self.total:
+            if _run_length_aside(saved) != _run_length_aside(wanted):
                 raise FinetuneError(
                     f"--resume: the checkpoint in {self.checkpoint_dir} was made with other settings or data "
                     "(run with the same command line, or start a new --out)"
                 )
-            # Only the run's length changed (a run slower than planned, shortened; or lengthened):
-            # the learning rate decays to 0 at the new end, from where it is now.
-            self.replanned = (int(saved["total"]), self.total, int(state["step"]))
-            log.warning("--resume: the run was planned for %d steps and now ends at step %d; from step %d "
-                        "the learning rate decays to the new end", *self.replanned)
+            if at >= self.total:
+                raise FinetuneError(f"--resume: the checkpoint is at step {at}, at or past the new end ({self.total} "
+                                    f"steps); give a --max-steps above {at}")
+            old_total = int(saved["total"])
+            if old_total != self.total:
+                # Only the run's length changed (slower than planned, shortened; or lengthened): the rate goes
+                # straight down from where it is now to 0 at the new end.
+                rate = (self._decay_from[1] * (old_total - at) / max(1, old_total - self._decay_from[0])
+                        if self._decay_from is not None and at >= self._decay_from[0]
+                        else schedule_factor(at, old_total, self.config.warmup))
+                self._decay_from = (at, rate)
+                self.replanned = (self.replanned[0] if self.replanned else old_total, self.total, at)
+                log.warning("--resume: the run was planned for %d steps and now ends at step %d; from step %d "
+                            "the learning rate decays to the new end", *self.replanned)
         set_peft_model_state_dict(self.model, load_file(str(self.checkpoint_dir / "adapter_model.safetensors"),
                                                         device=self.backend.device))
         self.optimizer.load_state_dict(state["optimizer"])

@@ -103,8 +103,10 @@ class DigestsCog(commands.GroupCog, name="Digests", group_name="digest",
 
     async def cog_load(self) -> None:
         self._task = asyncio.create_task(self._scheduler(), name="digest-scheduler")
+        self.bot.services.digest_wake.provide(self.wake)
 
     async def cog_unload(self) -> None:
+        self.bot.services.digest_wake.withdraw(self.wake)
         if self._task is not None:
             self._task.cancel()
             try:
@@ -371,20 +373,8 @@ class DigestsCog(commands.GroupCog, name="Digests", group_name="digest",
 
     # --- keeping the table in step with Discord -------------------------------------------
 
-    # The history cog erases a deleted channel's or a left server's digests with the rest of its data
-    # (storage.erasure); here the schedule only re-reads, as the next due digest may be gone.
-
-    @commands.Cog.listener()
-    async def on_guild_channel_delete(self, channel: discord.abc.GuildChannel) -> None:
-        self.wake()
-
-    @commands.Cog.listener()
-    async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
-        self.wake()
-
-    @commands.Cog.listener()
-    async def on_guild_remove(self, guild: discord.Guild) -> None:
-        self.wake()
+    # A deleted channel's or a left server's digests are erased with the rest of its data by the history
+    # cog (storage.erasure), which then calls ``wake`` through ``bot.services.digest_wake``.
 
 
 def window_scope(plan: RunPlan) -> Scope:
