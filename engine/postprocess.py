@@ -276,18 +276,71 @@ _SENTENCES = re.compile(r"(?<=[.!?])\s+")
 NEAR_DUPLICATE = 0.75
 
 
+# Between a sentence's subject and a later mention of the same person, these open a clause of its own
+# ("Ines is upset because Ines ...", "Helen says Helen will come"), where the person may rightly recur.
+_CLAUSE_OPENERS = frozenset(
+    """because since if whether that when while although though as after before until unless who whom whose
+    which where why how than says said say thinks thought think believes believe hopes hope knows know feels
+    feel guesses admits explains claims realizes realises finds hears wonders supposes decides worries wishes
+    wants expects promises remembers forgets insists suggests""".split()
+)
+_SUBJECT_WITHIN = 2  # the subject is among the sentence's first words ("Then Theo sends ...")
+# After a later mention, these make it the subject of a clause of its own ("..., so Felix asks", "Nora is").
+_AUXILIARIES = frozenset("is was are were will would can could should shall may might must has had have does did "
+                         "doesn't didn't isn't wasn't won't can't couldn't hasn't".split())
+
+
+def _possessive_at(sentence: str, end: int) -> bool:
+    return sentence[end:end + 2] in ("'s", "’s") or sentence[end:end + 3] in ("' s",)
+
+
+def _starts_a_clause(after: str) -> bool:
+    """The words after a mention make it a subject: an auxiliary, or a verb in -s/-ed."""
+    following = after.split()[:1]
+    word = following[0].lower().strip(",.;:!?") if following else ""
+    return word in _AUXILIARIES or (len(word) > 3 and (word.endswith("s") or word.endswith("ed")))
+
+
 def self_references(sentence: str, participants: list[str], transcript: Transcript) -> list[str]:
-    """Participants a sentence makes act on themselves ("Theo sends the patch to Theo"): a small model's
-    tangle of two people. Kept when the chat itself has that person naming themselves."""
-    found = []
+    """Participants a sentence makes act on themselves ("Theo sends the patch to Theo", "Inez invites
+    Inez"): a small model's tangle of two people.
+
+    Only the sentence's subject (a participant among its first words, not a possessive) is judged, and
+    only when it comes back later as an object in its own clause: no other name and no clause opener
+    ("because", "says", "that"...) in between, not a possessive, not the subject of a new clause ("..., so
+    Felix asks"). Measured on DialogSum's dev references (886 sentences by people): 113 were flagged by
+    the earlier "a name twice" rule, 1 by this one. Kept when the chat itself has that person naming themselves."""
+    spans = []
     for name in participants:
         if len(name) < 2:
             continue
-        own = re.compile(rf"(?<![\w#@]){re.escape(name)}(?!'s)(?![\w])")
-        if len(own.findall(sentence)) >= 2 and not any(
-                line.author == name and own.search(line.body) for line in transcript.lines):
-            found.append(name)
-    return found
+        for match in re.finditer(rf"(?<![\w#@]){re.escape(name)}(?![\w#])", sentence):
+            spans.append((match.start(), match.end(), name))
+    if len(spans) < 2:
+        return []
+    spans.sort()
+    start, end, subject = spans[0]
+    if len(sentence[:start].split()) >= _SUBJECT_WITHIN or _possessive_at(sentence, end):
+        return []
+    for later_start, later_end, name in spans[1:]:
+        between = sentence[end:later_start]
+        if name != subject:
+            return []  # another person first: the clause has moved on
+        words_between = [w.strip(",;:()\"") for w in between.split()]
+        if not words_between or _possessive_at(sentence, later_end):
+            continue  # "Tara tells Pablo Pablo ..." or a possessive
+        # A relative clause set off by commas ("..., which is lost in the merge, and recommends it to Theo")
+        # closes again: only the last comma-separated stretch says which clause the mention is in.
+        last_stretch = [w.strip(",;:()\"").lower() for w in between.rsplit(",", 1)[-1].split()]
+        if (any(w in _CLAUSE_OPENERS for w in last_stretch) or re.search(r"[;:]", between)
+                or any(w[:1].isupper() and w.lower() not in _COMMON_CAPITALIZED for w in words_between)
+                or _starts_a_clause(sentence[later_end:])):
+            return []  # a clause of its own, or someone else named in between ("Finn asks Adam to show Finn")
+        if any(line.author == subject and re.search(rf"(?<![\w#@]){re.escape(subject)}(?![\w#])", line.body)
+               for line in transcript.lines):
+            return []
+        return [subject]
+    return []
 
 
 def drop_near_duplicates(text: str, participants: list[str]) -> str:

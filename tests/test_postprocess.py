@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from engine.conversation import ChatMessage
 from engine.postprocess import (
     clean_output,
@@ -168,6 +170,24 @@ def test_a_person_acting_on_themselves_is_unusable_unless_the_chat_says_so():
     ])
     kept = clean_output("Bob says Bob is tired of the crash.", talks_of_himself, echo_source=None, finished=True, listing=False)
     assert kept.problem is None
+
+
+@pytest.mark.parametrize("sentence, tangled", [
+    ("Bob will send a copy of the fix to Bob tomorrow.", True),
+    ("Bob invites Bob to the release party.", True),
+    ("Bob suggests a fix for the login crash, which broke the build, and recommends the fix to Bob.", True),
+    ("Then Bob sends the fix to Bob.", True),
+    # Sentences people write (DialogSum references) that a "name twice" rule flagged: one clause each.
+    ("Bob asks Alice to show Bob around the office.", False),
+    ("Bob is upset because Bob lost the build.", False),
+    ("Bob says Bob will come on Friday.", False),
+    ("Bob forgot the release, so Bob asks Alice for help.", False),
+    ("Alice asks Bob about it and will send Bob the logs.", False),
+    ("Bob's parents let Bob stay late.", False),
+    ("Alice tells Bob Bob has got the job.", False),
+])
+def test_only_a_subject_that_comes_back_as_its_own_object_is_a_tangle(sentence: str, tangled: bool) -> None:
+    assert (clean(sentence).problem == "self-reference") is tangled
 
 
 def test_a_sentence_repeated_with_a_changed_detail_is_dropped():
