@@ -176,6 +176,12 @@ def compare_table(rows: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _speaker_data(info: dict[str, Any]) -> str:
+    if info.get("speakers") == "tags":
+        return "Speaker tags like `#Person1#` were kept, as the adapter sees people in serving"
+    return "Speaker tags like `#Person1#` were replaced by seeded names"
+
+
 def _snapshot(info: dict[str, Any], steps: int) -> str:
     planned = info.get("planned_steps")
     note = f" of a run planned for {planned} (stopped early with --stop-at)" if planned and planned > steps else ""
@@ -206,10 +212,11 @@ def _speed(info: dict[str, Any]) -> str:
             f"{info.get('examples_per_s', 0):.2f} examples/s")
 
 
-def write_model_card(out: Path, name: str, info: dict[str, Any], steps: int, scores: dict[str, Any] | None, model: str) -> None:
+def write_model_card(out: Path, name: str, info: dict[str, Any], steps: int, scores: dict[str, Any] | None, model: str,
+                     scored_with: str | None = None) -> None:
+    how = scored_with or f"`python -m bot eval` (style paragraph, length short) on {scores['base']['n'] if scores else 0} records of the eval file"
     score_text = (
-        f"Scored with `python -m bot eval` (style paragraph, length short) on {scores['base']['n']} records of the eval file:\n\n"
-        f"{compare_table(scores)}\n" if scores else "Not scored (run with `--eval FILE`).\n"
+        f"Scored with {how}:\n\n{compare_table(scores)}\n" if scores else "Not scored (run with `--eval FILE`).\n"
     )
     card = f"""# {name}: a Recap summarization adapter
 
@@ -221,7 +228,7 @@ Serve it with `MODEL_ADAPTER={out}` (merged into the weights at load).
 - Base model: {model}
 - Training data: `{info['data']}`, {info['records']} records -> {info['examples']} examples
   ({', '.join(f'{n} {k}' for k, n in info['examples_by_kind'].items())}); {info['skipped']} skipped as too long.
-  Speaker tags like `#Person1#` were replaced by seeded names; summaries were cited with `[n]` of the
+  {_speaker_data(info)}; summaries were cited with `[n]` of the
   message sharing the most content words; bullets examples are the reference's own sentences.
   `channel-notes` and `channel-combine` examples come from synthetic long channels (made, not real): 3 to 5
   training dialogues one after another, numbered as one conversation, for the map and combine stages.
