@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.models import ModelLoadError
 from engine.prompts import COMPACT, PROMPT_FORMATS
-from engine.speakers import NAMES, SPEAKER_MODES
+from engine.speakers import SPEAKER_MODES, TAGS
 from tuning.data import FinetuneDataError, build_examples
 from tuning.scoring import EvalDataError, load_records
 
@@ -58,9 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-format", choices=PROMPT_FORMATS, default=COMPACT,
                         help="the prompts to train on, and then serve the adapter with: compact (one short instruction; "
                              "the default) or rules (the full rules an untuned model gets)")
-    parser.add_argument("--speakers", choices=SPEAKER_MODES, default=NAMES,
-                        help="how the model sees people: names (the default, as the chat shows them) or tags "
-                             "(#Person1#..., mapped back to the names after generation); recorded in the adapter")
+    parser.add_argument("--speakers", choices=SPEAKER_MODES, default=TAGS,
+                        help="how the model sees people: tags (the default: #Person1#..., mapped back to the exact "
+                             "names after generation; it scored higher) or names (as the chat shows them); "
+                             "recorded in the adapter")
     parser.add_argument("--name", help="adapter name shown in /status and logs (default: the --out folder's name)")
     parser.add_argument("--licence", help="licence of the training data, for the model card (default: guessed from the file name)")
     parser.add_argument("--model", help="`embedded`, a hub id or a local directory (overrides MODEL)")

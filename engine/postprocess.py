@@ -53,6 +53,8 @@ _INJECTION_ASK = re.compile(
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[\w#@']+")
+# What the transcript writes where it cut a long message (engine.transcript): never part of a summary.
+_TRIM_MARKER = re.compile(r"\s*\[(?:message|code|file) trimmed\]")
 _SPEAKER_TAG = re.compile(r"#?\bPerson(\d{1,3})\b#?")  # as engine.speakers reads tags in output
 
 # Words that may start a sentence without being a name. A capitalized word outside
@@ -379,7 +381,7 @@ def clean_output(
         return Cleaned("", problem="echo")
     if follows_injection(text, transcript):
         return Cleaned("", problem="injection")
-    text = remove_urls(remove_mentions(text))
+    text = _TRIM_MARKER.sub("", remove_urls(remove_mentions(text)))
     text, citations = extract_citations(text, transcript, keep_markers)
     text = tidy_spaces(text)
     if listing:

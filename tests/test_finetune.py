@@ -382,8 +382,9 @@ def _adapter_with_meta(adapter: Path, folder: Path, **changes: object) -> Path:
 
 
 def test_adapter_prompt_format_metadata(tiny_causal_dir: Path, causal_adapter: Path, tmp_path: Path) -> None:
-    """No key (adapters from before the choice, the shipped one) means rules; an unknown value is one line."""
-    assert json.loads((EMBEDDED_ADAPTER_DIR / ADAPTER_META).read_text()).get("prompt_format", RULES) == RULES
+    """No key (adapters from before the choice) means rules; an unknown value is one line."""
+    shipped = json.loads((EMBEDDED_ADAPTER_DIR / ADAPTER_META).read_text())
+    assert (shipped["prompt_format"], shipped["speakers"]) == (COMPACT, TAGS)  # the shipped adapter says how it is served
     older = _adapter_with_meta(causal_adapter, tmp_path / "older", prompt_format=None)
     assert load_backend(str(tiny_causal_dir), device="cpu", adapter=str(older)).prompt_format == RULES
     assert load_backend(str(tiny_causal_dir), device="cpu").prompt_format == RULES  # untuned

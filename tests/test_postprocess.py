@@ -135,6 +135,11 @@ def test_a_speaker_tag_of_nobody_in_the_chat_is_an_invented_name():
     assert drop_invented("Person2 agrees.", tagged) == ("Person2 agrees.", False)  # written without the hashes
 
 
+def test_the_transcripts_trim_markers_never_reach_a_summary():
+    assert clean("Alice moves the release to Friday [message trimmed]. Bob fixes it [code trimmed].").text == (
+        "Alice moves the release to Friday. Bob fixes it.")
+
+
 def test_empty_output_is_a_problem():
     assert clean("Sure! Here is a summary:").problem == "empty"
     assert clean("").problem == "empty"
