@@ -457,7 +457,8 @@ def test_finetune_command_end_to_end(words_model: Path, tmp_path: Path) -> None:
     assert re.search(r"\(\d+ threads, auto precision\): 5 examples seen in 0:00:\d\d of training, [\d.]+ examples/s", card), card
     assert "`python -m bot finetune --data " in card  # the command as given, without the global options
     assert {"adapter_config.json", "adapter_model.safetensors", ADAPTER_META} <= {p.name for p in out.iterdir()}
-    assert json.loads((out / ADAPTER_META).read_text())["prompt_format"] == COMPACT  # the default for new adapters
+    meta = json.loads((out / ADAPTER_META).read_text())
+    assert (meta["prompt_format"], meta["speakers"]) == (COMPACT, TAGS)  # the defaults for new adapters
     # The adapter serves: eval with --adapter names it.
     evaluated = subprocess.run([sys.executable, "-m", "bot", "--env-file", os.devnull, "eval", "--data", str(dev),
                                 "--adapter", str(out), "--json", "--max-new-tokens", "16"],
@@ -470,7 +471,7 @@ def test_compact_adapter_is_trained_and_served_on_compact_prompts(words_model: P
     data = write_jsonl(tmp_path / "train.jsonl", RECORDS)
     out = tmp_path / "compact"
     result = run_finetune("--data", str(data), "--out", str(out), "--max-steps", "1", "--batch-size", "2", "--rank", "4",
-                          "--prompt-format", "compact", env={"MODEL": str(words_model), "DEVICE": "cpu", "LOG_LEVEL": "WARNING"})
+                          "--prompt-format", "compact", "--speakers", "names", env={"MODEL": str(words_model), "DEVICE": "cpu", "LOG_LEVEL": "WARNING"})
     assert result.returncode == 0, result.stderr
     assert json.loads((out / ADAPTER_META).read_text())["prompt_format"] == COMPACT
     assert "Recap's `compact` prompts" in (out / "README.md").read_text()
