@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
+from .speakers import TAG_IN_OUTPUT
 from .transcript import Transcript, remove_until_stable
 from .transcript import strip_control as strip_transcript_control
 
@@ -55,7 +56,6 @@ _INJECTION_ASK = re.compile(
 _WORD = re.compile(r"[\w#@']+")
 # What the transcript writes where it cut a long message (engine.transcript): never part of a summary.
 _TRIM_MARKER = re.compile(r"\s*\[(?:message|code|file) trimmed\]")
-_SPEAKER_TAG = re.compile(r"#?\bPerson(\d{1,3})\b#?")  # as engine.speakers reads tags in output
 
 # Words that may start a sentence without being a name. A capitalized word outside
 # this list that appears nowhere in the chat is treated as an invented name.
@@ -254,7 +254,7 @@ def invented_names(sentence: str, known_words: set[str]) -> list[str]:
         if word not in known_words and word not in _COMMON_CAPITALIZED:
             found.append(match.group(0))
     # A speaker tag (engine.speakers) of nobody in the chat: "Person" alone reads as a common word above.
-    for match in _SPEAKER_TAG.finditer(sentence):
+    for match in TAG_IN_OUTPUT.finditer(sentence):
         if f"#person{match.group(1)}#" not in known_words:
             found.append(match.group(0))
     return found
@@ -312,12 +312,8 @@ def self_references(sentence: str, participants: list[str], transcript: Transcri
     ("because", "says", "that"...) in between, not a possessive, not the subject of a new clause ("..., so
     Felix asks"). Measured on DialogSum's dev references (886 sentences by people): 113 were flagged by
     the earlier "a name twice" rule, 1 by this one. Kept when the chat itself has that person naming themselves."""
-    spans = []
-    for name in participants:
-        if len(name) < 2:
-            continue
-        for match in re.finditer(rf"(?<![\w#@]){re.escape(name)}(?![\w#])", sentence):
-            spans.append((match.start(), match.end(), name))
+    mentions = {name: re.compile(rf"(?<![\w#@]){re.escape(name)}(?![\w#])") for name in participants if len(name) >= 2}
+    spans = [(m.start(), m.end(), name) for name, pattern in mentions.items() for m in pattern.finditer(sentence)]
     if len(spans) < 2:
         return []
     spans.sort()
@@ -338,8 +334,7 @@ def self_references(sentence: str, participants: list[str], transcript: Transcri
                 or any(w[:1].isupper() and w.lower() not in _COMMON_CAPITALIZED for w in words_between)
                 or _starts_a_clause(sentence[later_end:])):
             return []  # a clause of its own, or someone else named in between ("Finn asks Adam to show Finn")
-        if any(line.author == subject and re.search(rf"(?<![\w#@]){re.escape(subject)}(?![\w#])", line.body)
-               for line in transcript.lines):
+        if any(line.author == subject and mentions[subject].search(line.body) for line in transcript.lines):
             return []
         return [subject]
     return []

@@ -19,7 +19,7 @@ TAGS = "tags"
 SPEAKER_MODES = (NAMES, TAGS)
 
 # What a model writes for a tag: "#Person2#", and the loose forms "Person2" / "#Person2".
-_TAG_IN_OUTPUT = re.compile(r"#?\bPerson(\d{1,3})\b#?")
+TAG_IN_OUTPUT = re.compile(r"#?\bPerson(\d{1,3})\b#?")
 
 
 def check_speakers(value: str) -> str:
@@ -51,7 +51,7 @@ def tag_transcript(transcript: Transcript) -> tuple[Transcript, dict[str, str]]:
 def untag(text: str, names: dict[str, str]) -> str:
     """``text`` with each tag the model wrote replaced by the name it stands for; a tag of nobody in the
     chat is left as written (the absent-name check has already judged the output)."""
-    return _TAG_IN_OUTPUT.sub(lambda m: names.get(tag(int(m.group(1))), m.group(0)), text)
+    return TAG_IN_OUTPUT.sub(lambda m: names.get(tag(int(m.group(1))), m.group(0)), text)
 
 
 def tag_names(text: str, names: dict[str, str]) -> str:
