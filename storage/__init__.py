@@ -1,16 +1,19 @@
-"""Recap's SQLite storage: message history, summaries, settings and privacy.
+"""Recap's storage: message history, summaries, settings, digests and privacy, in a SQLite file
+(the embedded default) or a PostgreSQL database shared by bot processes on several hosts.
 
-Functions take an ``aiosqlite.Connection`` so callers can compose them in one transaction;
-:class:`Database` hands out the writer (``db.write()``) and readers (``db.read()``).
+Functions take a connection (``storage.connection.Connection``) so callers can compose them in one
+transaction; :class:`Database` hands out the writer (``db.write()``) and readers (``db.read()``).
 See docs/storage-api.md. This package imports neither discord nor torch.
 """
 
 from . import erasure, guilds, messages, migrations, privacy, settings, summaries
 from .buffer import MessageBuffer
-from .db import Database, open_database
+from .db import open_database
+from .store import Database
 from .errors import InvalidSetting, MigrationError, SchemaTooNew, SourcesGone, StorageError
 from .messages import DeleteResult, StoredAttachment, StoredMessage
 from .summaries import SummaryRecord
+from .urls import redact_url
 
 __all__ = [
     "Database",
@@ -29,6 +32,7 @@ __all__ = [
     "messages",
     "migrations",
     "open_database",
+    "redact_url",
     "privacy",
     "settings",
     "summaries",

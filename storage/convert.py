@@ -1,9 +1,12 @@
-"""Conversions between API values and SQLite values, with the checks that keep bad input out.
+"""Conversions between API values and stored values, with the checks that keep bad input out.
 
 Timestamps: aware UTC ``datetime`` <-> integer milliseconds.
-Text: SQLite stores UTF-8, which cannot hold a lone surrogate such as ``'\\ud800'``. Such a
-string is stored as a BLOB of its ``surrogatepass`` encoding and decoded back on read, so every
-Python ``str`` round-trips exactly (NUL bytes, emoji, RTL text included).
+Text: both stores keep UTF-8, which cannot hold a lone surrogate such as ``'\\ud800'``, and
+PostgreSQL's text cannot hold NUL either. Such a string is stored as ``\\x01`` followed by its
+``unicode_escape`` form (ASCII; unlike JSON, it never pairs two lone surrogates into one character),
+and so is any string that itself starts with ``\\x01``; reads undo it, so every Python ``str``
+round-trips exactly on both stores (NUL, emoji, RTL text included). Rows written by older
+versions as BLOBs of the ``surrogatepass`` encoding still read back.
 """
 
 from __future__ import annotations
@@ -67,14 +70,25 @@ def check_text(value: Any, what: str, max_chars: int) -> str:
     return value
 
 
-def text_in(value: str) -> str | bytes:
-    """The SQLite value for ``value``: the string itself, or bytes when it holds lone surrogates."""
-    if value.isascii() or _SURROGATE.search(value) is None:
+ESCAPED = "\x01"  # marks a stored string kept in its escaped form (see the module docstring)
+
+
+def text_in(value: str) -> str:
+    """The stored form of ``value``: the string itself, or its escaped form when a store
+    could not hold it (lone surrogates, NUL) or when it starts with the escape mark."""
+    if "\x00" not in value and not value.startswith(ESCAPED) and (value.isascii() or _SURROGATE.search(value) is None):
         return value
-    return value.encode("utf-8", "surrogatepass")
+    return ESCAPED + value.encode("unicode_escape").decode("ascii")
 
 
 def text_out(value: str | bytes | None) -> str | None:
-    if value is None or isinstance(value, str):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.startswith(ESCAPED):
+            try:
+                return value[1:].encode("ascii").decode("unicode_escape")
+            except (UnicodeError, ValueError):
+                return value  # written raw by an older version
         return value
-    return bytes(value).decode("utf-8", "surrogatepass")
+    return bytes(value).decode("utf-8", "surrogatepass")  # an older version's BLOB

@@ -1,212 +1,44 @@
-"""Opening the SQLite file: pragmas, migrations, one writer connection and a small reader pool.
+"""Which store a database target names, and opening it.
 
-aiosqlite runs each connection on its own thread. All writes go through one connection guarded
-by an ``asyncio.Lock`` and run as ``BEGIN IMMEDIATE`` transactions, so they never interleave;
-reads use separate connections and, in WAL mode, never wait for the writer.
+A target is a path (the embedded SQLite file), a ``sqlite:///path`` URL, or a
+``postgresql://user@host/db`` URL. Both stores hand out connections with the same three calls
+(``execute``, ``execute_fetchall``, ``executemany``; see ``storage.connection``), so every
+function in this package runs on either.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sqlite3
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Generator, TypeVar
+from typing import Any, Generator
 
-import aiosqlite
-
-from . import migrations
-from .errors import SchemaTooNew, StorageError
-
-T = TypeVar("T")
-
-
-async def _connect(path: Path, busy_timeout_ms: int) -> aiosqlite.Connection:
-    # isolation_level=None: no implicit transactions; this module issues BEGIN/COMMIT itself.
-    conn = await aiosqlite.connect(path, isolation_level=None)
-    try:
-        await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        mode = (await conn.execute_fetchall("PRAGMA journal_mode = WAL"))[0][0]
-        if str(mode).lower() != "wal":
-            raise StorageError(f"The database {path} could not be switched to WAL mode (it is in {mode!r}).")
-        await conn.execute("PRAGMA foreign_keys = ON")
-        # Deleted rows are overwritten with zeros, so erased messages are gone from the file bytes.
-        await conn.execute("PRAGMA secure_delete = ON")
-        # Safe in WAL mode: a crash can lose the last commits but never corrupts the file.
-        await conn.execute("PRAGMA synchronous = NORMAL")
-        await conn.execute("PRAGMA cache_size = -32000")
-        # Checkpoints shrink the -wal file back to this size instead of leaving old pages in it.
-        await conn.execute("PRAGMA journal_size_limit = 4194304")
-    except BaseException:
-        await conn.close()
-        raise
-    return conn
-
-
-async def _finish(conn: aiosqlite.Connection, statement: str = "ROLLBACK") -> None:
-    """End the open transaction, if any; never hides the error that led here.
-
-    Not guarded by ``in_transaction``: after a cancellation the BEGIN may still be queued on the
-    connection's thread, and this statement, queued behind it, is what ends it.
-    """
-    try:
-        await conn.execute(statement)
-    except sqlite3.Error:
-        pass  # no transaction was open (e.g. the COMMIT already ran)
-
-
-def _friendly(path: Path, exc: BaseException) -> StorageError:
-    return StorageError(f"Cannot open the database {path}: {exc}. Check DATABASE_PATH and the file's permissions.")
-
-
-class Database:
-    """An open Recap database. Create it with :func:`open_database`."""
-
-    def __init__(self, path: Path, writer: aiosqlite.Connection, readers: list[aiosqlite.Connection]) -> None:
-        self.path = path
-        self.schema_version = 0
-        self._writer = writer
-        self._write_lock = asyncio.Lock()
-        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
-        self._all_readers = readers
-        for reader in readers:
-            self._readers.put_nowait(reader)
-        self._closed = False
-
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The writer connection inside ``BEGIN IMMEDIATE``; commits on success, rolls back on error."""
-        self._check_open()
-        async with self._write_lock:
-            conn = self._writer
-            try:
-                await conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StorageError(f"The database is busy (another process holds the write lock): {exc}.") from exc
-            except BaseException:
-                await _finish(conn)
-                raise
-            try:
-                yield conn
-                await conn.execute("COMMIT")
-            except BaseException as exc:
-                await _finish(conn)
-                if isinstance(exc, sqlite3.OperationalError):  # locked, disk full, I/O error
-                    raise StorageError(f"The database write failed and was rolled back: {exc}.") from exc
-                raise
-
-    @asynccontextmanager
-    async def read(self, *, snapshot: bool = False) -> AsyncIterator[aiosqlite.Connection]:
-        """A reader connection. Each statement sees committed data; ``snapshot=True`` wraps the
-        block in one read transaction so several statements see the same state (two more round trips)."""
-        self._check_open()
-        conn = await self._readers.get()
-        try:
-            if snapshot:
-                try:
-                    await conn.execute("BEGIN")
-                    yield conn
-                finally:
-                    # An open read transaction would pin the WAL and block checkpoints.
-                    await _finish(conn, "COMMIT")
-            else:
-                yield conn
-        finally:
-            self._readers.put_nowait(conn)
-
-    async def writing(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-        async with self.write() as conn:
-            return await fn(conn, *args, **kwargs)
-
-    async def reading(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-        async with self.read() as conn:
-            return await fn(conn, *args, **kwargs)
-
-    async def checkpoint(self) -> None:
-        """Copy the WAL into the main file and truncate it, so no old page images remain in it."""
-        self._check_open()
-        async with self._write_lock:
-            rows = await self._writer.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
-        if rows and rows[0][0]:
-            raise StorageError("The WAL checkpoint could not finish because a reader was busy; try again.")
-
-    async def vacuum(self) -> None:
-        """Rebuild the file without free pages, then checkpoint."""
-        self._check_open()
-        async with self._write_lock:
-            await self._writer.execute("VACUUM")
-        await self.checkpoint()
-
-    def file_size(self) -> int:
-        total = 0
-        for suffix in ("", "-wal"):
-            try:
-                total += os.path.getsize(f"{self.path}{suffix}")
-            except OSError:
-                pass
-        return total
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        async with self._write_lock:
-            for conn in [*self._all_readers, self._writer]:
-                await conn.close()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StorageError("The database is closed.")
-
-
-async def _open(path: str | os.PathLike[str], readers: int, busy_timeout_ms: int, migrate: bool) -> Database:
-    path = Path(path).expanduser()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _friendly(path, exc) from exc
-    try:
-        writer = await _connect(path, busy_timeout_ms)
-    except sqlite3.Error as exc:
-        raise _friendly(path, exc) from exc
-    opened: list[aiosqlite.Connection] = [writer]
-    try:
-        if migrate:
-            await migrations.apply_migrations(writer, path=str(path))
-        version = await migrations.current_version(writer)
-        if version > migrations.LATEST_VERSION:
-            raise SchemaTooNew(version, migrations.LATEST_VERSION, str(path))
-        reader_conns = []
-        for _ in range(max(1, readers)):
-            conn = await _connect(path, busy_timeout_ms)
-            opened.append(conn)
-            reader_conns.append(conn)
-    except sqlite3.Error as exc:
-        for conn in opened:
-            await conn.close()
-        raise _friendly(path, exc) from exc
-    except BaseException:
-        for conn in opened:
-            await conn.close()
-        raise
-    db = Database(path, writer, reader_conns)
-    db.schema_version = version
-    return db
+from .store import Database
+from .urls import is_postgres_url, sqlite_path
 
 
 class _Opener:
-    """``await open_database(p)`` or ``async with open_database(p) as db``."""
+    """``await open_database(t)`` or ``async with open_database(t) as db``."""
 
-    def __init__(self, *args: Any) -> None:
-        self._args = args
+    def __init__(self, target: str | os.PathLike[str], options: dict[str, Any]) -> None:
+        self._target = target
+        self._options = options
         self._db: Database | None = None
 
+    async def _open(self) -> Database:
+        if is_postgres_url(self._target):
+            from .postgres import open_postgres
+
+            return await open_postgres(str(self._target), readers=self._options["readers"],
+                                       migrate=self._options["migrate"])
+        from .sqlite import open_sqlite
+
+        return await open_sqlite(sqlite_path(self._target), self._options["readers"],
+                                 self._options["busy_timeout_ms"], self._options["migrate"])
+
     def __await__(self) -> Generator[Any, None, Database]:
-        return _open(*self._args).__await__()
+        return self._open().__await__()
 
     async def __aenter__(self) -> Database:
-        self._db = await _open(*self._args)
+        self._db = await self._open()
         return self._db
 
     async def __aexit__(self, *exc: object) -> None:
@@ -215,7 +47,8 @@ class _Opener:
 
 
 def open_database(
-    path: str | os.PathLike[str], *, readers: int = 2, busy_timeout_ms: int = 5000, migrate: bool = True
+    target: str | os.PathLike[str], *, readers: int = 2, busy_timeout_ms: int = 5000, migrate: bool = True
 ) -> _Opener:
-    """Open (creating the folder and file if needed) and migrate the database at ``path``."""
-    return _Opener(path, readers, busy_timeout_ms, migrate)
+    """Open and migrate the database ``target`` names: a SQLite path (the folder and file are
+    created if needed), ``sqlite:///path``, or ``postgresql://...`` (the database must exist)."""
+    return _Opener(target, {"readers": readers, "busy_timeout_ms": busy_timeout_ms, "migrate": migrate})

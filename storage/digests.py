@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
-import aiosqlite
 
 from .convert import check_id, check_text, from_ms, opt_ms, to_ms, utc_now
+from .connection import Connection
 from .errors import StorageError
 
 EVERY = ("daily", "weekly")
@@ -73,36 +73,37 @@ def _row(row: Iterable[Any]) -> DigestRecord:
     )
 
 
-async def insert_digest(conn: aiosqlite.Connection, record: DigestRecord) -> int:
+async def insert_digest(conn: Connection, record: DigestRecord) -> int:
     """Store a new digest; returns its id. Refuses a server's ``MAX_PER_GUILD + 1``-th digest."""
     _validate(record)
     if await count_digests(conn, record.guild_id) >= MAX_PER_GUILD:
         raise StorageError(f"This server already has {MAX_PER_GUILD} digests, the most allowed. Remove one first.")
     if record.created_at is None:
         record.created_at = utc_now()
-    cursor = await conn.execute(
+    rows = await conn.execute_fetchall(
         "INSERT INTO digests (guild_id, source_id, target_id, owner_id, every, at_time, timezone, weekday, "
-        "length, style, created_at, next_run_at, last_run_at, last_status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "length, style, created_at, next_run_at, last_run_at, last_status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+        "RETURNING id",
         (record.guild_id, record.source_id, record.target_id, record.owner_id, record.every, record.at_time,
          record.timezone, record.weekday, record.length, record.style, to_ms(record.created_at, "created_at"),
          to_ms(record.next_run_at, "next_run_at"), opt_ms(record.last_run_at, "last_run_at"), record.last_status),
     )
-    record.id = int(cursor.lastrowid)  # type: ignore[arg-type]
+    record.id = int(list(rows)[0][0])
     return record.id
 
 
-async def get_digest(conn: aiosqlite.Connection, digest_id: int) -> DigestRecord | None:
+async def get_digest(conn: Connection, digest_id: int) -> DigestRecord | None:
     rows = await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM digests WHERE id = ?", (digest_id,))
     return _row(rows[0]) if rows else None
 
 
-async def list_digests(conn: aiosqlite.Connection, guild_id: int) -> list[DigestRecord]:
+async def list_digests(conn: Connection, guild_id: int) -> list[DigestRecord]:
     """A server's digests, oldest first (ids ascending)."""
     rows = await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM digests WHERE guild_id = ? ORDER BY id", (guild_id,))
     return [_row(r) for r in rows]
 
 
-async def count_digests(conn: aiosqlite.Connection, guild_id: int | None = None) -> int:
+async def count_digests(conn: Connection, guild_id: int | None = None) -> int:
     if guild_id is None:
         rows = await conn.execute_fetchall("SELECT count(*) FROM digests")
     else:
@@ -121,7 +122,7 @@ def _on_shards(shards: Shards | None) -> tuple[str, tuple[int, ...]]:
     return f" AND ((guild_id >> 22) % ?) IN ({','.join('?' * len(ids))})", (count, *ids)
 
 
-async def due_digests(conn: aiosqlite.Connection, now: datetime, limit: int = 50,
+async def due_digests(conn: Connection, now: datetime, limit: int = 50,
                       shards: Shards | None = None) -> list[DigestRecord]:
     """Digests whose ``next_run_at`` is at or before ``now``, earliest first; only those on ``shards`` if given."""
     clause, params = _on_shards(shards)
@@ -132,14 +133,14 @@ async def due_digests(conn: aiosqlite.Connection, now: datetime, limit: int = 50
     return [_row(r) for r in rows]
 
 
-async def earliest_next_run(conn: aiosqlite.Connection, shards: Shards | None = None) -> datetime | None:
+async def earliest_next_run(conn: Connection, shards: Shards | None = None) -> datetime | None:
     """When the scheduler must next wake; None when there are no digests (on ``shards``, if given)."""
     clause, params = _on_shards(shards)
-    rows = await conn.execute_fetchall(f"SELECT min(next_run_at) FROM digests WHERE 1{clause}", params)
+    rows = await conn.execute_fetchall(f"SELECT min(next_run_at) FROM digests WHERE TRUE{clause}", params)
     return from_ms(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
-async def record_run(conn: aiosqlite.Connection, digest_id: int, *, ran_until: datetime,
+async def record_run(conn: Connection, digest_id: int, *, ran_until: datetime,
                      next_run_at: datetime, status: str) -> bool:
     """After a run (posted, empty or skipped): move the window and the schedule forward in one write."""
     cursor = await conn.execute(
@@ -149,7 +150,7 @@ async def record_run(conn: aiosqlite.Connection, digest_id: int, *, ran_until: d
     return cursor.rowcount > 0
 
 
-async def reschedule(conn: aiosqlite.Connection, digest_id: int, next_run_at: datetime,
+async def reschedule(conn: Connection, digest_id: int, next_run_at: datetime,
                      status: str | None = None) -> bool:
     """Move only the next run (a failed run that will be retried keeps its window)."""
     cursor = await conn.execute(
@@ -159,7 +160,7 @@ async def reschedule(conn: aiosqlite.Connection, digest_id: int, next_run_at: da
     return cursor.rowcount > 0
 
 
-async def delete_digest(conn: aiosqlite.Connection, digest_id: int, guild_id: int) -> bool:
+async def delete_digest(conn: Connection, digest_id: int, guild_id: int) -> bool:
     """Remove one digest of this server (an id from another server is not found)."""
     cursor = await conn.execute("DELETE FROM digests WHERE id = ? AND guild_id = ?", (digest_id, guild_id))
     return cursor.rowcount > 0

@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import aiosqlite
 
 from .convert import check_id
+from .connection import Connection
 from .messages import delete_author_messages, delete_where
 
 GUILD, CHANNEL, MEMBER = "guild", "channel", "member"
@@ -32,6 +32,7 @@ ERASED_BY: dict[str, dict[str, tuple[str, ...]]] = {
 NOT_PERSONAL: dict[str, str] = {
     "schema_migrations": "the schema versions applied",
     "sqlite_sequence": "SQLite's AUTOINCREMENT counters",
+    "leases": "which bot process runs a periodic job (retention, the start-up sweep) until when",
     "summary_sources": "message ids of one summary: they go with it (ON DELETE CASCADE)",
     "opt_outs": "the member's own choice: kept through /privacy forget so nothing new is stored; /privacy optin removes it",
 }
@@ -45,12 +46,12 @@ class Erased:
     digests: int = 0
 
 
-async def _delete(conn: aiosqlite.Connection, sql: str, args: tuple[object, ...]) -> int:
+async def _delete(conn: Connection, sql: str, args: tuple[object, ...]) -> int:
     cursor = await conn.execute(sql, args)
     return cursor.rowcount
 
 
-async def erase_guild(conn: aiosqlite.Connection, guild_id: int) -> Erased:
+async def erase_guild(conn: Connection, guild_id: int) -> Erased:
     """Everything stored for a server (the bot was removed): messages, summaries, settings, digests."""
     gid = check_id(guild_id, "guild id")
     deleted = await delete_where(conn, "guild_id = ?", (gid, gid), " OR guild_id = ?")
@@ -60,7 +61,7 @@ async def erase_guild(conn: aiosqlite.Connection, guild_id: int) -> Erased:
     return Erased(deleted.messages, deleted.summaries, settings, digests)
 
 
-async def erase_channel(conn: aiosqlite.Connection, channel_id: int) -> Erased:
+async def erase_channel(conn: Connection, channel_id: int) -> Erased:
     """A deleted channel or thread, and every thread under it: messages, summaries, overrides, digests."""
     cid = check_id(channel_id, "channel id")
     threads = [row[0] for row in await conn.execute_fetchall(
@@ -76,7 +77,7 @@ async def erase_channel(conn: aiosqlite.Connection, channel_id: int) -> Erased:
     return Erased(deleted.messages, deleted.summaries, settings, digests)
 
 
-async def erase_member(conn: aiosqlite.Connection, user_id: int) -> Erased:
+async def erase_member(conn: Connection, user_id: int) -> Erased:
     """A member who asked to be forgotten, in every server: their messages, the summaries built from
     them or asked for by them, and the digests they set up. Their opt-out, if any, stays."""
     uid = check_id(user_id, "user id")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import aiosqlite
 
 from .convert import check_id, from_ms
+from .connection import Connection
 from .migrations import current_version
 
 
@@ -30,7 +30,7 @@ class DatabaseStats:
     opted_out_users: int
 
 
-async def stored_guild_ids(conn: aiosqlite.Connection) -> set[int]:
+async def stored_guild_ids(conn: Connection) -> set[int]:
     """Every server anything is stored for (messages, summaries, settings, digests)."""
     rows = await conn.execute_fetchall(
         "SELECT DISTINCT guild_id FROM messages UNION SELECT guild_id FROM summaries "
@@ -39,7 +39,7 @@ async def stored_guild_ids(conn: aiosqlite.Connection) -> set[int]:
     return {r[0] for r in rows}
 
 
-async def stored_channel_ids(conn: aiosqlite.Connection, guild_id: int) -> set[int]:
+async def stored_channel_ids(conn: Connection, guild_id: int) -> set[int]:
     """Every channel or thread of a server with stored messages, summaries or setting overrides."""
     gid = check_id(guild_id, "guild id")
     rows = await conn.execute_fetchall(
@@ -51,7 +51,7 @@ async def stored_channel_ids(conn: aiosqlite.Connection, guild_id: int) -> set[i
     return {r[0] for r in rows}
 
 
-async def guild_stats(conn: aiosqlite.Connection, guild_id: int) -> GuildStats:
+async def guild_stats(conn: Connection, guild_id: int) -> GuildStats:
     gid = check_id(guild_id, "guild id")
     rows = await conn.execute_fetchall(
         "SELECT count(*), count(DISTINCT channel_id), min(created_at), max(created_at) FROM messages WHERE guild_id = ?",
@@ -62,12 +62,12 @@ async def guild_stats(conn: aiosqlite.Connection, guild_id: int) -> GuildStats:
     return GuildStats(messages, channels, summaries[0][0], from_ms(oldest), from_ms(newest))
 
 
-async def database_stats(conn: aiosqlite.Connection) -> DatabaseStats:
+async def database_stats(conn: Connection) -> DatabaseStats:
     counts = await conn.execute_fetchall(
         "SELECT (SELECT count(*) FROM messages), "
-        "(SELECT count(*) FROM (SELECT DISTINCT channel_id FROM messages)), "
+        "(SELECT count(*) FROM (SELECT DISTINCT channel_id FROM messages) AS c), "
         "(SELECT count(*) FROM (SELECT DISTINCT guild_id FROM messages UNION SELECT guild_id FROM summaries "
-        "UNION SELECT guild_id FROM settings)), "
+        "UNION SELECT guild_id FROM settings) AS g), "
         "(SELECT count(*) FROM summaries), (SELECT count(*) FROM opt_outs)"
     )
     messages, channels, guilds, summaries, opted_out = counts[0]

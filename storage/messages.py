@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
-import aiosqlite
 
 from .convert import (
     EPOCH,
+    ESCAPED,
     MAX_ID,
     ONE_MS,
     check_id,
@@ -25,6 +25,7 @@ from .convert import (
     text_out,
     to_ms,
 )
+from .connection import Connection
 from .errors import StorageError
 
 MAX_CONTENT_CHARS = 1_000_000
@@ -170,8 +171,8 @@ def _from_row(r: Sequence[Any]) -> StoredMessage:
     name, content, edited, attachments = r[5], r[6], r[8], r[11]
     return StoredMessage(
         r[0], r[1], r[2], r[4],
-        name if type(name) is str else text_out(name),  # type: ignore[arg-type]
-        content if type(content) is str else text_out(content),  # type: ignore[arg-type]
+        name if type(name) is str and name[:1] != ESCAPED else text_out(name),  # type: ignore[arg-type]
+        content if type(content) is str and content[:1] != ESCAPED else text_out(content),  # type: ignore[arg-type]
         EPOCH + r[7] * ONE_MS,
         r[3],
         None if edited is None else EPOCH + edited * ONE_MS,
@@ -185,7 +186,7 @@ def _id_list(ids: Iterable[int], what: str = "message id") -> str:
     return json.dumps([check_id(i, what) for i in ids])
 
 
-async def write_rows(conn: aiosqlite.Connection, rows: Sequence[Row]) -> int:
+async def write_rows(conn: Connection, rows: Sequence[Row]) -> int:
     """Upsert already-validated rows, leaving out authors who opted out (checked in this transaction)."""
     if not rows:
         return 0
@@ -199,20 +200,20 @@ async def write_rows(conn: aiosqlite.Connection, rows: Sequence[Row]) -> int:
     await conn.executemany(_UPSERT, rows)
     # Existing pairs are only read, not rewritten, so this costs little per batch.
     await conn.executemany(
-        "INSERT OR IGNORE INTO message_authors (author_id, channel_id, guild_id) VALUES (?, ?, ?)",
+        "INSERT INTO message_authors (author_id, channel_id, guild_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         {(r[AUTHOR_ID], r[CHANNEL_ID], r[GUILD_ID]) for r in rows},
     )
     return len(rows)
 
 
-async def upsert_messages(conn: aiosqlite.Connection, msgs: Iterable[StoredMessage]) -> int:
+async def upsert_messages(conn: Connection, msgs: Iterable[StoredMessage]) -> int:
     """Insert new messages and update known ones (an edit). Returns rows written (opted-out authors skipped)."""
     rows = [message_row(m) for m in msgs]  # validate everything before writing anything
     return await write_rows(conn, rows)
 
 
 async def edit_message(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     message_id: int,
     content: str,
     edited_at: datetime,
@@ -229,13 +230,13 @@ async def edit_message(
     return cur.rowcount > 0
 
 
-async def get_message(conn: aiosqlite.Connection, message_id: int) -> StoredMessage | None:
+async def get_message(conn: Connection, message_id: int) -> StoredMessage | None:
     rows = await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM messages WHERE id = ?", (check_id(message_id, "message id"),))
     return _from_row(rows[0]) if rows else None
 
 
 async def _select(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     channel_id: int,
     where: str,
     params: list[Any],
@@ -259,14 +260,14 @@ async def _select(
 
 
 async def last_messages(
-    conn: aiosqlite.Connection, channel_id: int, limit: int, *, exclude_authors: Iterable[int] = ()
+    conn: Connection, channel_id: int, limit: int, *, exclude_authors: Iterable[int] = ()
 ) -> list[StoredMessage]:
     """The newest ``limit`` messages of a channel, oldest first."""
     return await _select(conn, channel_id, "", [], limit, exclude_authors)
 
 
 async def messages_since(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     channel_id: int,
     since: datetime,
     *,
@@ -278,7 +279,7 @@ async def messages_since(
 
 
 async def messages_after(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     channel_id: int,
     after_id: int,
     *,
@@ -290,7 +291,7 @@ async def messages_after(
 
 
 async def messages_between(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     channel_id: int,
     first_id: int,
     last_id: int,
@@ -303,8 +304,8 @@ async def messages_between(
     return await _select(conn, channel_id, " AND id BETWEEN ? AND ?", [lo, hi], limit, exclude_authors)
 
 
-async def count_messages(conn: aiosqlite.Connection, *, guild_id: int | None = None, channel_id: int | None = None) -> int:
-    sql, args = "SELECT count(*) FROM messages WHERE 1", []
+async def count_messages(conn: Connection, *, guild_id: int | None = None, channel_id: int | None = None) -> int:
+    sql, args = "SELECT count(*) FROM messages WHERE TRUE", []
     if guild_id is not None:
         sql += " AND guild_id = ?"
         args.append(check_id(guild_id, "guild id"))
@@ -315,14 +316,14 @@ async def count_messages(conn: aiosqlite.Connection, *, guild_id: int | None = N
     return int(rows[0][0])
 
 
-async def channel_message_counts(conn: aiosqlite.Connection, guild_id: int) -> dict[int, int]:
+async def channel_message_counts(conn: Connection, guild_id: int) -> dict[int, int]:
     rows = await conn.execute_fetchall(
         "SELECT channel_id, count(*) FROM messages WHERE guild_id = ? GROUP BY channel_id", (check_id(guild_id, "guild id"),)
     )
     return {r[0]: r[1] for r in rows}
 
 
-async def delete_where(conn: aiosqlite.Connection, where: str, args: Sequence[Any], extra_summaries: str = "") -> DeleteResult:
+async def delete_where(conn: Connection, where: str, args: Sequence[Any], extra_summaries: str = "") -> DeleteResult:
     """Delete the messages matching ``where`` and every summary built from them.
 
     Summaries go first, found through summary_sources, so the count is exact; the trigger on
@@ -338,7 +339,7 @@ async def delete_where(conn: aiosqlite.Connection, where: str, args: Sequence[An
     return DeleteResult(messages=cur.rowcount, summaries=n_summaries)
 
 
-async def delete_messages(conn: aiosqlite.Connection, ids: Iterable[int] | int) -> DeleteResult:
+async def delete_messages(conn: Connection, ids: Iterable[int] | int) -> DeleteResult:
     """Delete messages by id (one or many), with their summaries, including summaries of never-stored ids."""
     id_json = _id_list([ids] if isinstance(ids, int) else ids)
     summaries = await conn.execute(
@@ -351,7 +352,7 @@ async def delete_messages(conn: aiosqlite.Connection, ids: Iterable[int] | int) 
 
 
 async def delete_missing(
-    conn: aiosqlite.Connection, channel_id: int, after_id: int, upto_id: int, present: Iterable[int]
+    conn: Connection, channel_id: int, after_id: int, upto_id: int, present: Iterable[int]
 ) -> tuple[DeleteResult, list[int]]:
     """A range Discord was just read for is the truth: delete the channel's stored messages with an id in
     ``(after_id, upto_id]`` that are not in ``present`` (deleted while nobody listened), with their summaries.
@@ -370,7 +371,7 @@ async def delete_missing(
     return await delete_messages(conn, gone), gone
 
 
-async def delete_author_messages(conn: aiosqlite.Connection, author_id: int, *, guild_id: int | None = None) -> DeleteResult:
+async def delete_author_messages(conn: Connection, author_id: int, *, guild_id: int | None = None) -> DeleteResult:
     """Every stored message by one author (in one server when ``guild_id`` is given)."""
     aid = check_id(author_id, "author id")
     # Through the channels they posted in (message_authors), so the channel index does the work.

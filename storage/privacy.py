@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterable
 
-import aiosqlite
 
 from .convert import check_id, to_ms, utc_now
 from .errors import InvalidSetting, StorageError
 from .messages import delete_messages
+from .connection import Connection
 from .settings import RETENTION_DAYS, SERVER, SPECS, parse_value
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ class PurgeResult:
     guilds: int  # servers that had anything purged
 
 
-async def opt_out(conn: aiosqlite.Connection, user_id: int, *, now: datetime | None = None) -> bool:
+async def opt_out(conn: Connection, user_id: int, *, now: datetime | None = None) -> bool:
     """From now on the user's messages are never stored. True when they were not opted out before."""
     cur = await conn.execute(
         "INSERT INTO opt_outs (user_id, opted_out_at) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING",
@@ -37,17 +37,17 @@ async def opt_out(conn: aiosqlite.Connection, user_id: int, *, now: datetime | N
     return cur.rowcount > 0
 
 
-async def opt_in(conn: aiosqlite.Connection, user_id: int) -> bool:
+async def opt_in(conn: Connection, user_id: int) -> bool:
     cur = await conn.execute("DELETE FROM opt_outs WHERE user_id = ?", (check_id(user_id, "user id"),))
     return cur.rowcount > 0
 
 
-async def is_opted_out(conn: aiosqlite.Connection, user_id: int) -> bool:
+async def is_opted_out(conn: Connection, user_id: int) -> bool:
     rows = await conn.execute_fetchall("SELECT 1 FROM opt_outs WHERE user_id = ?", (check_id(user_id, "user id"),))
     return bool(rows)
 
 
-async def opted_out_users(conn: aiosqlite.Connection, among: Iterable[int] | None = None) -> set[int]:
+async def opted_out_users(conn: Connection, among: Iterable[int] | None = None) -> set[int]:
     """All opted-out user ids, or those of ``among`` that opted out."""
     if among is None:
         rows = await conn.execute_fetchall("SELECT user_id FROM opt_outs")
@@ -57,12 +57,12 @@ async def opted_out_users(conn: aiosqlite.Connection, among: Iterable[int] | Non
     return {r[0] for r in rows}
 
 
-async def _retention_by_guild(conn: aiosqlite.Connection) -> dict[int, int]:
+async def _retention_by_guild(conn: Connection) -> dict[int, int]:
     """Retention days of every server with stored messages or summaries (the default where unset)."""
     spec = SPECS[RETENTION_DAYS]  # registered by the application (bot/tunables.py)
     default = spec.default
     rows = await conn.execute_fetchall(
-        "SELECT guild_id FROM (SELECT DISTINCT guild_id FROM messages UNION SELECT DISTINCT guild_id FROM summaries)"
+        "SELECT guild_id FROM (SELECT DISTINCT guild_id FROM messages UNION SELECT DISTINCT guild_id FROM summaries) AS g"
     )
     days = {r[0]: default for r in rows}
     stored = await conn.execute_fetchall(

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping, Protocol
 
-import aiosqlite
 
 from .convert import check_id, to_ms, utc_now
+from .connection import Connection
 from .errors import InvalidSetting
 
 SERVER = 0  # channel_id of a server-wide value
@@ -104,7 +104,7 @@ def _decode(name: str, raw: str) -> Any:
     return parse_value(SPECS[name], json.loads(raw))
 
 
-async def get_settings(conn: aiosqlite.Connection, guild_id: int, channel_id: int | None = None) -> ResolvedSettings:
+async def get_settings(conn: Connection, guild_id: int, channel_id: int | None = None) -> ResolvedSettings:
     gid = check_id(guild_id, "guild id")
     scopes = (SERVER,) if channel_id is None else (SERVER, _scope(channel_id))
     rows = await conn.execute_fetchall(
@@ -124,13 +124,13 @@ async def get_settings(conn: aiosqlite.Connection, guild_id: int, channel_id: in
     return ResolvedSettings(values, sources)
 
 
-async def get_setting(conn: aiosqlite.Connection, guild_id: int, name: str, channel_id: int | None = None) -> ResolvedSetting:
+async def get_setting(conn: Connection, guild_id: int, name: str, channel_id: int | None = None) -> ResolvedSetting:
     _spec_for(name)
     resolved = await get_settings(conn, guild_id, channel_id)
     return ResolvedSetting(name, resolved[name], resolved.source(name))
 
 
-async def set_setting(conn: aiosqlite.Connection, guild_id: int, name: str, value: Any, channel_id: int | None = None) -> Any:
+async def set_setting(conn: Connection, guild_id: int, name: str, value: Any, channel_id: int | None = None) -> Any:
     """Validate and store one value for a server (``channel_id`` None) or a channel; returns the stored value."""
     spec = _spec_for(name)
     typed = parse_value(spec, value)
@@ -144,7 +144,7 @@ async def set_setting(conn: aiosqlite.Connection, guild_id: int, name: str, valu
     return typed
 
 
-async def reset_setting(conn: aiosqlite.Connection, guild_id: int, name: str | None = None, channel_id: int | None = None) -> int:
+async def reset_setting(conn: Connection, guild_id: int, name: str | None = None, channel_id: int | None = None) -> int:
     """Remove one stored value (or all, when ``name`` is None) of a scope; returns rows removed."""
     sql = "DELETE FROM settings WHERE guild_id = ? AND channel_id = ?"
     args: list[Any] = [check_id(guild_id, "guild id"), _scope(channel_id)]
@@ -156,7 +156,7 @@ async def reset_setting(conn: aiosqlite.Connection, guild_id: int, name: str | N
     return cur.rowcount
 
 
-async def list_overrides(conn: aiosqlite.Connection, guild_id: int) -> dict[int, dict[str, Any]]:
+async def list_overrides(conn: Connection, guild_id: int) -> dict[int, dict[str, Any]]:
     """Every stored value of a server: scope (0 = server, else channel id) -> name -> value."""
     rows = await conn.execute_fetchall(
         "SELECT channel_id, name, value FROM settings WHERE guild_id = ? ORDER BY channel_id, name",

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Sequence
 
-import aiosqlite
 
 from .convert import check_id, check_text, from_ms, opt_id, opt_ms, text_in, text_out, to_ms, utc_now
+from .connection import Connection
 from .errors import SourcesGone, StorageError
 
 MAX_SUMMARY_CHARS = 1_000_000
@@ -74,7 +74,7 @@ def _from_row(r: Sequence[Any], source_ids: list[int] | None = None) -> SummaryR
     )
 
 
-async def insert_summary(conn: aiosqlite.Connection, record: SummaryRecord, *, require_sources: bool = False) -> int:
+async def insert_summary(conn: Connection, record: SummaryRecord, *, require_sources: bool = False) -> int:
     """Store a summary and its source message ids; returns (and sets) ``record.id``.
 
     ``require_sources``: every source message must still be stored, checked in this transaction;
@@ -93,8 +93,9 @@ async def insert_summary(conn: aiosqlite.Connection, record: SummaryRecord, *, r
         )
         if rows[0][0] < len(sources):
             raise SourcesGone(len(sources) - rows[0][0])
-    cur = await conn.execute(
-        f"INSERT INTO summaries ({_COLUMNS.removeprefix('id, ')}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    inserted = await conn.execute_fetchall(
+        f"INSERT INTO summaries ({_COLUMNS.removeprefix('id, ')}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "RETURNING id",
         (
             check_id(record.guild_id, "guild id"),
             check_id(record.channel_id, "channel id"),
@@ -112,8 +113,7 @@ async def insert_summary(conn: aiosqlite.Connection, record: SummaryRecord, *, r
             opt_ms(record.end_at, "end_at"),
         ),
     )
-    summary_id = cur.lastrowid
-    assert summary_id is not None
+    summary_id = int(list(inserted)[0][0])
     if sources:
         await conn.executemany(
             "INSERT INTO summary_sources (summary_id, message_id) VALUES (?, ?)", [(summary_id, m) for m in sources]
@@ -123,7 +123,7 @@ async def insert_summary(conn: aiosqlite.Connection, record: SummaryRecord, *, r
     return summary_id
 
 
-async def get_summary(conn: aiosqlite.Connection, summary_id: int) -> SummaryRecord | None:
+async def get_summary(conn: Connection, summary_id: int) -> SummaryRecord | None:
     rows = await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM summaries WHERE id = ?", (check_id(summary_id, "summary id"),))
     if not rows:
         return None
@@ -148,7 +148,7 @@ def _filters(
 
 
 async def list_summaries(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     channel_id: int,
     *,
     requester_id: int | None = None,
@@ -161,31 +161,31 @@ async def list_summaries(
         raise StorageError(f"limit and offset must be whole numbers 0 or more (got {limit!r}, {offset!r}).")
     where, args = _filters(None, channel_id, requester_id, visible_to)
     rows = await conn.execute_fetchall(
-        f"SELECT {_COLUMNS} FROM summaries WHERE 1{where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+        f"SELECT {_COLUMNS} FROM summaries WHERE TRUE{where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
         (*args, limit, offset),
     )
     return [_from_row(r) for r in rows]
 
 
 async def count_summaries(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     *,
     guild_id: int | None = None,
     channel_id: int | None = None,
     requester_id: int | None = None,
 ) -> int:
     where, args = _filters(guild_id, channel_id, requester_id)
-    rows = await conn.execute_fetchall(f"SELECT count(*) FROM summaries WHERE 1{where}", args)
+    rows = await conn.execute_fetchall(f"SELECT count(*) FROM summaries WHERE TRUE{where}", args)
     return int(rows[0][0])
 
 
-async def delete_summary(conn: aiosqlite.Connection, summary_id: int) -> bool:
+async def delete_summary(conn: Connection, summary_id: int) -> bool:
     cur = await conn.execute("DELETE FROM summaries WHERE id = ?", (check_id(summary_id, "summary id"),))
     return cur.rowcount > 0
 
 
 async def reusable_summaries(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     channel_id: int,
     start_id: int,
     end_id: int,
@@ -205,7 +205,7 @@ async def reusable_summaries(
     """
     where, args = _filters(None, channel_id, None, visible_to)
     rows = await conn.execute_fetchall(
-        f"SELECT {_COLUMNS} FROM summaries AS s WHERE 1{where} AND start_id >= ? AND end_id = ? AND created_at >= ?"
+        f"SELECT {_COLUMNS} FROM summaries AS s WHERE TRUE{where} AND start_id >= ? AND end_id = ? AND created_at >= ?"
         " AND NOT EXISTS (SELECT 1 FROM summary_sources AS src LEFT JOIN messages AS m ON m.id = src.message_id"
         "   WHERE src.summary_id = s.id AND (m.id IS NULL OR coalesce(m.edited_at, 0) > s.created_at))"
         " ORDER BY created_at DESC, id DESC LIMIT ?",

@@ -61,3 +61,95 @@ def embedded_cache_dir() -> Path:
     folder = CACHE_ROOT / "model-cache"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+_PG_SKIPPED: list[str] = []
+
+
+def _require_postgres() -> bool:
+    return os.environ.get("RECAP_REQUIRE_POSTGRES", "") not in ("", "0")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The URL of a PostgreSQL database the tests may create schemas in: RECAP_TEST_POSTGRES_URL, or
+    a throw-away cluster (tests/pg_cluster.py) started here and stopped at the end of the run.
+    Without either the PostgreSQL tests are skipped, except where RECAP_REQUIRE_POSTGRES=1 (CI)."""
+    from tests.pg_cluster import Cluster, find_bin_dir
+
+    given = os.environ.get("RECAP_TEST_POSTGRES_URL", "")
+    if given:
+        yield given
+        return
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        why = "no PostgreSQL server (install the postgresql package or set RECAP_TEST_POSTGRES_URL)"
+        if _require_postgres():
+            pytest.fail(f"RECAP_REQUIRE_POSTGRES is set but there is {why}")
+        _PG_SKIPPED.append(why)
+        pytest.skip(why)
+    cluster = Cluster(bin_dir)
+    try:
+        cluster.start()
+    except Exception as exc:
+        cluster.stop()
+        if _require_postgres():
+            raise
+        _PG_SKIPPED.append(f"the PostgreSQL cluster did not start: {exc}")
+        pytest.skip(f"the PostgreSQL cluster did not start: {exc}")
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+_SCHEMAS = iter(range(1, 1_000_000))
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}search_path={schema}"
+
+
+def _pg_statement(url: str, sql: str) -> None:
+    """One statement on its own loop and thread: fixtures that need it may run inside a test's loop."""
+    import asyncio
+    import threading
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    failure: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _capture(failure, asyncio.run, run()))
+    thread.start()
+    thread.join(60)
+    if failure:
+        raise failure[0]
+
+
+def _capture(failure: list[BaseException], fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except BaseException as exc:  # handed to the caller's thread
+        failure.append(exc)
+
+
+@pytest.fixture
+def pg_url(pg_server: str):
+    """A fresh, empty schema of the test server, as a DATABASE_URL (search_path set to it); dropped after."""
+    schema = f"t{os.getpid()}_{next(_SCHEMAS)}"
+    _pg_statement(pg_server, f"CREATE SCHEMA {schema}")
+    yield _with_search_path(pg_server, schema)
+    _pg_statement(pg_server, f"DROP SCHEMA {schema} CASCADE")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _PG_SKIPPED:
+        terminalreporter.write_line(f"PostgreSQL tests skipped: {_PG_SKIPPED[0]}.")

@@ -1,4 +1,4 @@
-"""storage.digests on a real SQLite file, migrated from scratch."""
+"""storage.digests on both stores (a real SQLite file and a real PostgreSQL schema), migrated from scratch."""
 
 from __future__ import annotations
 
@@ -6,19 +6,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from storage import digests, erasure
-from storage.db import open_database
+from storage import digests, erasure, open_database
 from storage.digests import DigestRecord
 from storage.errors import StorageError
+from test_storage_helpers import column_names, db, db_path, db_target  # noqa: F401  (fixtures)
 
 UTC = timezone.utc
 T0 = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def db(tmp_path):
-    async with open_database(tmp_path / "recap.sqlite3") as db:
-        yield db
 
 
 def record(**changes) -> DigestRecord:
@@ -29,11 +23,9 @@ def record(**changes) -> DigestRecord:
 
 
 async def test_migration_creates_exact_columns(db) -> None:
-    async with db.read() as conn:
-        rows = await conn.execute_fetchall("PRAGMA table_info(digests)")
-    assert [r[1] for r in rows] == [
+    assert await db.reading(column_names, "digests") == [
         "id", "guild_id", "source_id", "target_id", "owner_id", "every", "at_time", "timezone", "weekday",
-        "length", "style", "created_at", "next_run_at", "last_run_at", "last_status",
+        "length", "style", "created_at", "next_run_at", "last_run_at", "last_status", "claimed_by", "claimed_until",
     ]
 
 
@@ -147,9 +139,8 @@ async def test_list_is_per_guild_in_id_order(db) -> None:
     assert [d.id for d in await db.reading(digests.list_digests, 1)] == [a, b]
 
 
-async def test_survives_reopen(tmp_path) -> None:
-    path = tmp_path / "recap.sqlite3"
-    async with open_database(path) as db:
+async def test_survives_reopen(db_target: str) -> None:
+    async with open_database(db_target) as db:
         new_id = await db.writing(digests.insert_digest, record())
-    async with open_database(path) as db:
+    async with open_database(db_target) as db:
         assert (await db.reading(digests.get_digest, new_id)).next_run_at == T0

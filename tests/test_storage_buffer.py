@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 
 from storage import MessageBuffer, StorageError, erasure, messages, privacy, summaries
-from test_storage_helpers import CHANNEL, T0, db, db_path, msg, summary  # noqa: F401
+from storage.connection import is_postgres
+from test_storage_helpers import CHANNEL, T0, db, db_path, msg, sqlite_db, summary  # noqa: F401
 
 
 async def _count(db) -> int:
@@ -29,7 +30,8 @@ async def _commits_during(db, work) -> int:
     return sum(1 for s in seen if s.strip().upper() == "COMMIT")
 
 
-async def test_each_full_batch_is_one_transaction(db) -> None:
+async def test_each_full_batch_is_one_transaction(sqlite_db) -> None:
+    db = sqlite_db  # counts COMMITs through SQLite's statement trace
     buffer = MessageBuffer(db, max_batch=100, max_delay_s=60)
 
     async def work() -> None:
@@ -52,7 +54,8 @@ async def test_a_full_batch_is_written_without_waiting_for_the_timer(db) -> None
     assert await _count(db) == 250
 
 
-async def test_flush_writes_batches_of_max_batch(db) -> None:
+async def test_flush_writes_batches_of_max_batch(sqlite_db) -> None:
+    db = sqlite_db  # counts COMMITs through SQLite's statement trace
     buffer = MessageBuffer(db, max_batch=1000, max_delay_s=60)
     buffer.max_batch = 10_000  # fill past the usual size without an automatic flush
     await buffer.add_many([msg(i) for i in range(1, 2501)])
@@ -165,12 +168,17 @@ async def test_a_failed_flush_keeps_the_messages(db) -> None:
     buffer = MessageBuffer(db, max_batch=500, max_delay_s=60)
     await buffer.add_many([msg(1), msg(2)])
     async with db.write() as conn:
-        await conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+        if is_postgres(conn):
+            await conn.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                               "$$ BEGIN RAISE EXCEPTION 'disk says no'; END $$")
+            await conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse()")
+        else:
+            await conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
     with pytest.raises(Exception, match="disk says no"):
         await buffer.flush()
     assert len(buffer) == 2
     async with db.write() as conn:
-        await conn.execute("DROP TRIGGER refuse")
+        await conn.execute("DROP TRIGGER refuse ON messages" if is_postgres(conn) else "DROP TRIGGER refuse")
     assert await buffer.flush() == 2
 
 

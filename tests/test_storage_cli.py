@@ -59,7 +59,7 @@ def test_stats_prints_counts_and_size(tmp_path: Path) -> None:
     text = _db(path, "stats")
     assert text.returncode == 0, text.stderr
     assert "Messages:        3" in text.stdout and "Opted-out users: 1" in text.stdout
-    assert f"Schema version:  {migrations.LATEST_VERSION}" in text.stdout and "File size:" in text.stdout
+    assert f"Schema version:  {migrations.LATEST_VERSION}" in text.stdout and "Size:" in text.stdout
     data = json.loads(_db(path, "stats", "--json").stdout)
     assert (data["messages"], data["channels"], data["guilds"], data["summaries"]) == (3, 3, 2, 0)
     assert data["file_bytes"] > 0

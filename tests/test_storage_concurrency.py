@@ -14,7 +14,7 @@ from pathlib import Path
 import aiosqlite
 
 from storage import messages, open_database, summaries
-from test_storage_helpers import db, db_path, msg, summary  # noqa: F401
+from test_storage_helpers import db, db_path, db_target, msg, summary, target_of  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ WRITER = textwrap.dedent(
 )
 
 
-def _spawn(path: Path, start: int, rounds: int) -> subprocess.Popen[str]:
+def _spawn(path: Path | str, start: int, rounds: int) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
         [sys.executable, "-c", WRITER, str(path), str(start), str(rounds)],
@@ -73,16 +73,16 @@ OPENER = textwrap.dedent(
 )
 
 
-async def test_processes_opening_a_new_file_together_migrate_it_once(db_path: Path) -> None:
+async def test_processes_opening_a_new_database_together_migrate_it_once(db_target: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [
-        subprocess.Popen([sys.executable, "-c", OPENER, str(db_path)], cwd=REPO, env=env,
+        subprocess.Popen([sys.executable, "-c", OPENER, db_target], cwd=REPO, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(4)
     ]
     outputs = [await asyncio.to_thread(p.communicate, timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outputs]
-    async with open_database(db_path) as database:
+    async with open_database(db_target) as database:
         async with database.read() as conn:
             versions = [r[0] for r in await conn.execute_fetchall("SELECT version FROM schema_migrations ORDER BY version")]
         assert versions == list(range(1, database.schema_version + 1))
@@ -123,7 +123,7 @@ async def test_two_databases_on_one_file_wait_for_each_other(db_path: Path) -> N
 
 
 async def test_a_second_process_writes_concurrently(db) -> None:
-    proc = _spawn(db.path, 1_000_000, 200)
+    proc = _spawn(target_of(db), 1_000_000, 200)
     assert proc.stdout is not None
     assert (await asyncio.to_thread(proc.stdout.readline)).strip() == "ready"  # it is writing now
     for j in range(40):

@@ -1,4 +1,5 @@
-"""Deleted data is gone from the file bytes (secure_delete + WAL checkpoint), for every delete path."""
+"""Deleted data is gone from the stored bytes, for every delete path: from the SQLite file and its WAL
+(secure_delete + WAL checkpoint), and from PostgreSQL's table files after ``vacuum()`` (VACUUM FULL)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from storage import StoredAttachment, erasure, messages, privacy, summaries
-from test_storage_helpers import CHANNEL, GUILD, OTHER_GUILD, T0, THREAD, db, db_path, msg, summary  # noqa: F401
+from storage import StoredAttachment, erasure, messages, open_database, privacy, summaries
+from test_storage_helpers import (  # noqa: F401  (fixtures)
+    CHANNEL, GUILD, OTHER_GUILD, T0, THREAD, db_path, msg, sqlite_db, summary,
+)
 
 MARKER = "ZQX-unique-marker-7f3a9"
 
@@ -61,7 +64,20 @@ async def _edit(db):
     ids=lambda f: f.__name__.strip("_"),
 )
 @pytest.mark.parametrize("size", [1, 20_000], ids=["small", "overflow-pages"])
-async def test_deleted_marker_is_gone_from_the_file(db, db_path: Path, delete, size: int) -> None:
+async def test_deleted_marker_is_gone_from_the_file(sqlite_db, db_path: Path, delete, size: int) -> None:
+    db = sqlite_db
+    await _store_secret(db, size)
+    await db.checkpoint()
+    assert MARKER.encode() in _file_bytes(db_path)  # the test can see the marker when it is there
+
+    await delete(db)
+    await db.checkpoint()
+
+    assert MARKER.encode() not in _file_bytes(db_path)
+    assert await db.reading(messages.count_messages, guild_id=OTHER_GUILD) == 40  # the other rows are untouched
+
+
+async def _store_secret(db, size: int) -> None:
     secret = (MARKER + " ") * size
     await db.writing(
         messages.upsert_messages,
@@ -74,17 +90,47 @@ async def test_deleted_marker_is_gone_from_the_file(db, db_path: Path, delete, s
         ],
     )
     await db.writing(summaries.insert_summary, summary([2, 100], channel=THREAD, text=f"It said {MARKER}"))
-    await db.checkpoint()
-    assert MARKER.encode() in _file_bytes(db_path)  # the test can see the marker when it is there
-
-    await delete(db)
-    await db.checkpoint()
-
-    assert MARKER.encode() not in _file_bytes(db_path)
-    assert await db.reading(messages.count_messages, guild_id=OTHER_GUILD) == 40  # the other rows are untouched
 
 
-async def test_retention_purge_alone_leaves_no_trace(db, db_path: Path) -> None:
+async def _pg_table_bytes(db) -> bytes:
+    """Every file of this test's database on the test server (tables, TOAST, indexes), after a
+    CHECKPOINT has written the shared buffers out."""
+    async with db.read() as conn:
+        await conn.execute("CHECKPOINT")
+        rows = await conn.execute_fetchall(
+            "SELECT current_setting('data_directory'), pg_relation_filepath(c.oid) FROM pg_class AS c "
+            "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+            "AND pg_relation_filepath(c.oid) IS NOT NULL"
+        )
+    files = [Path(root) / rel for root, rel in rows]
+    if not files or not files[0].parent.is_dir():
+        pytest.skip("the PostgreSQL server's files are not on this machine")
+    out = b""
+    for file in files:
+        for segment in sorted(file.parent.glob(file.name + "*")):  # segments .1, .2 and the _fsm/_vm forks
+            out += segment.read_bytes()
+    return out
+
+
+@pytest.mark.parametrize(
+    "delete",
+    [_delete_by_id, _delete_channel, _delete_guild, _forget_user, _retention, _edit],
+    ids=lambda f: f.__name__.strip("_"),
+)
+@pytest.mark.parametrize("size", [1, 20_000], ids=["small", "toast"])
+async def test_postgres_vacuum_leaves_no_erased_bytes_in_the_table_files(pg_url: str, delete, size: int) -> None:
+    async with open_database(pg_url) as db:
+        await _store_secret(db, size)
+        assert MARKER.encode() in await _pg_table_bytes(db)  # the test can see the marker when it is there
+        await delete(db)
+        await db.checkpoint()  # what the bot runs after an erasure: plain VACUUM
+        await db.vacuum()  # `python -m bot db vacuum`: VACUUM FULL rewrites the tables
+        assert MARKER.encode() not in await _pg_table_bytes(db)
+        assert await db.reading(messages.count_messages, guild_id=OTHER_GUILD) == 40
+
+
+async def test_retention_purge_alone_leaves_no_trace(sqlite_db, db_path: Path) -> None:
+    db = sqlite_db
     await db.writing(messages.upsert_messages, [msg(1, content=MARKER, at=T0), msg(2, at=T0 + timedelta(days=59))])
     await db.checkpoint()
     assert MARKER.encode() in _file_bytes(db_path)

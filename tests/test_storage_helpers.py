@@ -9,6 +9,7 @@ from typing import AsyncIterator
 import pytest
 
 from storage import Database, StoredAttachment, StoredMessage, SummaryRecord, open_database
+from storage.connection import is_postgres
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 GUILD, OTHER_GUILD = 1000, 2000
@@ -58,7 +59,46 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "recap.sqlite3"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db(request: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[Database]:
+    """The same contract on both stores: a SQLite file, and a fresh schema of the test PostgreSQL server."""
+    target = str(db_path) if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    async with open_database(target) as database:
+        yield database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_target(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """A database target not opened yet: a SQLite path, or a fresh PostgreSQL schema's URL."""
+    return str(db_path) if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def target_of(db: Database) -> str:
+    """The target another process opens to reach the same database."""
+    return str(getattr(db, "url", None) or db.path)  # type: ignore[attr-defined]
+
+
 @pytest.fixture
-async def db(db_path: Path) -> AsyncIterator[Database]:
+async def sqlite_db(db_path: Path) -> AsyncIterator[Database]:
+    """For tests of what only the SQLite file has: its bytes, WAL, pragmas, statement traces."""
     async with open_database(db_path) as database:
         yield database
+
+
+async def table_names(conn) -> set[str]:
+    """The tables of the open database (either store)."""
+    if is_postgres(conn):
+        sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    return {row[0] for row in await conn.execute_fetchall(sql)}
+
+
+async def column_names(conn, table: str) -> list[str]:
+    """A table's columns in order (either store)."""
+    if is_postgres(conn):
+        rows = await conn.execute_fetchall(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = ? ORDER BY ordinal_position", (table,))
+        return [r[0] for r in rows]
+    return [r[1] for r in await conn.execute_fetchall(f"PRAGMA table_info({table})")]

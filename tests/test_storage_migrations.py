@@ -9,7 +9,7 @@ import pytest
 
 from storage import MigrationError, SchemaTooNew, StorageError, messages, migrations, open_database
 from storage.migrations import Migration, apply_migrations, current_version, load_migrations
-from test_storage_helpers import db, db_path, msg  # noqa: F401  (fixtures)
+from test_storage_helpers import column_names, db, db_path, msg, sqlite_db  # noqa: F401  (fixtures)
 
 EXPECTED_COLUMNS = {
     "schema_migrations": ["version", "name", "applied_at"],
@@ -28,14 +28,10 @@ EXPECTED_COLUMNS = {
 }
 
 
-async def _columns(conn: aiosqlite.Connection, table: str) -> list[str]:
-    return [r[1] for r in await conn.execute_fetchall(f"PRAGMA table_info({table})")]
-
-
 async def test_fresh_database_has_exact_columns(db) -> None:
     async with db.read() as conn:
         for table, columns in EXPECTED_COLUMNS.items():
-            assert await _columns(conn, table) == columns, table
+            assert await column_names(conn, table) == columns, table
 
 
 async def test_fresh_database_records_every_migration(db) -> None:
@@ -110,7 +106,8 @@ def test_unfinished_statement_is_reported() -> None:
         Migration(3, "x", "CREATE TABLE a (x);\nCREATE TABLE b (\n").statements()
 
 
-async def test_connections_use_wal_foreign_keys_secure_delete_and_busy_timeout(db) -> None:
+async def test_connections_use_wal_foreign_keys_secure_delete_and_busy_timeout(sqlite_db) -> None:
+    db = sqlite_db
     for ctx in (db.write(), db.read()):
         async with ctx as conn:
             pragmas = {}

@@ -1,8 +1,10 @@
 """Numbered schema migrations and the runner that applies them.
 
-A migration is a file ``NNNN_name.sql`` in this package. Each one is applied in its own
-``BEGIN IMMEDIATE`` transaction together with its row in ``schema_migrations``, so a database
-is always at exactly one recorded version. To change the schema, add the next-numbered file.
+A migration is a file ``NNNN_name.sql`` in this package (SQLite) and the file of the same number
+and name in ``postgresql/`` (the same schema in PostgreSQL's types). Each one is applied in its
+own transaction together with its row in ``schema_migrations``, so a database is always at exactly
+one recorded version. To change the schema, add the next-numbered file to both. This module runs
+SQLite's; ``storage.postgres`` runs PostgreSQL's.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from importlib import resources
 
 import aiosqlite
 
+from ..connection import Connection, is_postgres
 from ..convert import to_ms, utc_now
 from ..errors import MigrationError, SchemaTooNew
 
@@ -52,10 +55,18 @@ def _only_comments(text: str) -> bool:
     return all(not line.strip() or line.strip().startswith("--") for line in text.splitlines())
 
 
-@lru_cache(maxsize=1)
-def _load() -> tuple[Migration, ...]:
+DIALECTS = ("sqlite", "postgresql")
+
+
+@lru_cache(maxsize=2)
+def _load(dialect: str = "sqlite") -> tuple[Migration, ...]:
+    if dialect not in DIALECTS:
+        raise MigrationError(f"No migrations for {dialect!r} (known: {', '.join(DIALECTS)}).")
+    folder = resources.files(__name__)
+    if dialect != "sqlite":
+        folder = folder / dialect
     found: list[Migration] = []
-    for entry in resources.files(__name__).iterdir():
+    for entry in folder.iterdir():
         match = _FILE_RE.match(entry.name)
         if match:
             found.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
@@ -71,18 +82,21 @@ def _load() -> tuple[Migration, ...]:
     return tuple(found)
 
 
-def load_migrations() -> list[Migration]:
-    return list(_load())
+def load_migrations(dialect: str = "sqlite") -> list[Migration]:
+    return list(_load(dialect))
 
 
 LATEST_VERSION: int = len(_load())
 
 
-async def current_version(conn: aiosqlite.Connection) -> int:
-    """The highest applied version; 0 for an empty database."""
-    rows = await conn.execute_fetchall(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-    )
+async def current_version(conn: Connection) -> int:
+    """The highest applied version; 0 for an empty database (either store)."""
+    if is_postgres(conn):
+        rows = await conn.execute_fetchall("SELECT 1 WHERE to_regclass('schema_migrations') IS NOT NULL")
+    else:
+        rows = await conn.execute_fetchall(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        )
     if not rows:
         return 0
     rows = await conn.execute_fetchall("SELECT coalesce(max(version), 0) FROM schema_migrations")
