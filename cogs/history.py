@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 import discord
@@ -19,7 +20,7 @@ from discord.ext import commands, tasks
 from core.coverage import shard_of
 from core.server_settings import settings_channel_id
 from core.reading import is_conversation, to_stored
-from storage import MessageBuffer, guilds, settings as settings_store
+from storage import MessageBuffer, guilds, leases, settings as settings_store
 from storage.erasure import erase_channel, erase_guild
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 ENABLED_TTL_S = 60.0
 FLUSH_EVERY_S = 1.0
+# One sweep per shard set at a time, among processes sharing the database; a crashed sweeper's lease lapses.
+SWEEP_LEASE_FOR = timedelta(minutes=15)
 
 
 class History(commands.Cog):
@@ -104,6 +107,21 @@ class History(commands.Cog):
         Returns how many servers and channels were erased. Unavailable servers (an outage) are left alone,
         and so are servers on shards this process does not run: other processes share the database.
         """
+        scope = self.bot.shard_scope()
+        lease = f"sweep:{scope[0]}:{','.join(map(str, scope[1]))}" if scope else "sweep"
+        now = datetime.now(timezone.utc)
+        if not await self.bot.db.writing(leases.take_lease, lease, now=now, ttl=SWEEP_LEASE_FOR):
+            log.info("another bot process with the same shards is sweeping; this one leaves it to it")
+            return 0
+        try:
+            return await self._sweep_once()
+        finally:
+            try:
+                await self.bot.db.writing(leases.release_lease, lease)
+            except Exception:  # it lapses by itself
+                log.warning("could not release the sweep lease %s", lease)
+
+    async def _sweep_once(self) -> int:
         erased = 0
         present = {g.id for g in self.bot.guilds}
         stored = await self.bot.db.reading(guilds.stored_guild_ids)

@@ -7,17 +7,21 @@ deletes in small chunks, one short write transaction each, so ingest never waits
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from discord.ext import commands, tasks
 
-from storage import privacy
+from storage import leases, privacy
 
 if TYPE_CHECKING:
     from bot.client import RecapBot
 
 log = logging.getLogger(__name__)
 PURGE_EVERY_S = 3600.0  # retention is counted in days: hourly is prompt enough
+LEASE = "retention"
+# The holder renews it every round; a process that stopped gives way to another after this.
+LEASE_FOR = timedelta(seconds=2 * PURGE_EVERY_S + 600)
 
 
 class Retention(commands.Cog):
@@ -34,6 +38,10 @@ class Retention(commands.Cog):
     @tasks.loop(seconds=PURGE_EVERY_S)
     async def purger(self) -> None:
         try:
+            now = datetime.now(timezone.utc)
+            if not await self.bot.db.writing(leases.take_lease, LEASE, now=now, ttl=LEASE_FOR):
+                log.debug("retention: another bot process holds the lease and purges")
+                return
             result = await privacy.purge_expired(self.bot.db)
         except Exception:  # a busy or failing database: the next round tries again
             log.exception("the retention purge failed")

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from .convert import check_id, check_text, from_ms, opt_ms, to_ms, utc_now
 from .connection import Connection
 from .errors import StorageError
+from .leases import HOLDER
 
 EVERY = ("daily", "weekly")
 MAX_PER_GUILD = 25  # /digest set refuses more; each one is a background job
@@ -124,27 +125,57 @@ def _on_shards(shards: Shards | None) -> tuple[str, tuple[int, ...]]:
 
 async def due_digests(conn: Connection, now: datetime, limit: int = 50,
                       shards: Shards | None = None) -> list[DigestRecord]:
-    """Digests whose ``next_run_at`` is at or before ``now``, earliest first; only those on ``shards`` if given."""
+    """Digests whose ``next_run_at`` is at or before ``now`` and that no process has claimed, earliest
+    first; only those on ``shards`` if given."""
     clause, params = _on_shards(shards)
+    now_ms = to_ms(now, "now")
     rows = await conn.execute_fetchall(
-        f"SELECT {_COLUMNS} FROM digests WHERE next_run_at <= ?{clause} ORDER BY next_run_at, id LIMIT ?",
-        (to_ms(now, "now"), *params, limit),
+        f"SELECT {_COLUMNS} FROM digests WHERE next_run_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?)"
+        f"{clause} ORDER BY next_run_at, id LIMIT ?",
+        (now_ms, now_ms, *params, limit),
     )
     return [_row(r) for r in rows]
 
 
 async def earliest_next_run(conn: Connection, shards: Shards | None = None) -> datetime | None:
-    """When the scheduler must next wake; None when there are no digests (on ``shards``, if given)."""
+    """When the scheduler must next wake; None when there are no digests (on ``shards``, if given).
+    A digest another process has claimed counts from the end of its claim."""
     clause, params = _on_shards(shards)
-    rows = await conn.execute_fetchall(f"SELECT min(next_run_at) FROM digests WHERE TRUE{clause}", params)
+    rows = await conn.execute_fetchall(
+        "SELECT min(CASE WHEN claimed_until > next_run_at THEN claimed_until ELSE next_run_at END) "
+        f"FROM digests WHERE TRUE{clause}", params)
     return from_ms(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
+async def claim_digest(conn: Connection, digest_id: int, *, due_at: datetime, now: datetime, until: datetime,
+                       holder: str = HOLDER) -> bool:
+    """Claim one due run for this process: True for exactly one of several processes asking at once.
+
+    ``due_at`` is the ``next_run_at`` the caller saw: a run another process already finished has moved
+    it, so the claim fails. A claim lapses at ``until`` (the process died mid-run: another retries it);
+    ``record_run`` and ``reschedule`` end it.
+    """
+    cursor = await conn.execute(
+        "UPDATE digests SET claimed_by = ?, claimed_until = ? "
+        "WHERE id = ? AND next_run_at = ? AND (claimed_until IS NULL OR claimed_until <= ?)",
+        (holder, to_ms(until, "until"), digest_id, to_ms(due_at, "due_at"), to_ms(now, "now")),
+    )
+    return cursor.rowcount > 0
+
+
+async def release_digest(conn: Connection, digest_id: int, *, holder: str = HOLDER) -> bool:
+    """End this process's claim without running (it is shutting down): the run is due again at once."""
+    cursor = await conn.execute(
+        "UPDATE digests SET claimed_by = NULL, claimed_until = NULL WHERE id = ? AND claimed_by = ?", (digest_id, holder))
+    return cursor.rowcount > 0
 
 
 async def record_run(conn: Connection, digest_id: int, *, ran_until: datetime,
                      next_run_at: datetime, status: str) -> bool:
     """After a run (posted, empty or skipped): move the window and the schedule forward in one write."""
     cursor = await conn.execute(
-        "UPDATE digests SET last_run_at = ?, next_run_at = ?, last_status = ? WHERE id = ?",
+        "UPDATE digests SET last_run_at = ?, next_run_at = ?, last_status = ?, claimed_by = NULL, claimed_until = NULL "
+        "WHERE id = ?",
         (to_ms(ran_until, "ran_until"), to_ms(next_run_at, "next_run_at"), check_text(status, "status", 500), digest_id),
     )
     return cursor.rowcount > 0
@@ -154,7 +185,8 @@ async def reschedule(conn: Connection, digest_id: int, next_run_at: datetime,
                      status: str | None = None) -> bool:
     """Move only the next run (a failed run that will be retried keeps its window)."""
     cursor = await conn.execute(
-        "UPDATE digests SET next_run_at = ?, last_status = coalesce(?, last_status) WHERE id = ?",
+        "UPDATE digests SET next_run_at = ?, last_status = coalesce(?, last_status), claimed_by = NULL, "
+        "claimed_until = NULL WHERE id = ?",
         (to_ms(next_run_at, "next_run_at"), status, digest_id),
     )
     return cursor.rowcount > 0

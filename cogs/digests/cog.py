@@ -63,6 +63,9 @@ BUSY_RETRY = timedelta(minutes=10)
 # With no digests at all the loop still looks again this often (wake() normally comes first).
 IDLE_SLEEP = timedelta(hours=6)
 STARTUP_RETRY = timedelta(minutes=1)
+# A run is claimed in the database for this long: processes sharing it never both post one digest,
+# and the run of a process that died mid-way is retried once the claim lapses.
+CLAIM_FOR = timedelta(minutes=30)
 MIN_SLEEP_S = 1.0
 # Digests run side by side at most this many at once (they still queue behind interactive work).
 MAX_PARALLEL_RUNS = 4
@@ -158,8 +161,19 @@ class DigestsCog(commands.GroupCog, name="Digests", group_name="digest",
     async def _run_guarded(self, record: DigestRecord, now: datetime) -> None:
         async with self._runs:
             try:
+                claimed = await self.bot.db.writing(store.claim_digest, record.id, due_at=record.next_run_at,
+                                                    now=now, until=now + CLAIM_FOR)
+            except StorageError:
+                log.warning("digest %s: could not claim its run; the next pass tries again", record.id)
+                return
+            if not claimed:  # another bot process sharing the database runs it
+                log.debug("digest %s is being run by another process", record.id)
+                return
+            try:
                 await self.run_digest(record, now)
             except asyncio.CancelledError:
+                # Shutting down mid-run: hand the run back at once, not when the claim lapses.
+                await asyncio.shield(self._unclaim(record))
                 raise
             except Exception:
                 log.exception("digest %s failed", record.id)
@@ -167,6 +181,12 @@ class DigestsCog(commands.GroupCog, name="Digests", group_name="digest",
                 await self.bot.db.writing(
                     store.reschedule, record.id, next_run(schedule_of(record), now), "failed: internal error"
                 )
+
+    async def _unclaim(self, record: DigestRecord) -> None:
+        try:
+            await self.bot.db.writing(store.release_digest, record.id)
+        except Exception:  # the claim lapses by itself
+            log.warning("digest %s: could not hand its run back", record.id)
 
     # --- one run ---------------------------------------------------------------------------
 
