@@ -141,6 +141,26 @@ def _capture(failure: list[BaseException], fn: Any, *args: Any) -> None:
         failure.append(exc)
 
 
+@pytest.fixture(scope="session")
+def pg_schemas(pg_server: str):
+    """Makes fresh, empty schemas of the test server, as DATABASE_URLs (search_path set to each); for
+    fixtures wider than one test. Every schema made is dropped at the end of the run."""
+    made: list[str] = []
+
+    def new_url() -> str:
+        schema = f"t{os.getpid()}_{next(_SCHEMAS)}"
+        _pg_statement(pg_server, f"CREATE SCHEMA {schema}")
+        made.append(schema)
+        return _with_search_path(pg_server, schema)
+
+    yield new_url
+    for schema in made:
+        try:
+            _pg_statement(pg_server, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        except Exception:  # the cluster is removed anyway when the tests made it
+            pass
+
+
 @pytest.fixture
 def pg_url(pg_server: str):
     """A fresh, empty schema of the test server, as a DATABASE_URL (search_path set to it); dropped after."""

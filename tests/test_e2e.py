@@ -85,17 +85,26 @@ def connect_timeout(cache: Path) -> float:
     return CONNECT_TIMEOUT if converted else COLD_CONNECT_TIMEOUT
 
 
-def start_bot(fake: FakeDiscord, folder: Path, cache: Path, name: str) -> BotProcess:
-    """A bot process whose database lives in ``folder``: two started on one folder share it."""
+def start_bot(fake: FakeDiscord, folder: Path, cache: Path, name: str, database_url: str = "",
+              **env: str) -> BotProcess:
+    """A bot process whose database lives in ``folder`` (or at ``database_url``): two started on one
+    folder share it."""
     return BotProcess(fake, token=TOKEN, database=folder / "recap.sqlite3", model_cache=cache, log_path=folder / f"{name}.log",
                       # One torch thread: on a shared, oversubscribed CPU more threads made generation
                       # over ten times slower (OpenMP workers spinning against other processes).
-                      extra_env={"USER_COOLDOWN_S": "0", "CPU_THREADS": "1"})
+                      extra_env={"USER_COOLDOWN_S": "0", "CPU_THREADS": "1", "DATABASE_URL": database_url, **env})
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def running(tmp_path_factory: pytest.TempPathFactory, embedded_cache_dir: Path) -> AsyncIterator[Running]:
-    """One bot process for the read-only tests, with a seeded #general."""
+def database_url(store: str, request: pytest.FixtureRequest) -> str:
+    """Empty for the SQLite file in the bot's folder, or a fresh PostgreSQL schema's URL."""
+    return "" if store == "sqlite" else request.getfixturevalue("pg_schemas")()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module", params=["sqlite", "postgresql"])
+async def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                  embedded_cache_dir: Path) -> AsyncIterator[Running]:
+    """One bot process for the read-only tests, with a seeded #general, on each store."""
+    url = database_url(request.param, request)
     folder = tmp_path_factory.mktemp("e2e-shared")
     fake = await FakeDiscord(token=TOKEN).start()
     world = fake.world
@@ -105,7 +114,7 @@ async def running(tmp_path_factory: pytest.TempPathFactory, embedded_cache_dir: 
     # The checklist message carries the text attachment.
     checklist = next(m for m in seeded if m.content.startswith("Attached the release checklist"))
     world.attach(checklist, "release-checklist.txt", RELEASE_NOTES, "text/plain")
-    bot = await start_bot(fake, folder, embedded_cache_dir, "bot").start()
+    bot = await start_bot(fake, folder, embedded_cache_dir, "bot", url).start()
     try:
         await bot.wait_connected(timeout=connect_timeout(embedded_cache_dir))
         yield Running(fake, bot, seeded)
@@ -143,11 +152,14 @@ def assert_no_pings(fake: FakeDiscord) -> None:
 
 
 # Runs first: it starts its own bot processes, before the shared one below exists.
-async def test_settings_persist_across_a_clean_restart(tmp_path: Path, embedded_cache_dir: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+async def test_settings_persist_across_a_clean_restart(store: str, request: pytest.FixtureRequest, tmp_path: Path,
+                                                       embedded_cache_dir: Path) -> None:
+    url = database_url(store, request)
     fake = await FakeDiscord(token=TOKEN).start()
     world = fake.world
-    first = start_bot(fake, tmp_path, embedded_cache_dir, "first")
-    second = start_bot(fake, tmp_path, embedded_cache_dir, "second")
+    first = start_bot(fake, tmp_path, embedded_cache_dir, "first", url)
+    second = start_bot(fake, tmp_path, embedded_cache_dir, "second", url)
     try:
         await first.start()
         await first.wait_connected(timeout=connect_timeout(embedded_cache_dir))

@@ -34,6 +34,7 @@ class Session:
     seq: int = 0
     identified: bool = False
     intents: int = 0
+    shard: tuple[int, int] = (0, 1)  # (shard id, shard count) from IDENTIFY
     heartbeats: int = 0
     sent: list[dict[str, Any]] = field(default_factory=list)  # dispatches, so RESUME can replay
 
@@ -45,6 +46,11 @@ class Session:
             self.sent.append(frame)
         if not self.ws.closed:
             await self.ws.send_str(json.dumps(frame))
+
+
+def on_shard(guild_id: int, shard: tuple[int, int]) -> bool:
+    """Discord's rule: a server is on shard (id >> 22) % count."""
+    return (guild_id >> 22) % shard[1] == shard[0]
 
 
 class Gateway:
@@ -112,16 +118,19 @@ class Gateway:
         session.session_id = secrets.token_hex(16)
         session.identified = True
         session.intents = int(data.get("intents", 0))
+        shard = data.get("shard") or [0, 1]
+        session.shard = (int(shard[0]), int(shard[1]))
         self.identifies.append({k: v for k, v in data.items() if k != "token"})
+        guild_ids = [g for g in world.guilds if on_shard(g, session.shard)]
         ready = {"v": 10, "user": {**payloads.user(world.bot), "verified": True, "mfa_enabled": False, "flags": 0},
                  "session_id": session.session_id, "session_type": "normal",
                  "resume_gateway_url": self.fake.gateway_url,
-                 "guilds": [{"id": str(g), "unavailable": True} for g in world.guilds],
+                 "guilds": [{"id": str(g), "unavailable": True} for g in guild_ids],
                  "application": {"id": str(world.application_id), "flags": 0}, "private_channels": [],
                  "relationships": [], "presences": [], "geo_ordered_rtc_regions": [], "guild_join_requests": [],
-                 "user_settings": {}, "shard": [0, 1], "_trace": ["fake-gateway"]}
+                 "user_settings": {}, "shard": list(session.shard), "_trace": ["fake-gateway"]}
         await session.send(DISPATCH, ready, "READY")
-        for guild_id in world.guilds:
+        for guild_id in guild_ids:
             guild = payloads.guild(world, guild_id)
             if not session.intents & GUILD_MEMBERS_INTENT:
                 # Without the members intent Discord sends only the bot's own member.
@@ -143,8 +152,11 @@ class Gateway:
         await self.fake.changed()
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> int:
-        """Send ``event`` to every identified session; returns how many got it."""
-        sessions = self.live
+        """Send ``event`` to every identified session of the shard its server is on (DMs: shard 0), as
+        Discord does; returns how many got it. Two sessions of one shard both get it."""
+        raw = str(data.get("guild_id") or "")
+        guild_id = int(raw) if raw.isdigit() else 0
+        sessions = [s for s in self.live if (on_shard(guild_id, s.shard) if guild_id else s.shard[0] == 0)]
         for session in sessions:
             await session.send(DISPATCH, self._visible(session, event, data), event)
         return len(sessions)

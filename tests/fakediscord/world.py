@@ -166,9 +166,15 @@ class World:
 
     # -- building -------------------------------------------------------------------------
 
-    def add_guild(self, name: str, owner_name: str) -> Guild:
-        """Another server with its own @everyone, the bot (with its managed role) and an owner member."""
-        guild = Guild(new_snowflake(), name)
+    def add_guild(self, name: str, owner_name: str, *, shard: tuple[int, int] | None = None) -> Guild:
+        """Another server with its own @everyone, the bot (with its managed role) and an owner member;
+        with ``shard`` (id, count), its id puts it on that shard."""
+        guild_id = new_snowflake()
+        step = 0
+        while shard is not None and (guild_id >> 22) % shard[1] != shard[0]:
+            step += 1
+            guild_id = snowflake_at(datetime.now(timezone.utc) + timedelta(milliseconds=step))
+        guild = Guild(guild_id, name)
         self.guilds[guild.id] = guild
         self.add_role("@everyone", perms.EVERYONE_DEFAULT, role_id=guild.id, guild_id=guild.id)
         bot_role = self.add_role(self.bot.username, self.roles[self.bot_role.id].permissions, position=3, managed=True,
