@@ -25,7 +25,7 @@ from .convert import (
     text_out,
     to_ms,
 )
-from .connection import Connection
+from .connection import Connection, is_postgres
 from .errors import StorageError
 
 MAX_CONTENT_CHARS = 1_000_000
@@ -70,8 +70,7 @@ _COLUMNS = (
 # Column positions in a row tuple, used by the buffer to patch buffered rows.
 ID, GUILD_ID, CHANNEL_ID, AUTHOR_ID, CONTENT, EDITED_AT, ATTACHMENTS = 0, 1, 2, 4, 6, 8, 11
 
-_UPSERT = f"""
-INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+_UPSERT = f"""INSERT INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     author_name = excluded.author_name,
     content     = excluded.content,
@@ -197,13 +196,48 @@ async def write_rows(conn: Connection, rows: Sequence[Row]) -> int:
     if opted:
         blocked = {r[0] for r in opted}
         rows = [r for r in rows if r[AUTHOR_ID] not in blocked]
+        if not rows:
+            return 0
+    pairs = {(r[AUTHOR_ID], r[CHANNEL_ID], r[GUILD_ID]) for r in rows}
+    if is_postgres(conn):
+        await _write_rows_postgres(conn, rows, pairs)
+        return len(rows)
     await conn.executemany(_UPSERT, rows)
     # Existing pairs are only read, not rewritten, so this costs little per batch.
     await conn.executemany(
-        "INSERT INTO message_authors (author_id, channel_id, guild_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        {(r[AUTHOR_ID], r[CHANNEL_ID], r[GUILD_ID]) for r in rows},
-    )
+        "INSERT INTO message_authors (author_id, channel_id, guild_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", pairs)
     return len(rows)
+
+
+# PostgreSQL: new messages go in with COPY (about three times the rate of INSERT ... SELECT on this
+# project's machine); the few already stored (edits, re-reads) through one upsert over column arrays.
+# Nothing can insert the same ids in between: every write transaction holds the advisory write lock.
+_PG_EXISTING = "SELECT id FROM messages WHERE id = ANY($1::bigint[])"
+_PG_UPSERT = (
+    f"INSERT INTO messages ({_COLUMNS}) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], "
+    "$4::bigint[], $5::bigint[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::integer[], "
+    "$12::text[]) " + _UPSERT[_UPSERT.index("ON CONFLICT"):]
+)
+# The author pairs already known, so only new ones are written (most are known; an upsert of each
+# pair cost as much as the COPY of the messages).
+_PG_KNOWN_PAIRS = ("SELECT a.author_id, a.channel_id FROM message_authors AS a "
+                   "JOIN unnest($1::bigint[], $2::bigint[]) AS p (author_id, channel_id) USING (author_id, channel_id)")
+_COLUMN_NAMES = tuple(_COLUMNS.split(", "))
+
+
+async def _write_rows_postgres(conn: Any, rows: Sequence[Row], pairs: set[tuple[int, int, int]]) -> None:
+    latest = {r[ID]: r for r in rows}  # one statement may not write a row twice: the last version wins
+    stored = {r[0] for r in await conn.execute_fetchall(_PG_EXISTING, [list(latest)])}
+    new = [r for mid, r in latest.items() if mid not in stored]
+    if new:
+        await conn.copy_rows("messages", _COLUMN_NAMES, new)
+    if stored:
+        await conn.execute(_PG_UPSERT, [list(column) for column in zip(*(latest[m] for m in stored))])
+    authors, channels, _ = zip(*pairs)
+    known = {(r[0], r[1]) for r in await conn.execute_fetchall(_PG_KNOWN_PAIRS, [list(authors), list(channels)])}
+    missing = [p for p in pairs if (p[0], p[1]) not in known]
+    if missing:
+        await conn.copy_rows("message_authors", ("author_id", "channel_id", "guild_id"), missing)
 
 
 async def upsert_messages(conn: Connection, msgs: Iterable[StoredMessage]) -> int:

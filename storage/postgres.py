@@ -95,6 +95,10 @@ class PgConnection:
         if rows:
             await self.raw.executemany(translate(sql), rows)
 
+    async def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """COPY rows into ``table`` (the fastest way in; PostgreSQL only)."""
+        await self.raw.copy_records_to_table(table, records=rows, columns=list(columns))
+
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):

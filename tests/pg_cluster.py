@@ -2,9 +2,11 @@
 a unix socket in that folder, tuned for speed (no fsync: nothing in it outlives the run), stopped and
 removed at the end. Each test gets its own schema in it, so tests never see each other's rows.
 
-Run alone it starts a cluster and prints its URL until interrupted (for trying things by hand):
+Run alone it starts a cluster and prints its URL until interrupted (for trying things by hand, or
+for ``bench/storage.py``; ``--durable`` keeps PostgreSQL's default fsync and commit settings, so a
+benchmark measures what a real server does):
 
-    .venv/bin/python tests/pg_cluster.py
+    .venv/bin/python tests/pg_cluster.py [--durable]
 
 ``RECAP_TEST_POSTGRES_URL`` points the tests at a server of your own instead (a database the role
 may create schemas in). Found binaries: ``PG_BIN``, ``pg_config --bindir``, ``/usr/lib/postgresql/*/bin``,
@@ -18,6 +20,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,8 +51,9 @@ def find_bin_dir() -> Path | None:
 
 
 class Cluster:
-    def __init__(self, bin_dir: Path, root: Path | None = None) -> None:
+    def __init__(self, bin_dir: Path, root: Path | None = None, *, durable: bool = False) -> None:
         self.bin_dir = bin_dir
+        self.durable = durable
         self.root = Path(root or tempfile.mkdtemp(prefix="recap-pg-"))
         self.data = self.root / "data"
         self.socket_dir = self.root / "run"
@@ -79,11 +83,11 @@ class Cluster:
                          "--encoding=UTF8", "--locale=C", "--no-sync")
         if done.returncode:
             raise RuntimeError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
-        options = " ".join([
-            "-c listen_addresses=''", f"-c port={PORT}", f"-c unix_socket_directories={self.socket_dir}",
-            "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off", "-c max_connections=200",
-            "-c shared_buffers=128MB",
-        ])
+        settings = ["-c listen_addresses=''", f"-c port={PORT}", f"-c unix_socket_directories={self.socket_dir}",
+                    "-c max_connections=200", "-c shared_buffers=128MB"]
+        if not self.durable:  # nothing in a test cluster outlives the run
+            settings += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        options = " ".join(settings)
         done = self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                          "-o", options, "start")
         if done.returncode:
@@ -119,7 +123,7 @@ if __name__ == "__main__":
     folder = find_bin_dir()
     if folder is None:
         raise SystemExit("No PostgreSQL binaries found (install the postgresql package, or set PG_BIN).")
-    cluster = Cluster(folder)
+    cluster = Cluster(folder, durable="--durable" in sys.argv[1:])
     cluster.start()
     print(cluster.url, flush=True)
     try:

@@ -91,3 +91,19 @@ def test_cli_bad_setting_is_one_clear_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "Configuration error: DEVICE='gpu0' is not allowed (allowed: auto, cpu, cuda, cuda:N, mps)"
+
+
+def test_database_url_wins_and_never_prints_its_password() -> None:
+    url = "postgresql://recap:hunter2@db.internal:5432/recap"
+    both = Config.from_env({"DATABASE_URL": url, "DATABASE_PATH": "data/x.sqlite3"})
+    assert both.database_target == url and both.database_path_set
+    assert "hunter2" not in repr(both)
+    path_only = Config.from_env({})
+    assert path_only.database_target == "data/recap.sqlite3" and not path_only.database_path_set
+    assert Config.from_env({"DATABASE_URL": "sqlite:///data/y.sqlite3"}).database_target == "sqlite:///data/y.sqlite3"
+
+
+def test_a_database_url_of_another_kind_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({"DATABASE_URL": "mysql://root:hunter2@localhost/recap"})
+    assert "DATABASE_URL" in str(caught.value) and "hunter2" not in str(caught.value)
