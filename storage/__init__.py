@@ -9,9 +9,9 @@ See docs/storage-api.md. This package imports neither discord nor torch.
 from . import erasure, guilds, messages, migrations, privacy, settings, summaries
 from .buffer import MessageBuffer
 from .db import open_database
-from .store import Database
 from .errors import InvalidSetting, MigrationError, SchemaTooNew, SourcesGone, StorageError
 from .messages import DeleteResult, StoredAttachment, StoredMessage
+from .store import Database
 from .summaries import SummaryRecord
 from .urls import redact_url
 

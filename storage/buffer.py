@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 from .convert import check_id, check_text, text_in, to_ms
-from .db import Database
+from .store import Database
 from .errors import StorageError
 from .messages import (
     ATTACHMENTS,

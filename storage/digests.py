@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any, Iterable
 
 
-from .convert import check_id, check_text, from_ms, opt_ms, to_ms, utc_now
 from .connection import Connection
+from .convert import check_id, check_text, from_ms, opt_ms, to_ms, utc_now
 from .errors import StorageError
 from .leases import HOLDER
 

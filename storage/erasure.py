@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass
 
 
-from .convert import check_id
 from .connection import Connection
+from .convert import check_id
 from .messages import delete_author_messages, delete_where
 
 GUILD, CHANNEL, MEMBER = "guild", "channel", "member"

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 
-from .convert import check_id, from_ms
 from .connection import Connection
+from .convert import check_id, from_ms
 from .migrations import current_version
 
 

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
 
+from .connection import Connection, is_postgres
 from .convert import (
     EPOCH,
     ESCAPED,
@@ -25,7 +26,6 @@ from .convert import (
     text_out,
     to_ms,
 )
-from .connection import Connection, is_postgres
 from .errors import StorageError
 
 MAX_CONTENT_CHARS = 1_000_000

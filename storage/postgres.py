@@ -18,9 +18,9 @@ import asyncpg
 
 from . import migrations
 from .convert import to_ms, utc_now
-from .urls import redact_url
 from .errors import MigrationError, SchemaTooNew, StorageError
 from .store import Database
+from .urls import redact_url
 
 WRITE_LOCK = 0x5245_4341_5057  # "RECAPW": the advisory lock every write transaction holds
 MIGRATION_LOCK = 0x5245_4341_504D  # "RECAPM": one process migrates at a time
@@ -111,6 +111,7 @@ class PostgresDatabase(Database):
     """An open PostgreSQL database. Create it with :func:`storage.open_database`."""
 
     kind = "postgresql"
+    checkpoint_every_s = 60.0
 
     def __init__(self, url: str, pool: asyncpg.Pool, readers: int) -> None:
         super().__init__(f"PostgreSQL {redact_url(url)}")

@@ -9,14 +9,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterable
 
 
+from .connection import Connection
 from .convert import check_id, to_ms, utc_now
 from .errors import InvalidSetting, StorageError
 from .messages import delete_messages
-from .connection import Connection
 from .settings import RETENTION_DAYS, SERVER, SPECS, parse_value
 
 if TYPE_CHECKING:
-    from .db import Database
+    from .store import Database
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from types import MappingProxyType
 from typing import Any, Mapping, Protocol
 
 
-from .convert import check_id, to_ms, utc_now
 from .connection import Connection
+from .convert import check_id, to_ms, utc_now
 from .errors import InvalidSetting
 
 SERVER = 0  # channel_id of a server-wide value

@@ -17,8 +17,8 @@ from typing import AsyncIterator
 import aiosqlite
 
 from . import migrations
-from .store import Database
 from .errors import SchemaTooNew, StorageError
+from .store import Database
 
 async def _connect(path: Path, busy_timeout_ms: int) -> aiosqlite.Connection:
     # isolation_level=None: no implicit transactions; this module issues BEGIN/COMMIT itself.

@@ -18,6 +18,7 @@ class Database:
     """
 
     kind = ""  # "sqlite" or "postgresql"
+    checkpoint_every_s = 0.0  # callers run checkpoint() at most this often (PostgreSQL's VACUUM is costly)
 
     def __init__(self, label: str) -> None:
         self.label = label  # for logs: never holds a password

@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any, Sequence
 
 
-from .convert import check_id, check_text, from_ms, opt_id, opt_ms, text_in, text_out, to_ms, utc_now
 from .connection import Connection
+from .convert import check_id, check_text, from_ms, opt_id, opt_ms, text_in, text_out, to_ms, utc_now
 from .errors import SourcesGone, StorageError
 
 MAX_SUMMARY_CHARS = 1_000_000
