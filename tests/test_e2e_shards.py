@@ -9,6 +9,8 @@ due: the claim in the database lets one post it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -61,12 +63,23 @@ async def _start(fake: FakeDiscord, bots: list[BotProcess], cache: Path) -> None
                                       what="command sync"), what="command sync")
 
 
-async def _stop(fake: FakeDiscord, bots: list[BotProcess]) -> None:
-    for bot in bots:
-        assert await bot.stop(timeout=20) == 0, bot.log_tail()
-    for bot in bots:
-        assert bot.logged_errors() == [], bot.log_tail()
-    assert fake.errors == [], fake.errors
+@asynccontextmanager
+async def _running(fake: FakeDiscord, bots: list[BotProcess], cache: Path) -> AsyncIterator[None]:
+    """The processes started and connected; at the end of a passing block each stops cleanly, having
+    logged no error and pinged nobody. Whatever happens, they are killed and the fake closed."""
+    try:
+        await _start(fake, bots, cache)
+        yield
+        assert_no_pings(fake)
+        for bot in bots:
+            assert await bot.stop(timeout=20) == 0, bot.log_tail()
+        for bot in bots:
+            assert bot.logged_errors() == [], bot.log_tail()
+        assert fake.errors == [], fake.errors
+    finally:
+        for bot in bots:
+            await bot.kill()
+        await fake.close()
 
 
 async def _one_post_each(fake: FakeDiscord, bots: list[BotProcess], channel_ids: list[int], pg_url: str) -> None:
@@ -105,8 +118,7 @@ async def test_two_processes_on_their_own_shards_share_one_database(pg_url: str,
         await _digest(db, home, lobby.id, lobby.id, world.owner_id, due)
         await _digest(db, other.id, lounge.id, lounge.id, olga.user.id, due)
     bots = _processes(fake, tmp_path, embedded_cache_dir, pg_url, [str(_shard(home)), str(_shard(other.id))])
-    try:
-        await _start(fake, bots, embedded_cache_dir)
+    async with _running(fake, bots, embedded_cache_dir):
         # Each process serves its own server: the fake sends each server's events to its shard only.
         running = [Running(fake, bot, []) for bot in bots]
         for run, invoker, channel, value in ((running[0], world.moderator, world.general, "long"),
@@ -131,12 +143,6 @@ async def test_two_processes_on_their_own_shards_share_one_database(pg_url: str,
         async with open_database(pg_url) as db:
             assert (await db.reading(settings.get_settings, home))["length"] == "long"
             assert (await db.reading(settings.get_settings, other.id))["length"] == "short"
-        assert_no_pings(fake)
-        await _stop(fake, bots)
-    finally:
-        for bot in bots:
-            await bot.kill()
-        await fake.close()
 
 
 async def _until(read, *, present: bool, timeout: float = 30) -> None:
@@ -160,16 +166,9 @@ async def test_a_digest_both_processes_think_is_due_posts_once(pg_url: str, tmp_
                                   datetime.now(timezone.utc) + timedelta(seconds=DIGESTS_DUE_AFTER_S))
     # A rolling restart: the new process already runs every shard while the old one still runs the first.
     bots = _processes(fake, tmp_path, embedded_cache_dir, pg_url, [str(_shard(home)), "0,1"])
-    try:
-        await _start(fake, bots, embedded_cache_dir)
+    async with _running(fake, bots, embedded_cache_dir):
         await _one_post_each(fake, bots, [lobby.id], pg_url)
         async with open_database(pg_url) as db:
             record = await db.reading(digests.get_digest, digest_id)
             assert record is not None and record.last_status is not None and record.last_status.startswith("posted")
             assert record.next_run_at > datetime.now(timezone.utc)
-        assert_no_pings(fake)
-        await _stop(fake, bots)
-    finally:
-        for bot in bots:
-            await bot.kill()
-        await fake.close()

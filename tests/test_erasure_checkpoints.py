@@ -36,3 +36,26 @@ async def test_nothing_owed_means_no_checkpoint(tmp_path: Path) -> None:
     async with open_database(tmp_path / "recap.sqlite3") as db:
         checkpoints = ErasureCheckpoints(db)
         assert not checkpoints.pending and await checkpoints.run() is True
+
+
+async def test_postgres_vacuums_after_an_erasure_at_most_once_a_minute(pg_url: str, monkeypatch) -> None:
+    import core.erasure
+
+    clock = [1000.0]
+    monkeypatch.setattr(core.erasure.time, "monotonic", lambda: clock[0])
+    async with open_database(pg_url) as db:
+        vacuums = []
+        real = db.checkpoint
+
+        async def counted() -> None:
+            vacuums.append(clock[0])
+            await real()
+
+        monkeypatch.setattr(db, "checkpoint", counted)
+        checkpoints = ErasureCheckpoints(db)
+        assert await checkpoints.now() is True  # the first erasure: VACUUM at once
+        clock[0] += 10
+        assert await checkpoints.now() is False and checkpoints.pending  # ten seconds later: it waits
+        clock[0] += db.checkpoint_every_s
+        assert await checkpoints.run() is True and not checkpoints.pending  # the loop's next try runs it
+        assert vacuums == [1000.0, 1070.0]
