@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -10,7 +11,7 @@ from .connection import Connection
 T = TypeVar("T")
 
 
-class Database:
+class Database(ABC):
     """An open Recap database (SQLite or PostgreSQL). Create it with :func:`open_database`.
 
     ``write()`` yields a connection inside a transaction that no other writer interleaves with
@@ -24,11 +25,13 @@ class Database:
         self.label = label  # for logs: never holds a password
         self.schema_version = 0
 
+    @abstractmethod
     def write(self) -> AbstractAsyncContextManager[Connection]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def read(self, *, snapshot: bool = False) -> AbstractAsyncContextManager[Connection]:
-        raise NotImplementedError
+        ...
 
     async def writing(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         async with self.write() as conn:
@@ -38,17 +41,21 @@ class Database:
         async with self.read() as conn:
             return await fn(conn, *args, **kwargs)
 
+    @abstractmethod
     async def checkpoint(self) -> None:
         """After erasures: push deleted rows' bytes out of what the store keeps (see each store)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     async def vacuum(self) -> None:
         """Rebuild the store without free space (an admin's maintenance command)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     async def size(self) -> int:
         """Bytes the store takes on disk."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     async def close(self) -> None:
-        raise NotImplementedError
+        ...
