@@ -4,6 +4,7 @@ Usage:
   python bench/executor.py [--model embedded|PATH] [--requests 16] [--max-new-tokens N] [--device auto]
                            [--max-batch-size 8] [--make-random-model llama-1b|llama-small]
                            [--backend inprocess|openai --url http://127.0.0.1:8000/v1]
+                           [--backend llama.cpp --threads 2 --slots 8]
 
 In one process, on one loaded model, with the same greedy settings: N chat-summary
 prompts of varied length go through the executor concurrently, then the same N run
@@ -15,6 +16,11 @@ stall during the executor run. The last line printed is one JSON object.
 the same model (``RemoteBackend``, each row its own concurrent request) with the in-process executor,
 side by side on the same prompts.
 
+``--backend llama.cpp`` compares the two engines a CPU host can pick (``ENGINE``), both running the embedded model
+with its shipped adapter on ``--threads`` threads: torch in this process and llama.cpp's server (``make llama-cpp``).
+For each it prints single-stream generation (one request alone, tokens/s) and the executor's throughput for
+``--requests`` requests at once, side by side with the ratios.
+
 ``--make-random-model llama-1b`` first builds a random-weight ~1B Llama-shaped model
 (the embedded tokenizer) in a temporary folder, for measuring on a GPU without a download.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import tempfile
@@ -34,6 +41,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.executor import Executor  # noqa: E402
+from engine.llama_cpp import LlamaCppConfig, start_llama_cpp  # noqa: E402
 from engine.generation import GenerationRequest, GenerationResult, GenerationSettings, Prompt  # noqa: E402
 from engine.models import ModelBackend, load_backend, save_tiny_model  # noqa: E402
 from engine.prompts import LENGTHS  # noqa: E402
@@ -173,8 +181,12 @@ def main() -> None:
     ap.add_argument("--max-batch-size", type=int, default=8, help="executor batch size (8 measured faster than 16 on a 2-core CPU)")
     ap.add_argument("--cache-dir", default="data/model-cache", help="where the converted GGUF model is cached")
     ap.add_argument("--make-random-model", choices=sorted(RANDOM_SHAPES), help="build a random-weight model first")
-    ap.add_argument("--backend", choices=("inprocess", "openai"), default="inprocess",
-                    help="openai: compare the executor over --url with the in-process executor")
+    ap.add_argument("--backend", choices=("inprocess", "openai", "llama.cpp"), default="inprocess",
+                    help="openai: compare the executor over --url with the in-process executor; "
+                         "llama.cpp: compare ENGINE=llama.cpp with ENGINE=torch")
+    ap.add_argument("--threads", type=int, default=0, help="with --backend llama.cpp: CPU threads for each engine (0: all)")
+    ap.add_argument("--slots", type=int, default=8, help="with --backend llama.cpp: llama-server's parallel slots")
+    ap.add_argument("--llama-cpp-dir", default=".llama.cpp", help="with --backend llama.cpp: where `make llama-cpp` built it")
     ap.add_argument("--url", help="with --backend openai: the server's /v1 base, serving the same model as --model")
     ap.add_argument("--served-model", default="", help="with --backend openai: the model name to ask for (default: the first listed)")
     args = ap.parse_args()
@@ -182,6 +194,8 @@ def main() -> None:
         if not args.url:
             ap.error("--backend openai needs --url")
         return compare_remote(args)
+    if args.backend == "llama.cpp":
+        return compare_engines(args)
 
     with tempfile.TemporaryDirectory(prefix="recap-bench-") as tmp:
         model = make_random_model(args.make_random_model, Path(tmp)) if args.make_random_model else args.model
@@ -240,6 +254,50 @@ def compare_remote(args: argparse.Namespace) -> None:
     print(f"identical outputs {same}/{len(prompts)}")
     print(json.dumps({"model": base.name, "url": config.origin, "requests": len(prompts),
                       "max_new_tokens": args.max_new_tokens, "identical": same, **figures}))
+
+
+def single_stream(factory: Callable[[], Any], prompts: list[Prompt], settings: GenerationSettings) -> dict[str, Any]:
+    """One request at a time through the executor: generated tokens per second of each request's latency."""
+    async def run() -> list[GenerationResult]:
+        async with Executor(factory, max_batch_wait_ms=0, request_timeout_s=3600) as ex:
+            return [await ex.submit(GenerationRequest(p, settings, guild="g", user="u")) for p in prompts]
+
+    results = asyncio.run(run())
+    tokens, seconds = sum(r.new_tokens for r in results), sum(r.latency_s for r in results)
+    return {"tokens": tokens, "wall_s": seconds, "tokens_per_s": tokens / seconds}
+
+
+def compare_engines(args: argparse.Namespace) -> None:
+    """ENGINE=torch against ENGINE=llama.cpp: the embedded model and its adapter, the same prompts and settings."""
+    import torch
+
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    base = load_backend("embedded", adapter="auto", device="cpu", cache_dir=args.cache_dir, cpu_threads=threads)
+    llama = LlamaCppConfig(Path(args.llama_cpp_dir), adapter="auto", cache_dir=Path(args.llama_cpp_dir) / "cache",
+                           threads=threads, slots=args.slots, timeout_s=3600)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens)  # greedy, the default penalty
+    prompts = build_prompts(args.requests)
+    alone = build_prompts(3, seed=11)
+    engines: dict[str, Callable[[], Any]] = {"torch": wrapper_of(base), "llama.cpp": lambda: start_llama_cpp(llama)}
+    print(f"embedded model + shipped adapter on {threads} threads; {len(prompts)} requests at once, "
+          f"max_new_tokens={args.max_new_tokens}; llama.cpp slots {args.slots}")
+    figures: dict[str, dict[str, float]] = {}
+    for label, factory in engines.items():
+        one = single_stream(factory, alone, settings)
+        many = asyncio.run(through_executor(factory, prompts, settings, args.max_batch_size))
+        tps = many["tokens"] / many["wall_s"]
+        figures[label] = {"single_stream_tokens_per_s": round(one["tokens_per_s"], 2), "tokens_per_s": round(tps, 2),
+                          "wall_s": round(many["wall_s"], 2), "p50_s": round(percentile(many["latencies"], .5), 3),
+                          "p95_s": round(percentile(many["latencies"], .95), 3), "tokens": many["tokens"]}
+        print(f"{label:10} single stream {one['tokens_per_s']:.1f} tok/s; {len(prompts)} at once: {many['tokens']} tokens "
+              f"in {many['wall_s']:.1f}s = {tps:.1f} tok/s, p50 {figures[label]['p50_s']:.1f}s "
+              f"p95 {figures[label]['p95_s']:.1f}s; worst event-loop stall {many['stall_s'] * 1000:.1f} ms", flush=True)
+    ratio_one = figures["llama.cpp"]["single_stream_tokens_per_s"] / figures["torch"]["single_stream_tokens_per_s"]
+    ratio_many = figures["llama.cpp"]["tokens_per_s"] / figures["torch"]["tokens_per_s"]
+    print(f"llama.cpp / torch: single stream {ratio_one:.2f}x, {len(prompts)} at once {ratio_many:.2f}x")
+    print(json.dumps({"threads": threads, "requests": len(prompts), "max_new_tokens": args.max_new_tokens,
+                      "single_stream_ratio": round(ratio_one, 2), "throughput_ratio": round(ratio_many, 2), **figures}))
 
 
 if __name__ == "__main__":

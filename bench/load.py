@@ -2,7 +2,7 @@
 
 Usage:
   python bench/load.py [--members 8 40 | --members 0] [--window 20] [--long 3000 | --long 0]
-                       [--short-spacing 3] [--timeout 900] [--keep-log PATH]
+                       [--short-spacing 3] [--timeout 900] [--keep-log PATH] [--engine torch --engine llama.cpp]
 
 Starts ``python -m bot run`` (the embedded model, CPU) against ``tests/fakediscord`` over the real,
 unpatched transport, as ``tests/test_e2e.py`` does. Each scenario runs in a channel of its own, seeded
@@ -14,8 +14,9 @@ with the same team conversation, so no scenario reuses another's stored summary:
 - ``shared_<n>``: n members at once over one window (``messages:<window>``).
 
 For each: summaries, refusals (told to retry), p50/p95 seconds from the command to its final reply,
-the slowest acknowledgement, wall time, and wall time as a ratio to ``alone``. ``--members 0`` skips
-these three.
+the slowest acknowledgement, wall time, wall time as a ratio to ``alone``, and how many final replies
+came within 120 s. ``--members 0`` skips these three. With ``--engine`` given twice, each engine runs the
+scenarios with a bot of its own, one after the other, and a table puts their figures side by side.
 
 - ``long_<N>`` (``--long N``, 0 skips it): one long job beside short ones from another server. Server A
   (the default one) has a channel of N varied messages; a moderator raises its ``max_messages`` to N
@@ -169,6 +170,7 @@ async def run_scenario(fake: FakeDiscord, bot: BotProcess, scenario: Scenario, t
         "max_ack_s": round(max(acks), 2) if acks else None,
         "unacknowledged": sum(not o.record.callbacks for o in outcomes),
         "wall_s": round(wall, 2),
+        "within_120s": sum(f <= 120 for f in finals),
         "refusal_texts": sorted({o.record.error_text() or "" for o in outcomes if o.refused})[:3],
     }
 
@@ -337,12 +339,31 @@ async def run_long(fake: FakeDiscord, bot: BotProcess, sc: LongScenario, args: a
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Every ``--engine`` in turn, each with a fresh fake Discord and bot; then their figures side by side."""
+    if len(args.engine) == 1:
+        return await run_engine(args, args.engine[0])
+    reports = {engine: await run_engine(args, engine) for engine in args.engine}
+    names = [k for k, v in reports[args.engine[0]].items() if isinstance(v, dict) and "wall_s" in v]
+    print(f"{'scenario':14}" + "".join(f"{e + ': summaries, p50, p95, wall, x alone, <=120s':>52}" for e in args.engine))
+    for name in names:
+        cells = []
+        for engine in args.engine:
+            r = reports[engine].get(name, {})
+            cells.append(f"{r.get('summaries')}/{r.get('members')}, {r.get('p50_final_s')}s, {r.get('p95_final_s')}s, "
+                         f"{r.get('wall_s')}s, {r.get('wall_ratio_to_alone', 1.0)}x, {r.get('within_120s')}")
+        print(f"{name:14}" + "".join(f"{c:>52}" for c in cells))
+    return {"engines": reports}
+
+
+async def run_engine(args: argparse.Namespace, engine: str) -> dict[str, Any]:
+    print(f"engine {engine}", flush=True)
     folder = Path(tempfile.mkdtemp(prefix="recap-load-"))
     cache = Path(args.model_cache)
     cache.mkdir(parents=True, exist_ok=True)
     fake = await FakeDiscord(token=TOKEN).start()
     log_path = Path(args.keep_log) if args.keep_log else folder / "bot.log"
-    env = {"CPU_THREADS": str(args.cpu_threads)}
+    env = {"CPU_THREADS": str(args.cpu_threads), "ENGINE": engine,
+           "LLAMA_CPP_DIR": str(Path(args.llama_cpp_dir).resolve())}
     members = [n for n in args.members if n > 0]
     scenarios = [Scenario("alone", [args.window])] if members else []
     for n in members:
@@ -365,7 +386,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     env.update(chosen)
     bot = BotProcess(fake, token=TOKEN, database=folder / "recap.sqlite3", model_cache=cache, log_path=log_path,
                      extra_env=env)
-    report: dict[str, Any] = {"window": args.window, "bot_env": chosen}
+    report: dict[str, Any] = {"engine": engine, "window": args.window, "bot_env": chosen}
     try:
         started = time.perf_counter()
         await bot.start()
@@ -410,11 +431,15 @@ if __name__ == "__main__":
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for each reply")
     parser.add_argument("--connect-timeout", type=float, default=420)
     parser.add_argument("--cpu-threads", type=int, default=1)
+    parser.add_argument("--engine", action="append", choices=("torch", "llama.cpp"),
+                        help="ENGINE for the bot (repeatable: each runs in turn, then side by side; default torch)")
+    parser.add_argument("--llama-cpp-dir", default=str(ROOT / ".llama.cpp"), help="with --engine llama.cpp: the build")
     parser.add_argument("--model-cache", default=str(ROOT / "tests" / ".cache" / "model-cache"))
     parser.add_argument("--keep-log", default="")
     parser.add_argument("--bot-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the bot process, e.g. MAX_BATCH_TOKENS=4096 (repeatable)")
     parsed = parser.parse_args()
+    parsed.engine = parsed.engine or ["torch"]
     if not 0 <= parsed.long <= 5000:
         parser.error("--long: 0 to 5000 messages (the max_messages setting's range)")
     result = asyncio.run(main(parsed))

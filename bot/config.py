@@ -217,7 +217,7 @@ FIELDS: dict[str, _Field] = {
     "model_cache_dir": _Field("MODEL_CACHE_DIR", "data/model-cache", _path, "Where a converted GGUF model is cached so later starts load faster."),
     "device": _Field("DEVICE", "auto", _device, "auto, cpu, cuda, cuda:N or mps. auto picks cuda, then mps, then cpu."),
     "dtype": _Field("DTYPE", "auto", _choice(*_DTYPES), "auto (bf16 on cuda where supported, else fp16; fp32 on cpu), or explicit."),
-    "cpu_threads": _Field("CPU_THREADS", "0", _int(0, 256), "torch threads on cpu; 0 lets torch decide."),
+    "cpu_threads": _Field("CPU_THREADS", "0", _int(0, 256), "torch threads on cpu, or llama.cpp's threads with ENGINE=llama.cpp; 0 lets torch decide (llama.cpp: every core)."),
     "dev_guild_id": _Field("DEV_GUILD_ID", "", _snowflake_or_none, "Sync commands to this guild only (development). Empty: global sync when the tree changed."),
     "owner_ids": _Field("OWNER_IDS", "", _id_list, "Comma-separated user ids allowed to run owner commands (sync). Empty: the application owner."),
     "log_level": _Field("LOG_LEVEL", "INFO", _choice(*_LOG_LEVELS, upper=True), "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
@@ -233,6 +233,10 @@ FIELDS: dict[str, _Field] = {
     "attachment_read_max_bytes": _Field("ATTACHMENT_READ_MAX_BYTES", "4194304", _int(0, 1_000_000_000), "Text attachment bytes one read of history downloads in all; beyond it, more attachments are named, not read."),
     "user_cooldown_s": _Field("USER_COOLDOWN_S", "20", _float(0, 86_400), "Seconds a member waits between summaries."),
     "metrics_port": _Field("METRICS_PORT", "0", _int(0, 65535), "Prometheus metrics on this port (127.0.0.1). 0: off."),
+    "engine": _Field("ENGINE", "torch", _choice("torch", "llama.cpp"), "What runs MODEL in this process's host: `torch` (GPUs, and `finetune`), or `llama.cpp`: a llama-server this process starts (CPU hosts; GGUF models: `embedded` or a .gguf file; build it once with `make llama-cpp`)."),
+    "llama_cpp_dir": _Field("LLAMA_CPP_DIR", ".llama.cpp", _path, "Where `make llama-cpp` puts llama-server and the llama.cpp source (its LoRA converter); converted adapters and the server's log go in its cache/ folder."),
+    "llama_cpp_slots": _Field("LLAMA_CPP_SLOTS", "8", _int(1, 256), "Requests llama-server decodes together (its --parallel); more waiting requests queue in the bot's fair queue."),
+    "llama_cpp_context": _Field("LLAMA_CPP_CONTEXT", "4096", _int(512, 1_000_000), "Tokens each llama.cpp slot holds (prompt and answer). Memory grows with slots x context."),
     "inference_url": _Field("INFERENCE_URL", "", _http_url, "An OpenAI-compatible server's /v1 base (vLLM, llama.cpp, SGLang, `transformers serve`), e.g. http://127.0.0.1:8000/v1. Empty: run MODEL in this process."),
     "inference_model": _Field("INFERENCE_MODEL", "", _optional_text, "The model name to ask INFERENCE_URL for. Empty: the first model the server lists."),
     "inference_api_key": _Field("INFERENCE_API_KEY", "", _secret, "Bearer key for INFERENCE_URL, if it wants one. Only sent over https or to this machine."),
@@ -273,6 +277,10 @@ class Config:
     attachment_read_max_bytes: int
     user_cooldown_s: float
     metrics_port: int
+    engine: str
+    llama_cpp_dir: Path
+    llama_cpp_slots: int
+    llama_cpp_context: int
     inference_url: str
     inference_model: str
     inference_api_key: Secret
@@ -310,7 +318,7 @@ class Config:
         """What generates, for start-up lines: MODEL, or the served model and its server's host (the URL's
         credentials, path and query stay out of the logs)."""
         if not self.inference_url:
-            return self.model
+            return f"{self.model} on llama.cpp" if self.engine == "llama.cpp" else self.model
         return f"{self.inference_model or 'the served model'} at {url_origin(self.inference_url)}"
 
     def _check_together(self) -> None:
@@ -318,6 +326,9 @@ class Config:
         if self.inference_api_key and self.inference_url and not is_private_channel(self.inference_url):
             raise ConfigError("INFERENCE_API_KEY would be sent unencrypted: INFERENCE_URL must be https:// "
                               "or point at this machine (127.0.0.1, ::1 or localhost)")
+        if self.engine == "llama.cpp" and self.inference_url:
+            raise ConfigError("ENGINE=llama.cpp and INFERENCE_URL both say what runs the model: set one of them "
+                              "(ENGINE=llama.cpp starts its own server; INFERENCE_URL uses one that runs elsewhere)")
         if self.shard_ids and not self.shard_count:
             raise ConfigError("SHARD_IDS needs SHARD_COUNT (the total number of shards across all processes)")
         if any(i >= self.shard_count for i in self.shard_ids):

@@ -7,6 +7,7 @@ import functools
 from typing import Any, Callable
 
 from engine.executor import Executor
+from engine.llama_cpp import LlamaCppConfig, start_llama_cpp
 from engine.models import load_backend
 from engine.remote_backend import RemoteConfig, connect
 
@@ -15,10 +16,12 @@ from .config import Config
 
 def build_executor(settings: Config) -> Executor:
     """An executor whose worker loads ``MODEL`` (with ``MODEL_ADAPTER``), or talks to the serving engine at
-    ``INFERENCE_URL``, and enforces the queue limits either way."""
+    ``INFERENCE_URL``, or starts llama.cpp's server (``ENGINE=llama.cpp``), and enforces the queue limits either way."""
     factory: Callable[[], Any]
     if settings.inference_url:  # a serving engine runs the model; this process keeps the front
         factory = functools.partial(connect, remote_config(settings))
+    elif settings.engine == "llama.cpp":  # a llama-server child process runs it; a crash restarts it
+        factory = functools.partial(start_llama_cpp, llama_cpp_config(settings))
     else:
         factory = functools.partial(
             load_backend,
@@ -47,3 +50,10 @@ def remote_config(settings: Config) -> RemoteConfig:
     return RemoteConfig(settings.inference_url, settings.inference_model, settings.inference_api_key.get(),
                         settings.inference_tokenizer, settings.inference_context, settings.inference_timeout_s,
                         settings.inference_retries, api=settings.inference_api)
+
+
+def llama_cpp_config(settings: Config) -> LlamaCppConfig:
+    """The settings ENGINE=llama.cpp reads; its converted adapters and log go beside the build."""
+    return LlamaCppConfig(settings.llama_cpp_dir, settings.model, settings.model_file, settings.model_adapter,
+                          settings.llama_cpp_dir / "cache", settings.cpu_threads, settings.llama_cpp_slots,
+                          settings.llama_cpp_context, settings.request_timeout_s)

@@ -49,10 +49,11 @@ def _server_fields(facts: dict[str, Any]) -> list[tuple[str, str]]:
     if "server" not in facts:
         return []
     health = "answering" if facts.get("server_ok") else "not answering (the bot's logs say why)"
-    fields = [("Model server", health)]
+    what = "The llama.cpp engine" if facts.get("engine") == "llama.cpp" else "The model server"
+    fields = [(what.removeprefix("The ").capitalize(), health)]
     ignored = facts.get("ignored_settings") or []
     if ignored:
-        fields.append(("Settings the model server ignores", ", ".join(ignored) + " (the admins' values have no effect)"))
+        fields.append((f"Settings {what.lower()} ignores", ", ".join(ignored) + " (the admins' values have no effect)"))
     return fields
 
 
@@ -68,7 +69,8 @@ class Status(commands.Cog):
         if m.get("ready"):
             embed.add_field(name="Model", value=f"{m.get('model', '?')} ({m.get('dtype', '?')})")
             facts = self.bot.executor.backend.describe()
-            embed.add_field(name="Device", value="a model server" if "server" in facts else str(m.get("device", "?")))
+            served = "server" in facts and facts.get("engine") != "llama.cpp"  # llama.cpp runs on this host
+            embed.add_field(name="Device", value="a model server" if served else str(m.get("device", "?")))
             for name, value in _server_fields(facts):
                 embed.add_field(name=name, value=value)
         else:

@@ -88,10 +88,9 @@ def write_adapter_meta(folder: Path, meta: dict[str, Any]) -> Path:
     return path
 
 
-def apply_adapter(model: Any, folder: Path) -> tuple[Any, dict[str, Any]]:
-    """Merge a LoRA adapter into ``model``'s weights (serving speed unchanged). Returns (model, meta)."""
-    meta = read_adapter_meta(folder)
-    have = base_fingerprint(model.config)
+def check_base(folder: Path, meta: dict[str, Any], config: Any) -> None:
+    """Raise ``ModelLoadError`` (one line) when the adapter was trained for another base than ``config``'s."""
+    have = base_fingerprint(config)
     wanted = meta["base"]
     differs = [f"{k}: adapter {wanted[k]!r}, model {have.get(k)!r}" for k in wanted if have.get(k) != wanted[k]]
     if differs:
@@ -99,6 +98,12 @@ def apply_adapter(model: Any, folder: Path) -> tuple[Any, dict[str, Any]]:
             f"MODEL_ADAPTER={str(folder)!r} was trained for another base model ({meta.get('base_name', '?')}; "
             f"{'; '.join(differs[:3])}). Use the adapter with its own MODEL, or MODEL_ADAPTER=none."
         )
+
+
+def apply_adapter(model: Any, folder: Path) -> tuple[Any, dict[str, Any]]:
+    """Merge a LoRA adapter into ``model``'s weights (serving speed unchanged). Returns (model, meta)."""
+    meta = read_adapter_meta(folder)
+    check_base(folder, meta, model.config)
     try:
         from peft import PeftModel
 

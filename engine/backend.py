@@ -51,6 +51,9 @@ class Backend(Protocol):
     def speakers(self) -> str: ...  # engine.speakers: names, or the speaker tags an adapter learned
 
     @property
+    def parallel_rows(self) -> int: ...  # rows it generates at once across concurrent calls; 1: one batch at a time
+
+    @property
     def model(self) -> Any: ...  # the local weights; None for a served model
 
     @property

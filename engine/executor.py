@@ -16,6 +16,11 @@ already generating, the row is stopped at the next decoding step (a per-row
 stopping criterion reads the entry's ``cancelled`` flag). A worker crash fails
 every waiter with ``EngineDead`` and reloads the model on a fresh thread.
 
+A backend that batches by itself (``Backend.parallel_rows`` > 1: a llama.cpp or other serving engine
+that batches concurrent requests continuously) is not held to one batch at a time: each request goes
+over as its own one-row batch as soon as one of its ``parallel_rows`` places is free, so a short summary
+never waits for a long one that happened to start with it. The fair queue still decides the order.
+
 This module is the front (``submit``, ``reserve``, ``metrics``) and the one scheduler task. The jobs
 it composes live beside it, one per module: admission and caps (``executor_admission``), batch
 forming and ETAs (``executor_batching``), the fair queue (``executor_queue``), the worker thread's
@@ -94,8 +99,11 @@ class Executor:
         self._stats = ExecutorStats()
         self._queue = FairQueue()
         self._pending: set[Entry] = set()  # admitted and not finished: validating, queued or running
-        self._running: list[Entry] = []
+        self._running: list[Entry] = []  # rows generating now, in every batch
         self._running_since = 0.0
+        self._alongside: set[asyncio.Task[None]] = set()  # one-row batches on a self-batching backend
+        self._row_pool: concurrent.futures.ThreadPoolExecutor | None = None  # their blocking calls
+        self._epoch = 0  # bumped by each reload: a crash seen by an older batch restarts nothing twice
 
         self._backend: Backend | None = None  # the loaded model; only the worker thread generates with it
         self._known: Backend | None = None  # the last loaded backend: its tokenizer and facts outlive a crash
@@ -186,6 +194,10 @@ class Executor:
             if self._wakeup is not None:  # a scheduler that missed the cancel still sees _closed and returns
                 self._wakeup.set()
             await asyncio.gather(self._scheduler, return_exceptions=True)
+        if self._alongside:  # their rows were cancelled above: each call returns within a poll
+            await asyncio.wait(set(self._alongside), timeout=CLOSE_WAIT_S)
+        if self._row_pool is not None:
+            self._row_pool.shutdown(wait=False)
         await self._retire_worker()
         if self._tokenizer_pool is not None:
             self._tokenizer_pool.shutdown(wait=False)
@@ -442,15 +454,25 @@ class Executor:
 
     # ---- scheduling ----
 
+    def _parallel_rows(self) -> int:
+        """Rows the loaded backend generates at once across calls; 1: one batch at a time."""
+        backend = self._backend or self._known
+        return max(1, int(getattr(backend, "parallel_rows", 1) or 1))
+
     async def _schedule(self) -> None:
         """The one task that owns the queue: wait for work, pack a batch, run it, hand results back."""
         assert self._wakeup is not None
         while not self._closed:
-            while not self._queue:
-                if self._closed:
+            while not self._queue or (self._parallel_rows() > 1 and not self._free_place()):
+                if self._closed or self._dead is not None:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            if self._dead is not None:
+                return
+            if self._parallel_rows() > 1:
+                self._send_alongside()
+                continue
             await wait_for_company(self._queue, self._pending, self._wakeup, self.max_batch_size, self.max_batch_wait_s)
             batch = self._queue.take_batch(self.max_batch_size, self.max_batch_tokens,
                                            lambda rows, candidate: fits_context(self._known, rows, candidate))
@@ -460,21 +482,57 @@ class Executor:
             if not await self._run(batch):
                 return  # the model could not be reloaded; every waiter has been failed
 
-    async def _run(self, batch: list[Entry]) -> bool:
-        """Run one batch on the worker. Returns False when the engine is dead for good."""
-        worker, backend = self._worker, self._backend
-        assert worker is not None and backend is not None
-        settings = batch[0].request.settings
-        self._running = batch
-        self._running_since = started = time.perf_counter()
+    def _free_place(self) -> bool:
+        """A self-batching backend has a place for one more row (and is loaded: not mid-restart)."""
+        return self._backend is not None and not self._loading and len(self._running) < self._parallel_rows()
+
+    def _send_alongside(self) -> None:
+        """Start the next request in the fair order as its own one-row batch, beside those already running."""
+        batch = self._queue.take_batch(1, self.max_batch_tokens, lambda rows, candidate: True)
+        if not batch:
+            return
+        self._schedule_positions()
+        if self._row_pool is None:
+            self._row_pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self._parallel_rows(), thread_name_prefix="recap-rows")
+        task = asyncio.get_running_loop().create_task(self._run_alongside(batch), name="recap-executor-row")
+        self._alongside.add(task)
+        task.add_done_callback(self._alongside.discard)
+
+    async def _run_alongside(self, batch: list[Entry]) -> None:
+        """One row on a self-batching backend, on a pool thread (the backend takes concurrent calls)."""
+        backend, epoch = self._backend, self._epoch
+        assert backend is not None and self._row_pool is not None
         try:
-            outcomes = await worker.call(functools.partial(run_batch, backend, batch, settings))
+            call = functools.partial(run_batch, backend, batch, batch[0].request.settings)
+            await self._run(batch, asyncio.get_running_loop().run_in_executor(self._row_pool, call), epoch)
+        finally:
+            if self._wakeup is not None:
+                self._wakeup.set()  # a place is free
+
+    async def _run(self, batch: list[Entry], running: "asyncio.Future[list[Any]] | None" = None,
+                   epoch: int | None = None) -> bool:
+        """Run one batch on the worker (or await ``running``, a self-batching backend's call already
+        started). Returns False when the engine is dead for good."""
+        if running is None:
+            worker, backend = self._worker, self._backend
+            assert worker is not None and backend is not None
+            running = worker.call(functools.partial(run_batch, backend, batch, batch[0].request.settings))
+        if not self._running:
+            self._running_since = time.perf_counter()
+        started = time.perf_counter()
+        self._running.extend(batch)
+        try:
+            outcomes = await running
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - anything but OOM from generate is an engine crash
+            if epoch is not None and epoch != self._epoch:  # this engine was already restarted by another row
+                self._fail(batch, EngineDead(f"the model engine crashed ({type(exc).__name__}: {exc})"))
+                return True
             return await self._recover(batch, exc)
         finally:
-            self._running = []
+            self._running = [e for e in self._running if e not in batch]
         new_tokens, rows = 0, 0
         for entry, outcome in zip(batch, outcomes):
             if outcome is None or entry.future.done():
@@ -507,6 +565,7 @@ class Executor:
         """A crash: fail every waiter with ``EngineDead``, then reload the model on a fresh thread."""
         log.error("model worker crashed; failing %d waiters and restarting", len(self._pending), exc_info=exc)
         self._stats.count("engine_errors")
+        self._epoch += 1
         dead = EngineDead(f"the model worker crashed ({type(exc).__name__}: {exc})")
         self._fail(batch, dead)
         self._queue.drain()
@@ -519,6 +578,9 @@ class Executor:
             log.error("could not reload the model after a crash: %s", load_exc)
             self._dead = EngineDead(f"the model could not be reloaded after a crash: {load_exc}")
             self._fail(self._queue.drain(), self._dead)
+            self._fail(self._pending, self._dead)
+            if self._wakeup is not None:
+                self._wakeup.set()  # the scheduler sees _dead and ends
             return False
         self._stats.count("restarts")
         log.info("model worker restarted")

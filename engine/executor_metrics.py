@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 
 class MetricsSource(Protocol):
@@ -36,6 +37,7 @@ class BatchRecord:
     new_tokens: int
     duration_s: float
     guilds: tuple[tuple[str, int, int], ...] = ()  # (guild, its rows, its new tokens) in this batch
+    ended_at: float = 0.0  # time.perf_counter() when it finished
 
 
 class ExecutorStats:
@@ -57,14 +59,14 @@ class ExecutorStats:
         with self._lock:
             self._counts["batches"] += 1
             self._batch_sizes[rows] += 1
-            self._batches.append(BatchRecord(rows, new_tokens, duration_s, shares))
+            self._batches.append(BatchRecord(rows, new_tokens, duration_s, shares, time.perf_counter()))
 
     def guild_snapshot(self, guild: str) -> dict[str, Any]:
         """One guild's recent figures: sizes of the batches its requests ran in, and its tokens per busy second."""
         with self._lock:
             mine = [(b, r, t) for b in self._batches for g, r, t in b.guilds if g == guild]
         sizes: Counter[int] = Counter(b.rows for b, _, _ in mine)
-        busy = sum(b.duration_s for b, _, _ in mine)
+        busy = busy_seconds([b for b, _, _ in mine])
         tokens = sum(t for _, _, t in mine)
         return {
             "batches": len(mine),
@@ -81,7 +83,7 @@ class ExecutorStats:
         """Recent busy time per request served (batches overlap their rows); None before any batch."""
         with self._lock:
             rows = sum(b.rows for b in self._batches)
-            return sum(b.duration_s for b in self._batches) / rows if rows else None
+            return busy_seconds(self._batches) / rows if rows else None
 
     def mean_batch_s(self) -> float | None:
         with self._lock:
@@ -91,7 +93,7 @@ class ExecutorStats:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            busy = sum(b.duration_s for b in self._batches)
+            busy = busy_seconds(self._batches)
             tokens = sum(b.new_tokens for b in self._batches)
             latencies = sorted(self._latencies)
             out: dict[str, Any] = {name: self._counts[name] for name in COUNTERS}
@@ -100,6 +102,17 @@ class ExecutorStats:
             out["p50_s"] = _percentile(latencies, 0.50)
             out["p95_s"] = _percentile(latencies, 0.95)
             return out
+
+
+def busy_seconds(batches: Iterable[BatchRecord]) -> float:
+    """Seconds in which at least one of ``batches`` ran. Batches that overlap (a backend that batches by
+    itself runs several at once) count once, so per-request times and tokens/s stay true."""
+    total, covered_to = 0.0, float("-inf")
+    for start, end in sorted((b.ended_at - b.duration_s, b.ended_at) for b in batches):
+        if end > covered_to:
+            total += end - max(start, covered_to)
+            covered_to = end
+    return total
 
 
 def _percentile(sorted_values: list[float], q: float) -> float | None:

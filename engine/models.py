@@ -204,6 +204,8 @@ def load_backend(
 class ModelBackend:
     """A loaded model with its tokenizer, and batched generation."""
 
+    parallel_rows = 1  # one generate call at a time: the executor batches for it
+
     def __init__(self, tokenizer: Any, model: Any, device: str, dtype: Any, name: str, *,
                  adapter: str | None = None, answer_prefix: bool = True, prompt_format: str = RULES,
                  speakers: str = NAMES) -> None:

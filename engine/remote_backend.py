@@ -114,6 +114,7 @@ class RemoteConfig:
     retries: int = 3
     backoff_s: float = 0.5  # the first retry's wait; doubles each time up to BACKOFF_CAP_S
     api: str = "auto"  # auto: text completions with the local chat template when possible; chat: always chat
+    parallel: int = 1  # >1: the server batches concurrent requests itself; the executor sends rows as they come
 
     @property
     def origin(self) -> str:
@@ -260,6 +261,7 @@ class RemoteBackend:
     model = None  # no local weights
     prompt_format = "rules"  # engine.prompts.RULES: a served model's tuning is not known here
     speakers = "names"  # engine.speakers.NAMES, likewise
+    prefix_allowed = True  # False for an adapter tuned to answer without a written start
 
     def __init__(self, config: RemoteConfig) -> None:
         self.config = config
@@ -267,6 +269,7 @@ class RemoteBackend:
         self.adapter = None
         self.device = f"remote {config.origin}"
         self.context_window = config.context or DEFAULT_CONTEXT
+        self.parallel_rows = max(1, config.parallel)
         self.counter = TokenCounter(None)
         self.tokenizer_source = "estimated"
         self.tokenizer_lock = self.counter.lock
@@ -322,8 +325,9 @@ class RemoteBackend:
 
     @property
     def answer_prefix(self) -> bool:
-        """Whether prompts may write the start of the answer: only when the prompt is rendered here."""
-        return self.text_completions
+        """Whether prompts may write the start of the answer: only when the prompt is rendered here (and the
+        model was not tuned to answer without one: ``prefix_allowed``)."""
+        return self.text_completions and self.prefix_allowed
 
     @property
     def api_name(self) -> str:

@@ -170,6 +170,31 @@ def pg_url(pg_server: str):
     _pg_statement(pg_server, f"DROP SCHEMA {schema} CASCADE")
 
 
+# ------------------------------------------------------------------ llama.cpp
+
+_LLAMA_SKIPPED: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_home() -> Path:
+    """The llama.cpp build (``make llama-cpp``): RECAP_LLAMA_CPP_DIR, else the repository's .llama.cpp.
+    Without one its tests are skipped, except where RECAP_REQUIRE_LLAMA_CPP=1 (CI)."""
+    from engine.generation import ModelLoadError
+    from engine.llama_cpp import find_build
+
+    home = Path(os.environ.get("RECAP_LLAMA_CPP_DIR") or Path(__file__).parents[1] / ".llama.cpp")
+    try:
+        find_build(home)
+    except ModelLoadError as exc:
+        if os.environ.get("RECAP_REQUIRE_LLAMA_CPP", "") not in ("", "0"):
+            pytest.fail(f"RECAP_REQUIRE_LLAMA_CPP is set but {exc}")
+        _LLAMA_SKIPPED.append(f"no llama.cpp build in {home} (`make llama-cpp` builds it)")
+        pytest.skip(_LLAMA_SKIPPED[-1])
+    return home
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _PG_SKIPPED:
         terminalreporter.write_line(f"PostgreSQL tests skipped: {_PG_SKIPPED[0]}.")
+    if _LLAMA_SKIPPED:
+        terminalreporter.write_line(f"llama.cpp tests skipped: {_LLAMA_SKIPPED[0]}.")

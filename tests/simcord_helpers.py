@@ -160,7 +160,7 @@ async def start_world(
 
     cfg = make_settings(tmp_path, **(settings or {}))
     async with open_database(cfg.database_path) as db:
-        if cfg.inference_url:  # a model server (tests/fake_openai.py): the product's own executor building
+        if cfg.inference_url or cfg.engine == "llama.cpp":  # a model server: the product's own executor building
             from bot.services import build_executor
 
             executor = build_executor(cfg)
