@@ -484,7 +484,8 @@ class Executor:
 
     def _free_place(self) -> bool:
         """A self-batching backend has a place for one more row (and is loaded: not mid-restart)."""
-        return self._backend is not None and not self._loading and len(self._running) < self._parallel_rows()
+        # Counted by tasks, which _send_alongside adds at once: rows join _running only when their task runs.
+        return self._backend is not None and not self._loading and len(self._alongside) < self._parallel_rows()
 
     def _send_alongside(self) -> None:
         """Start the next request in the fair order as its own one-row batch, beside those already running."""

@@ -66,6 +66,20 @@ async def test_never_more_rows_in_flight_than_the_backend_takes(server: FakeOpen
         await executor.aclose()
 
 
+async def test_requests_beyond_the_places_wait_in_the_fair_queue(server: FakeOpenAI) -> None:
+    server.faults = ["hang"] * 3
+    executor = await executor_on(server, parallel=3)
+    try:
+        asking = [asyncio.ensure_future(executor.submit(request(n, f"g{n % 3}"))) for n in range(9)]
+        await asyncio.sleep(0.5)
+        metrics = executor.metrics()
+        assert (metrics["in_flight"], metrics["queue_depth"]) == (3, 6)  # the rest keep their place in line
+        server.release_hung()
+        assert all(r.text for r in await asyncio.wait_for(asyncio.gather(*asking), 30))
+    finally:
+        await executor.aclose()
+
+
 async def test_one_batch_at_a_time_stays_the_rule_for_other_backends(server: FakeOpenAI) -> None:
     server.faults = ["hang"]
     executor = await executor_on(server, parallel=1)
