@@ -5,9 +5,10 @@
 kept beside it for the LoRA converter. Nothing else is downloaded.
 
 Why a server process rather than the ``llama-cpp-python`` binding in the model worker: the server
-batches concurrent requests continuously (``--parallel`` slots), which is what lets 8 members at once
-finish in about the time of one; the binding's ``Llama`` object decodes one sequence at a time. The
-server also dies alone: a crash in native code cannot take the bot down with it.
+interleaves concurrent requests (``--parallel`` slots), where the binding's ``Llama`` object decodes one
+sequence at a time; it dies alone (a crash in native code cannot take the bot down with it); and the
+OpenAI-compatible backend already carries settings, cancellation and health (``bench/llama_routes.py``
+has the measured figures).
 
 ``start_llama_cpp`` (the executor's backend factory) checks the build, the GGUF and the adapter,
 converts the adapter to a GGUF LoRA once with llama.cpp's own ``convert_lora_to_gguf.py`` (cached by
@@ -38,7 +39,7 @@ from typing import Any, Callable, Sequence
 
 from .adapters import adapter_prompt_format, adapter_speakers, check_base, read_adapter_meta, resolve_adapter
 from .generation import GenerationError, GenerationResult, GenerationSettings, ModelLoadError, Prompt
-from .models import resolve_source
+from .models import ModelSource, _gguf_cache_dir, resolve_source
 from .remote_backend import RemoteBackend, RemoteConfig
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,8 @@ def base_files(path: Path, cache: Path) -> Path:
     """A folder with the GGUF model's config.json and tokenizer, read from the GGUF once and cached by its
     path, size and time (reading them from the GGUF takes seconds; from this folder, a fraction of one).
     The tokenizer counts tokens and renders prompts here; the converter reads the config."""
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:16]
-    folder = cache / f"base-{path.stem}-{key}"
+    # Keyed as the torch path keys its de-quantized copy of a GGUF (here without the weights).
+    folder = _gguf_cache_dir(cache, ModelSource(str(path.parent), path.name, path.name))
     if (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file():
         return folder
     from transformers import AutoConfig, AutoTokenizer
