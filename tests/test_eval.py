@@ -129,6 +129,12 @@ def test_absent_names() -> None:
     # Sentence-initial capitals, days and "I" are not taken as names.
     assert absent_names("Going to the gym. They agree on Monday, as I said.", dialogue, speakers) == []
     assert absent_names("Mara asks Owen about Owen's printer.", RECORDS[1]["dialogue"], {"Mara", "Owen"}) == []
+    # A contraction is judged by the name before it; a word that is the stem of a chat word is known.
+    chat = "#Person1#: Cyrus, do you like e-shopping?\n#Person2#: Yes, and the market."
+    assert absent_names("Then Cyrus'll buy it from the E-Shop.", chat, speaker_names(chat)) == []
+    # ...but only a plain ending makes a stem: neither a short name nor an unrelated word passes.
+    assert absent_names("Then Mark and Ann go to the shop.", chat + " We announce.", speaker_names(chat)) == [
+        "Mark", "Ann"]
 
 
 # --- the command --------------------------------------------------------------------------

@@ -143,7 +143,9 @@ def absent_names(summary: str, dialogue: str, participants: Iterable[str] = ()) 
 
     A name is a ``#PersonN#`` tag, or a capitalized word that does not start a
     sentence. It counts as absent when it is not a participant and does not
-    occur (case-insensitively, as a word) anywhere in the dialogue. Simple on
+    occur (case-insensitively, as a word, or as the stem of one with a plain
+    ending such as "-ing") anywhere in the dialogue; a contraction ("Cyrus'll")
+    is judged by the name before it. Simple on
     purpose: it misses invented lowercase words and can flag a proper noun such
     as a product name that the model added.
     """
@@ -163,7 +165,28 @@ def absent_names(summary: str, dialogue: str, participants: Iterable[str] = ()) 
         before = text[: match.start()].rstrip()
         if not before or before.endswith(_SENTENCE_END):
             continue  # sentence-initial capitals say nothing about names
-        base = word[:-2] if word.endswith("'s") else word
-        if base.lower() not in known_words and base not in found:
+        base = _CONTRACTION_RE.sub("", word)
+        if not _known(base.lower(), known_words) and base not in found:
             found.append(base)
     return found
+
+
+# "Cyrus'll", "Ann's": the name is the part before the contraction.
+_CONTRACTION_RE = re.compile(r"'(?:s|ll|d|ve|re|m)$", re.IGNORECASE)
+# A chat word that is the summary's word plus one of these is the same word ("shop" in "shopping").
+_SUFFIXES = ("s", "es", "ed", "er", "ers", "ing", "ings")
+
+
+def _known(word: str, known_words: set[str]) -> bool:
+    """``word`` occurs in the chat, or as the stem of a chat word ("E-Shop" for "E-shopping")."""
+    if word in known_words:
+        return True
+    if len(word) < 4:
+        return False  # a short name ("Ann", "Ed") may prefix any word ("announce", "edit")
+    for known in known_words:
+        rest = known[len(word):]
+        if known.startswith(word) and rest and (
+            rest in _SUFFIXES or (rest[0] == word[-1] and rest[1:] in _SUFFIXES)  # "shopping": doubled p
+        ):
+            return True
+    return False
