@@ -178,6 +178,14 @@ def as_bullets(text: str) -> str:
     return "\n".join(item for item in items if item.strip("- "))
 
 
+def _as_prose(line: str) -> str:
+    """A bullet item asked for as prose: its marker goes and it ends as a sentence ("- Jonah agrees" -> "Jonah agrees.")."""
+    if not _BULLET.match(line):
+        return line
+    item = _BULLET.sub("", line, count=1).strip()
+    return item if not item or item[-1] in ".!?…\"')]:" else item + "."
+
+
 def tidy_spaces(text: str) -> str:
     lines = []
     for line in text.splitlines():
@@ -387,7 +395,7 @@ def clean_output(
         lines = [re.sub(r"^- (?:\d{1,2}[.)]\s*)+", "- ", line) for line in lines]
         text = "\n".join(line for line in lines if len(words(line)) >= 2)
     else:
-        text = " ".join(text.splitlines())
+        text = " ".join(_as_prose(line) for line in text.splitlines())
         text = end_on_sentence(text)
     text, _ = drop_invented(text, transcript.render())
     text = tidy_spaces(drop_near_duplicates(text, transcript.participants))

@@ -156,6 +156,14 @@ def test_numbered_items_after_a_bullet_are_renumbered_and_empty_items_dropped():
     assert out.text == "- Bob fixes the crash\n- Carol updates the changelog"
 
 
+def test_prose_styles_answered_in_bullets_become_sentences() -> None:
+    out = clean("- Bob fixes the crash\n* Carol updates the changelog.\n2) Alice moves the release to Friday")
+    assert out.text == "Bob fixes the crash. Carol updates the changelog. Alice moves the release to Friday."
+    # A prose line the model wrapped is joined as it was, not cut into sentences.
+    assert clean("Bob fixes the crash and\nCarol updates the changelog.").text == (
+        "Bob fixes the crash and Carol updates the changelog.")
+
+
 def test_bullets_style_answers_in_prose_become_one_point_per_line() -> None:
     from engine.postprocess import as_bullets
 
