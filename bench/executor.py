@@ -18,8 +18,9 @@ side by side on the same prompts.
 
 ``--backend llama.cpp`` compares the two engines a CPU host can pick (``ENGINE``), both running the embedded model
 with its shipped adapter on ``--threads`` threads: torch in this process and llama.cpp's server (``make llama-cpp``).
-For each it prints single-stream generation (one request alone, tokens/s) and the executor's throughput for
-``--requests`` requests at once, side by side with the ratios.
+For each it prints single-stream generation (one request alone: new tokens over its whole time, the prompt's
+reading included), generation alone (the same with the prompt's reading taken out: ``generation_rate``) and
+the executor's throughput for ``--requests`` requests at once, side by side with the ratios.
 
 ``--make-random-model llama-1b`` first builds a random-weight ~1B Llama-shaped model
 (the embedded tokenizer) in a temporary folder, for measuring on a GPU without a download.
@@ -267,6 +268,27 @@ def single_stream(factory: Callable[[], Any], prompts: list[Prompt], settings: G
     return {"tokens": tokens, "wall_s": seconds, "tokens_per_s": tokens / seconds}
 
 
+def generation_rate(factory: Callable[[], Any], prompts: list[Prompt], settings: GenerationSettings,
+                    short: int = 16) -> float:
+    """Tokens/s of generation alone, the prompt's reading taken out: each prompt is asked for ``short`` tokens
+    and for the full length, one request at a time, and the rate is the extra tokens over the extra time.
+    A first, untimed request of each prompt puts both timed ones on the same footing on an engine that
+    keeps a prompt's state between requests (llama-server's prompt cache); torch reads it every time."""
+    async def run() -> tuple[int, float]:
+        tokens, seconds = 0, 0.0
+        async with Executor(factory, max_batch_wait_ms=0, request_timeout_s=3600) as ex:
+            for p in prompts:
+                await ex.submit(GenerationRequest(p, settings.with_(max_new_tokens=short), guild="g", user="u"))
+                few = await ex.submit(GenerationRequest(p, settings.with_(max_new_tokens=short), guild="g", user="u"))
+                full = await ex.submit(GenerationRequest(p, settings, guild="g", user="u"))
+                tokens += full.new_tokens - few.new_tokens
+                seconds += full.latency_s - few.latency_s
+        return tokens, seconds
+
+    tokens, seconds = asyncio.run(run())
+    return tokens / seconds if seconds > 0 and tokens > 0 else float("nan")
+
+
 def compare_engines(args: argparse.Namespace) -> None:
     """ENGINE=torch against ENGINE=llama.cpp: the embedded model and its adapter, the same prompts and settings."""
     import torch
@@ -285,19 +307,24 @@ def compare_engines(args: argparse.Namespace) -> None:
     figures: dict[str, dict[str, float]] = {}
     for label, factory in engines.items():
         one = single_stream(factory, alone, settings)
+        rate = generation_rate(factory, alone, settings)
         many = asyncio.run(through_executor(factory, prompts, settings, args.max_batch_size))
         tps = many["tokens"] / many["wall_s"]
         figures[label] = {"single_stream_tokens_per_s": round(one["tokens_per_s"], 2), "tokens_per_s": round(tps, 2),
+                          "generation_tokens_per_s": round(rate, 2),
                           "wall_s": round(many["wall_s"], 2), "p50_s": round(percentile(many["latencies"], .5), 3),
                           "p95_s": round(percentile(many["latencies"], .95), 3), "tokens": many["tokens"]}
-        print(f"{label:10} single stream {one['tokens_per_s']:.1f} tok/s; {len(prompts)} at once: {many['tokens']} tokens "
+        print(f"{label:10} single stream {one['tokens_per_s']:.1f} tok/s (generation alone {rate:.1f}); {len(prompts)} at once: {many['tokens']} tokens "
               f"in {many['wall_s']:.1f}s = {tps:.1f} tok/s, p50 {figures[label]['p50_s']:.1f}s "
               f"p95 {figures[label]['p95_s']:.1f}s; worst event-loop stall {many['stall_s'] * 1000:.1f} ms", flush=True)
     ratio_one = figures["llama.cpp"]["single_stream_tokens_per_s"] / figures["torch"]["single_stream_tokens_per_s"]
     ratio_many = figures["llama.cpp"]["tokens_per_s"] / figures["torch"]["tokens_per_s"]
-    print(f"llama.cpp / torch: single stream {ratio_one:.2f}x, {len(prompts)} at once {ratio_many:.2f}x")
+    ratio_gen = figures["llama.cpp"]["generation_tokens_per_s"] / figures["torch"]["generation_tokens_per_s"]
+    print(f"llama.cpp / torch: single stream {ratio_one:.2f}x (generation alone {ratio_gen:.2f}x), "
+          f"{len(prompts)} at once {ratio_many:.2f}x")
     print(json.dumps({"threads": threads, "requests": len(prompts), "max_new_tokens": args.max_new_tokens,
-                      "single_stream_ratio": round(ratio_one, 2), "throughput_ratio": round(ratio_many, 2), **figures}))
+                      "single_stream_ratio": round(ratio_one, 2), "generation_ratio": round(ratio_gen, 2),
+                      "throughput_ratio": round(ratio_many, 2), **figures}))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 Usage:
   python bench/llama_routes.py [--requests 8] [--max-new-tokens 160] [--threads 2] [--llama-cpp-dir .llama.cpp]
+                               [--weights]
 
-Both run the embedded GGUF with the shipped adapter (converted to a GGUF LoRA as ENGINE=llama.cpp does) on
-the same greedy prompts, rendered with the embedded tokenizer:
+Both run the file ENGINE=llama.cpp serves (the embedded model in Q8_0 with the shipped adapter merged,
+``engine.llama_gguf``) on the same greedy prompts, rendered with the embedded tokenizer:
 
 - ``server``: ``llama-server`` from ``make llama-cpp`` with ``--requests`` slots, every request sent at once
   (as the executor hands them over to a self-batching backend);
@@ -15,12 +16,16 @@ the same greedy prompts, rendered with the embedded tokenizer:
 The binding is not a dependency: install it into the venv first, built from the same registry sdist
 (``pip install llama-cpp-python==0.3.36``, a compile of several minutes). Prints single-stream tokens/s and
 the wall time for all requests for each route; the last line is one JSON object.
+
+``--weights`` compares two files on the server route instead: the embedded Q4_1 GGUF with the adapter
+beside it (``--lora``, the converted GGUF LoRA), and the merged Q8_0 file the bot serves.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import json
 import os
 import sys
@@ -58,10 +63,10 @@ def server_route(cfg: LlamaCppConfig, texts: list[str], max_new: int) -> dict[st
         backend.close()
 
 
-def binding_route(model: Path, lora: Path, rendered: list[str], threads: int, max_new: int) -> dict[str, Any]:
+def binding_route(model: Path, lora: Path | None, rendered: list[str], threads: int, max_new: int) -> dict[str, Any]:
     from llama_cpp import Llama  # the optional binding (see the module doc)
 
-    llm = Llama(model_path=str(model), lora_path=str(lora), n_ctx=4096, n_threads=threads, n_threads_batch=threads,
+    llm = Llama(model_path=str(model), lora_path=str(lora) if lora else None, n_ctx=4096, n_threads=threads, n_threads_batch=threads,
                 verbose=False)
 
     def complete(text: str) -> int:
@@ -90,25 +95,37 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--llama-cpp-dir", default=".llama.cpp")
+    ap.add_argument("--weights", action="store_true", help="compare Q4_1 + --lora with the merged Q8_0 file instead")
     args = ap.parse_args()
     threads = args.threads or os.cpu_count() or 1
     home = Path(args.llama_cpp_dir)
     cfg = LlamaCppConfig(home, cache_dir=home / "cache", threads=threads, slots=args.requests, timeout_s=3600)
     prompts = build_prompts(args.requests)
+    head = f"{args.requests} requests, greedy, up to {args.max_new_tokens} new tokens, {threads} threads"
+    if args.weights:
+        beside = server_route(dataclasses.replace(cfg, merged=False), [p.user for p in prompts], args.max_new_tokens)
+        merged = server_route(cfg, [p.user for p in prompts], args.max_new_tokens)
+        print(head)
+        print(f"Q4_1 + adapter beside (--lora): {beside}")
+        print(f"Q8_0, adapter merged:           {merged}")
+        ratio = merged["single_stream_tokens_per_s"] / beside["single_stream_tokens_per_s"]
+        print(f"single stream: merged Q8_0 {ratio:.2f}x; all {args.requests}: "
+              f"{beside['all_wall_s'] / merged['all_wall_s']:.2f}x")
+        print(json.dumps({"requests": args.requests, "threads": threads, "q4_1_lora": beside, "q8_0_merged": merged}))
+        return
     server = server_route(cfg, [p.user for p in prompts], args.max_new_tokens)
-    # The same files the server used: the GGUF, and the adapter it converted into the cache.
+    # The file the server used: the merged model in the cache.
     backend = start_llama_cpp(cfg)
     try:
         rendered = [backend.render(p) for p in prompts]
         model, lora = backend.server.model, backend.server.lora
     finally:
         backend.close()
-    assert lora is not None
     try:
         binding: dict[str, Any] | str = binding_route(model, lora, rendered, threads, args.max_new_tokens)
     except ImportError:
         binding = "not installed (pip install llama-cpp-python==0.3.36)"
-    print(f"{args.requests} requests, greedy, up to {args.max_new_tokens} new tokens, {threads} threads")
+    print(head)
     print(f"server:  {server}")
     print(f"binding: {binding}")
     print(json.dumps({"requests": args.requests, "threads": threads, "server": server, "binding": binding}))

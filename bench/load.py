@@ -344,14 +344,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         return await run_engine(args, args.engine[0])
     reports = {engine: await run_engine(args, engine) for engine in args.engine}
     names = [k for k, v in reports[args.engine[0]].items() if isinstance(v, dict) and "wall_s" in v]
-    print(f"{'scenario':14}" + "".join(f"{e + ': summaries, p50, p95, wall, x alone, <=120s':>52}" for e in args.engine))
+    print(f"{'scenario':14}" + "".join(f"  {e + ': summaries, p50, p95, wall, x alone, <=120s':>60}" for e in args.engine))
     for name in names:
         cells = []
         for engine in args.engine:
             r = reports[engine].get(name, {})
             cells.append(f"{r.get('summaries')}/{r.get('members')}, {r.get('p50_final_s')}s, {r.get('p95_final_s')}s, "
                          f"{r.get('wall_s')}s, {r.get('wall_ratio_to_alone', 1.0)}x, {r.get('within_120s')}")
-        print(f"{name:14}" + "".join(f"{c:>52}" for c in cells))
+        print(f"{name:14}" + "".join(f"  {c:>60}" for c in cells))
     return {"engines": reports}
 
 

@@ -12,7 +12,8 @@ has the measured figures).
 
 ``start_llama_cpp`` (the executor's backend factory) checks the build, the GGUF and the adapter,
 converts the adapter to a GGUF LoRA once with llama.cpp's own ``convert_lora_to_gguf.py`` (cached by
-the adapter's bytes), starts the server on a free localhost port and returns a ``LlamaCppBackend``:
+the adapter's bytes), merges it into a Q8_0 copy of the model once (``engine.llama_gguf``), starts the
+server on that copy on a free localhost port and returns a ``LlamaCppBackend``:
 the OpenAI-compatible ``RemoteBackend`` with the embedded tokenizer (prompts rendered here, exactly as
 the torch path renders them) and the adapter's prompt format and speakers. When the server dies, the
 batch that sees it raises ``EngineCrashed``: the executor fails every waiter with ``EngineDead`` and
@@ -39,6 +40,7 @@ from typing import Any, Callable, Sequence
 
 from .adapters import adapter_prompt_format, adapter_speakers, check_base, read_adapter_meta, resolve_adapter
 from .generation import GenerationError, GenerationResult, GenerationSettings, ModelLoadError, Prompt
+from .llama_gguf import served_model
 from .models import ModelSource, _gguf_cache_dir, resolve_source
 from .remote_backend import RemoteBackend, RemoteConfig
 
@@ -70,6 +72,9 @@ class LlamaCppConfig:
     slots: int = 8  # requests the server decodes together
     context: int = 4096  # tokens per slot
     timeout_s: float = 300.0
+    # True: serve a Q8_0 copy with the adapter merged (engine.llama_gguf); False: the GGUF as it is, with
+    # the adapter beside it (--lora). Only bench/llama_routes.py --weights compares the two.
+    merged: bool = True
 
 
 @dataclass(frozen=True)
@@ -183,8 +188,8 @@ class LlamaServer:
     """One ``llama-server`` child process on 127.0.0.1. Its output goes to a log file, never to ours:
     the server's own log lines carry no message text at its default verbosity, and stay out of the bot's log."""
 
-    def __init__(self, binary: Path, model: Path, *, lora: Path | None, threads: int, slots: int, context: int,
-                 log_path: Path) -> None:
+    def __init__(self, binary: Path, model: Path, *, threads: int, slots: int, context: int, log_path: Path,
+                 lora: Path | None = None) -> None:
         self.binary, self.model, self.lora = binary, model, lora
         self.threads, self.slots, self.context = threads, slots, context
         self.log_path = log_path
@@ -336,8 +341,16 @@ def start_llama_cpp(config: LlamaCppConfig) -> LlamaCppBackend:
 
         check_base(adapter_dir, meta, AutoConfig.from_pretrained(str(base)))
         lora = convert_adapter(build, adapter_dir, base, cache)
-    server = LlamaServer(build.server, model_path, lora=lora, threads=config.threads, slots=config.slots,
-                         context=config.context, log_path=cache / LOG_NAME)
+    started = time.perf_counter()
+    if config.merged:
+        served = served_model(model_path, base.name, lora, lora.stem if lora is not None else None, cache)
+        if time.perf_counter() - started > 1:
+            log.info("model prepared for llama.cpp (Q8_0, adapter merged) in %.1fs", time.perf_counter() - started)
+        server = LlamaServer(build.server, served, threads=config.threads, slots=config.slots,
+                             context=config.context, log_path=cache / LOG_NAME)
+    else:
+        server = LlamaServer(build.server, model_path, threads=config.threads, slots=config.slots,
+                             context=config.context, log_path=cache / LOG_NAME, lora=lora)
     started = time.perf_counter()
     server.start()
     remote = RemoteConfig(server.url, tokenizer=str(base), context=config.context, timeout_s=config.timeout_s,

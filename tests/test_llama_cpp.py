@@ -98,6 +98,18 @@ def test_every_admin_setting_reaches_the_server(backend: LlamaCppBackend) -> Non
     assert backend.generate_batch([PROMPT], greedy.with_(max_new_tokens=3))[0].finished is False
 
 
+def test_the_server_runs_a_q8_0_copy_with_the_adapter_merged(backend: LlamaCppBackend) -> None:
+    import gguf
+
+    served = backend.server.model
+    assert backend.server.lora is None and "--lora" not in backend.server.command()
+    assert served.name.startswith("served-") and "-lora-adapter-smollm2-dialogsum-" in served.name
+    reader = gguf.GGUFReader(str(served))
+    assert reader.fields["general.file_type"].contents() == int(gguf.LlamaFileType.MOSTLY_Q8_0)
+    kinds = {t.tensor_type for t in reader.tensors if len(t.shape) == 2}
+    assert kinds == {gguf.GGMLQuantizationType.Q8_0}
+
+
 def test_the_prompt_is_the_one_the_torch_path_renders(backend: LlamaCppBackend) -> None:
     assert (backend.prompt_format, backend.speakers, backend.answer_prefix) == ("compact", "tags", False)
     rendered = backend.render(PROMPT)
