@@ -116,6 +116,15 @@ def test_the_prompt_is_the_one_the_torch_path_renders(backend: LlamaCppBackend) 
     assert rendered.startswith("<|im_start|>system\n") and rendered.endswith("<|im_start|>assistant\n")
 
 
+@pytest.fixture
+def endless_generations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests that run until max_new_tokens: a sampled end-of-text token would end them whenever the
+    model's weights happen to make it likely (llama-server's own `ignore_eos`)."""
+    payload = LlamaCppBackend.payload
+    monkeypatch.setattr(LlamaCppBackend, "payload", lambda self, p, s: {**payload(self, p, s), "ignore_eos": True})
+
+
+@pytest.mark.usefixtures("endless_generations")
 async def test_a_dead_server_fails_its_waiters_and_is_restarted(llama_cpp_home: Path) -> None:
     executor = Executor(functools.partial(start_llama_cpp, config(llama_cpp_home)), max_batch_wait_ms=0)
     await executor.start()
@@ -139,6 +148,7 @@ async def test_a_dead_server_fails_its_waiters_and_is_restarted(llama_cpp_home: 
         await executor.aclose()
 
 
+@pytest.mark.usefixtures("endless_generations")
 async def test_a_member_who_leaves_frees_the_slot(llama_cpp_home: Path) -> None:
     """A cancelled request's connection closes and llama-server stops generating for it."""
     executor = Executor(functools.partial(start_llama_cpp, config(llama_cpp_home)), max_batch_wait_ms=0)
