@@ -341,16 +341,9 @@ def start_llama_cpp(config: LlamaCppConfig) -> LlamaCppBackend:
 
         check_base(adapter_dir, meta, AutoConfig.from_pretrained(str(base)))
         lora = convert_adapter(build, adapter_dir, base, cache)
-    started = time.perf_counter()
-    if config.merged:
-        served = served_model(model_path, base.name, lora, lora.stem if lora is not None else None, cache)
-        if time.perf_counter() - started > 1:
-            log.info("model prepared for llama.cpp (Q8_0, adapter merged) in %.1fs", time.perf_counter() - started)
-        server = LlamaServer(build.server, served, threads=config.threads, slots=config.slots,
-                             context=config.context, log_path=cache / LOG_NAME)
-    else:
-        server = LlamaServer(build.server, model_path, threads=config.threads, slots=config.slots,
-                             context=config.context, log_path=cache / LOG_NAME, lora=lora)
+    served, beside = (served_model(model_path, base.name, lora, cache), None) if config.merged else (model_path, lora)
+    server = LlamaServer(build.server, served, threads=config.threads, slots=config.slots, context=config.context,
+                         log_path=cache / LOG_NAME, lora=beside)
     started = time.perf_counter()
     server.start()
     remote = RemoteConfig(server.url, tokenizer=str(base), context=config.context, timeout_s=config.timeout_s,

@@ -2,7 +2,7 @@
 
 Why not the embedded Q4_1 file with the adapter beside it (``--lora``): on a CPU, llama.cpp reads
 prompts about twice as fast from Q8_0 matrices as from Q4_1 ones and generates about 15% slower
-(``bench/llama_routes.py --quant`` has the figures), and a chat summary's prompt is several times longer
+(``bench/llama_routes.py --weights`` has the figures), and a chat summary's prompt is several times longer
 than its answer. Merging saves the adapter's extra matrix products on every token, and serves the
 weights the torch path serves (the de-quantized model plus the adapter's product) at 8 bits.
 
@@ -17,10 +17,13 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from .generation import ModelLoadError
+
+log = logging.getLogger(__name__)
 
 # Written into the served file's name: a change to how it is made makes a new one.
 FORMAT = 1
@@ -99,22 +102,24 @@ def merged_q8_0(base: Path, lora: Path | None, out: Path) -> None:
     writer.close()
 
 
-def served_model(base: Path, base_key: str, lora: Path | None, lora_key: str | None, cache: Path) -> Path:
-    """The cached served file for this model and adapter, made once (``merged_q8_0``)."""
-    target = cache / f"served-{base_key}-{lora_key or 'no-adapter'}-q8_0-v{FORMAT}.gguf"
+def served_model(base: Path, base_key: str, lora: Path | None, cache: Path) -> Path:
+    """The cached served file for this model (``base_key``) and GGUF LoRA (keyed by its file name, which
+    ``convert_adapter`` derives from the adapter's bytes), made once (``merged_q8_0``)."""
+    target = cache / f"served-{base_key}-{lora.stem if lora is not None else 'no-adapter'}-q8_0-v{FORMAT}.gguf"
     if target.is_file():
         return target
     cache.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", dir=cache)
     os.close(fd)
+    started = time.perf_counter()
     try:
         merged_q8_0(base, lora, Path(tmp))
         os.replace(tmp, target)
-    except ModelLoadError:
-        raise
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"The model could not be prepared for llama.cpp ({type(exc).__name__}: {exc}).") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    log.info("model prepared for llama.cpp (Q8_0%s) in %.1fs", ", adapter merged" if lora else "",
+             time.perf_counter() - started)
     return target

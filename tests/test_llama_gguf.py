@@ -115,12 +115,12 @@ def test_served_model_is_made_once_and_leaves_no_partial_file(tmp_path: Path) ->
     _base(tmp_path / "base.gguf", rng)
     _lora(tmp_path / "lora.gguf", rng, "blk.0.attn_q.weight", (64, 96))
     cache = tmp_path / "cache"
-    first = served_model(tmp_path / "base.gguf", "base-k", tmp_path / "lora.gguf", "lora-k", cache)
+    first = served_model(tmp_path / "base.gguf", "base-k", tmp_path / "lora.gguf", cache)
     stamp = first.stat().st_mtime_ns
-    assert served_model(tmp_path / "base.gguf", "base-k", tmp_path / "lora.gguf", "lora-k", cache) == first
+    assert served_model(tmp_path / "base.gguf", "base-k", tmp_path / "lora.gguf", cache) == first
     assert first.stat().st_mtime_ns == stamp
-    assert served_model(tmp_path / "base.gguf", "base-k", None, None, cache) != first  # its own file
+    assert served_model(tmp_path / "base.gguf", "base-k", None, cache) != first  # its own file
     _lora(tmp_path / "bad.gguf", rng, "blk.0.attn_q.weight", (32, 96))
     with pytest.raises(ModelLoadError):
-        served_model(tmp_path / "base.gguf", "base-k", tmp_path / "bad.gguf", "bad-k", cache)
+        served_model(tmp_path / "base.gguf", "base-k", tmp_path / "bad.gguf", cache)
     assert sorted(p.name for p in cache.iterdir()) == sorted([first.name, "served-base-k-no-adapter-q8_0-v1.gguf"])
