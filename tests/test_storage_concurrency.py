@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # A second process: writes batches of messages plus a summary of each batch, and deletes
 # some older messages (which deletes their summaries), forever or for a number of rounds.
+# Given a count, it holds its last round until the other writer's messages (ids below its
+# own) reach that count, so the two processes overlap whatever the machine's load.
 WRITER = textwrap.dedent(
     """
     import asyncio, sys
@@ -27,12 +29,24 @@ WRITER = textwrap.dedent(
     from storage import StoredMessage, SummaryRecord, messages, open_database, summaries
 
     path, start, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    wait_for = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     t0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+    async def others(db):
+        async with db.read() as conn:
+            rows = await conn.execute_fetchall("SELECT count(*) FROM messages WHERE id < ?", (start,))
+        return rows[0][0]
 
     async def main():
         async with open_database(path, busy_timeout_ms=30000) as db:
             n = 0
             while rounds == 0 or n < rounds:
+                if wait_for and n == rounds - 1:
+                    for _ in range(1200):  # up to 120 s
+                        if await others(db) >= wait_for:
+                            break
+                        await asyncio.sleep(0.1)
+                    print("saw", await others(db), flush=True)
                 base = start + n * 50
                 batch = [StoredMessage(base + i, 1, 10 + i % 3, 100 + i % 7, "w", "x" * (i * 37 % 3000),
                                        t0 + timedelta(seconds=base + i)) for i in range(50)]
@@ -51,10 +65,10 @@ WRITER = textwrap.dedent(
 )
 
 
-def _spawn(path: Path | str, start: int, rounds: int) -> subprocess.Popen[str]:
+def _spawn(path: Path | str, start: int, rounds: int, wait_for: int = 0) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path), str(start), str(rounds)],
+        [sys.executable, "-c", WRITER, str(path), str(start), str(rounds), str(wait_for)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -123,15 +137,15 @@ async def test_two_databases_on_one_file_wait_for_each_other(db_path: Path) -> N
 
 
 async def test_a_second_process_writes_concurrently(db) -> None:
-    proc = _spawn(target_of(db), 1_000_000, 200)
+    proc = _spawn(target_of(db), 1_000_000, 200, wait_for=400)
     assert proc.stdout is not None
     assert (await asyncio.to_thread(proc.stdout.readline)).strip() == "ready"  # it is writing now
     for j in range(40):
         await db.writing(messages.upsert_messages, [msg(j * 10 + k) for k in range(1, 11)])
-    still_writing = proc.poll() is None
-    _, err = await asyncio.to_thread(proc.communicate, timeout=120)
+    out, err = await asyncio.to_thread(proc.communicate, timeout=180)
     assert proc.returncode == 0, err
-    assert still_writing  # the two processes really overlapped
+    # It was still to write its last round when all of ours had landed: the two overlapped.
+    assert out.split() == ["saw", "400"]
     async with db.read() as conn:
         ours = (await conn.execute_fetchall("SELECT count(*) FROM messages WHERE id < 1000000"))[0][0]
         theirs = (await conn.execute_fetchall("SELECT count(*) FROM messages WHERE id >= 1000000"))[0][0]
