@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -40,7 +41,7 @@ from typing import Any, Callable, Sequence
 
 from .adapters import adapter_prompt_format, adapter_speakers, check_base, read_adapter_meta, resolve_adapter
 from .generation import GenerationError, GenerationResult, GenerationSettings, ModelLoadError, Prompt
-from .llama_gguf import served_model
+from .llama_gguf import drop_stale, served_model
 from .models import ModelSource, _gguf_cache_dir, resolve_source
 from .remote_backend import RemoteBackend, RemoteConfig
 
@@ -154,8 +155,14 @@ def convert_adapter(build: LlamaBuild, folder: Path, base: Path, cache: Path) ->
     """The adapter as a GGUF LoRA, converted once by llama.cpp's own converter and cached by its bytes.
     ``base`` is a folder with the base model's config.json (``base_files``)."""
     target = cache / f"lora-{folder.name}-{adapter_key(folder)}.gguf"
-    if target.is_file():
-        return target
+    if not target.is_file():
+        _convert(build, folder, base, target)
+    drop_stale(cache, target, re.escape(f"lora-{folder.name}-") + r"[0-9a-f]{16}\.gguf")  # its earlier versions
+    return target
+
+
+def _convert(build: LlamaBuild, folder: Path, base: Path, target: Path) -> None:
+    cache = target.parent
     cache.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="recap-lora-", dir=cache) as tmp:
@@ -175,7 +182,6 @@ def convert_adapter(build: LlamaBuild, folder: Path, base: Path, cache: Path) ->
                                  f"Check it with ENGINE=torch, or rebuild with `{BUILD_COMMAND}`.")
         os.replace(out, target)
     log.info("adapter %s converted to a GGUF LoRA in %.1fs", folder.name, time.perf_counter() - started)
-    return target
 
 
 def free_port() -> int:
@@ -358,6 +364,8 @@ def start_llama_cpp(config: LlamaCppConfig) -> LlamaCppBackend:
     backend.base_name = display
     backend.adapter = adapter
     backend.name = f"{display} + adapter {adapter}" if adapter else display
+    if config.merged:  # the weights it runs are a Q8_0 copy of the base, with the adapter (if any) merged in
+        backend.name += ", merged as Q8_0 for llama.cpp" if adapter else ", as Q8_0 for llama.cpp"
     backend.prompt_format = adapter_prompt_format(meta)
     backend.speakers = adapter_speakers(meta)
     backend.prefix_allowed = bool(meta.get("answer_prefix", True))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -105,11 +106,20 @@ def merged_q8_0(base: Path, lora: Path | None, out: Path) -> None:
 def served_model(base: Path, base_key: str, lora: Path | None, cache: Path) -> Path:
     """The cached served file for this model (``base_key``) and GGUF LoRA (keyed by its file name, which
     ``convert_adapter`` derives from the adapter's bytes), made once (``merged_q8_0``)."""
-    target = cache / f"served-{base_key}-{lora.stem if lora is not None else 'no-adapter'}-q8_0-v{FORMAT}.gguf"
-    if target.is_file():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", dir=cache)
+    lora_part = lora.stem if lora is not None else "no-adapter"
+    target = cache / f"served-{base_key}-{lora_part}-q8_0-v{FORMAT}.gguf"
+    if not target.is_file():
+        _make(base, lora, target)
+    # Earlier copies for this model and adapter (the adapter retrained, or made in an older FORMAT).
+    keyed = re.fullmatch(r"(.+)-[0-9a-f]{16}", lora_part)
+    lora_re = re.escape(keyed.group(1)) + "-[0-9a-f]{16}" if keyed else re.escape(lora_part)
+    drop_stale(cache, target, re.escape(f"served-{base_key}-") + lora_re + r"-q8_0-v\d+\.gguf")
+    return target
+
+
+def _make(base: Path, lora: Path | None, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", dir=target.parent)
     os.close(fd)
     started = time.perf_counter()
     try:
@@ -122,4 +132,16 @@ def served_model(base: Path, base_key: str, lora: Path | None, cache: Path) -> P
             os.unlink(tmp)
     log.info("model prepared for llama.cpp (Q8_0%s) in %.1fs", ", adapter merged" if lora else "",
              time.perf_counter() - started)
-    return target
+
+
+def drop_stale(cache: Path, keep: Path, pattern: str) -> None:
+    """Remove the files in ``cache`` whose names match ``pattern`` (a regular expression), except ``keep``:
+    copies made for an adapter since replaced, about 145 MB each, which nothing would use again. A server
+    still running on one holds it open, and goes on reading it (POSIX); where the system refuses, it stays."""
+    for path in cache.iterdir():
+        if path.name != keep.name and re.fullmatch(pattern, path.name) and path.is_file():
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            log.info("removed %s from the llama.cpp cache (made for an earlier adapter or format)", path.name)

@@ -68,8 +68,9 @@ def test_the_demo_runs_on_llama_cpp_with_the_adapter(llama_cpp_home: Path, tmp_p
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert out.startswith("Summary of #dev (Lumen Notes):")
-    model = "SmolLM2-135M-Instruct (embedded, Q4_1 GGUF) + adapter recap-dialogsum"
+    model = "SmolLM2-135M-Instruct (embedded, Q4_1 GGUF) + adapter recap-dialogsum, merged as Q8_0 for llama.cpp"
     assert f"llama.cpp engine: {model}" in result.stderr
+    assert f"Model: {model}" in out  # the footer names the weights that wrote it
     body = out.split("\n\n")[1]
     assert any(name in body for name in ("Maya", "Theo", "Priya", "Jonas", "Sam"))  # tags mapped back to names
     assert "#Person" not in out

@@ -124,3 +124,25 @@ def test_served_model_is_made_once_and_leaves_no_partial_file(tmp_path: Path) ->
     with pytest.raises(ModelLoadError):
         served_model(tmp_path / "base.gguf", "base-k", tmp_path / "bad.gguf", cache)
     assert sorted(p.name for p in cache.iterdir()) == sorted([first.name, "served-base-k-no-adapter-q8_0-v1.gguf"])
+
+
+def test_a_new_copy_of_an_adapter_replaces_the_old_one_in_the_cache(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    _base(tmp_path / "base.gguf", rng)
+    old, new, other = (tmp_path / f"lora-{name}.gguf" for name in ("mine-" + "a" * 16, "mine-" + "b" * 16,
+                                                                     "mine-too-" + "a" * 16))
+    for path in (old, new, other):
+        _lora(path, rng, "blk.0.attn_q.weight", (64, 96))
+    cache = tmp_path / "cache"
+    kept = [served_model(tmp_path / "base.gguf", "base-k", path, cache) for path in (other, None)]
+    first = served_model(tmp_path / "base.gguf", "base-k", old, cache)
+    (cache / f"{first.name}.tmp1234").write_bytes(b"another process still writing")
+    retrained = served_model(tmp_path / "base.gguf", "base-k", new, cache)
+    assert not first.exists()  # the adapter was retrained: its old copy goes
+    # Another adapter's copy, the copy without one, and a file being written all stay.
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [retrained.name, *(p.name for p in kept), f"{first.name}.tmp1234"])
+    # A copy left from an older format goes too, at the next start, with nothing to make.
+    leftover = cache / retrained.name.replace("-v1.gguf", "-v0.gguf")
+    leftover.write_bytes(b"old format")
+    assert served_model(tmp_path / "base.gguf", "base-k", new, cache) == retrained and not leftover.exists()
