@@ -13,7 +13,7 @@ from test_storage_helpers import CHANNEL, GUILD, OTHER_CHANNEL, OTHER_GUILD, db,
 
 EXPECTED_DEFAULTS = {
     "length": "medium", "max_new_tokens": 0, "temperature": 0.7, "top_p": 0.9, "top_k": 50,
-    "repetition_penalty": 1.1, "sampling": False, "default_window": 100, "max_messages": 1000,
+    "repetition_penalty": 1.0, "sampling": False, "default_window": 100, "max_messages": 1000,
     "style": "paragraph", "private_default": False, "retention_days": 30, "enabled": True,
 }
 
