@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -157,7 +156,7 @@ def convert_adapter(build: LlamaBuild, folder: Path, base: Path, cache: Path) ->
     target = cache / f"lora-{folder.name}-{adapter_key(folder)}.gguf"
     if not target.is_file():
         _convert(build, folder, base, target)
-    drop_stale(cache, target, re.escape(f"lora-{folder.name}-") + r"[0-9a-f]{16}\.gguf")  # its earlier versions
+    drop_stale(target)  # its earlier versions
     return target
 
 

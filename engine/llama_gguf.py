@@ -106,14 +106,10 @@ def merged_q8_0(base: Path, lora: Path | None, out: Path) -> None:
 def served_model(base: Path, base_key: str, lora: Path | None, cache: Path) -> Path:
     """The cached served file for this model (``base_key``) and GGUF LoRA (keyed by its file name, which
     ``convert_adapter`` derives from the adapter's bytes), made once (``merged_q8_0``)."""
-    lora_part = lora.stem if lora is not None else "no-adapter"
-    target = cache / f"served-{base_key}-{lora_part}-q8_0-v{FORMAT}.gguf"
+    target = cache / f"served-{base_key}-{lora.stem if lora is not None else 'no-adapter'}-q8_0-v{FORMAT}.gguf"
     if not target.is_file():
         _make(base, lora, target)
-    # Earlier copies for this model and adapter (the adapter retrained, or made in an older FORMAT).
-    keyed = re.fullmatch(r"(.+)-[0-9a-f]{16}", lora_part)
-    lora_re = re.escape(keyed.group(1)) + "-[0-9a-f]{16}" if keyed else re.escape(lora_part)
-    drop_stale(cache, target, re.escape(f"served-{base_key}-") + lora_re + r"-q8_0-v\d+\.gguf")
+    drop_stale(target)
     return target
 
 
@@ -134,14 +130,22 @@ def _make(base: Path, lora: Path | None, target: Path) -> None:
              time.perf_counter() - started)
 
 
-def drop_stale(cache: Path, keep: Path, pattern: str) -> None:
-    """Remove the files in ``cache`` whose names match ``pattern`` (a regular expression), except ``keep``:
-    copies made for an adapter since replaced, about 145 MB each, which nothing would use again. A server
-    still running on one holds it open, and goes on reading it (POSIX); where the system refuses, it stays."""
-    for path in cache.iterdir():
+# The parts of a cache file's name that change when what it was made from changes: the 16-hex-digit keys
+# (a model file's, an adapter's bytes) and the served file's format version.
+_KEY = re.compile(r"[0-9a-f]{16}")
+_VERSION = re.compile(r"v\d+\\\.gguf$")
+
+
+def drop_stale(keep: Path) -> None:
+    """Remove the other versions of the cache file ``keep``: the same name with other keys or another
+    version (the adapter retrained, the model reinstalled, an older FORMAT), about 145 MB each for a served
+    copy, which nothing would use again. A server still running on one holds it open, and goes on reading
+    it (POSIX); where the system refuses, it stays. Files still being written (a temp suffix) never match."""
+    pattern = _VERSION.sub(r"v\\d+\\.gguf", _KEY.sub("[0-9a-f]{16}", re.escape(keep.name)))
+    for path in keep.parent.iterdir():
         if path.name != keep.name and re.fullmatch(pattern, path.name) and path.is_file():
             try:
                 path.unlink()
             except OSError:
                 continue
-            log.info("removed %s from the llama.cpp cache (made for an earlier adapter or format)", path.name)
+            log.info("removed %s from the llama.cpp cache (made for an earlier adapter, model or format)", path.name)
